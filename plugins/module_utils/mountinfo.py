@@ -1,0 +1,134 @@
+# -*- coding: utf-8 -*-
+# Copyright: unboxed developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Read what the kernel has mounted, from /proc/self/mountinfo.
+
+The one place in unboxed that parses mountinfo. Modules compare a desired mount with
+the live one found here, never with /etc/fstab or os.path.ismount().
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+MOUNTINFO_PATH = '/proc/self/mountinfo'
+
+_OCTAL_ESCAPE = re.compile(r'\\([0-7]{3})')
+
+
+def unescape(field: str) -> str:
+    r"""Undo the kernel's octal escapes (``\040`` space, ``\011`` tab, ``\012`` newline, ``\134`` backslash)."""
+    return _OCTAL_ESCAPE.sub(lambda match: chr(int(match.group(1), 8)), field)
+
+
+def split_options(options: str) -> list[tuple[str, str | None]]:
+    """Split a mount option string into ``(key, value)`` pairs, in order.
+
+    The kernel escapes ``,`` and ``=`` inside option values (seq_show_option), so splitting
+    on the raw characters first and unescaping each part afterwards is exact.
+    """
+    pairs = []
+    for item in options.split(','):
+        if not item:
+            continue
+        key, sep, value = item.partition('=')
+        pairs.append((unescape(key), unescape(value) if sep else None))
+    return pairs
+
+
+def join_options(pairs) -> str:
+    """The inverse of split_options for values that need no escaping."""
+    return ','.join(key if value is None else f'{key}={value}' for key, value in pairs)
+
+
+@dataclasses.dataclass(frozen=True)
+class MountEntry:
+    """One line of /proc/PID/mountinfo (see proc(5))."""
+
+    mount_id: int
+    parent_id: int
+    device: str
+    root: str
+    mount_point: str
+    mount_options: tuple
+    optional_fields: tuple
+    fstype: str
+    source: str
+    super_options: tuple
+
+    def option(self, key: str, default=None):
+        """Value of a per-mount or per-superblock option (the last one wins, as in the kernel)."""
+        found = default
+        for option_key, value in self.mount_options + self.super_options:
+            if option_key == key:
+                found = value if value is not None else True
+        return found
+
+    @property
+    def read_only(self) -> bool:
+        return self.option('ro', False) is True
+
+
+def parse_mountinfo_line(line: str) -> MountEntry:
+    """Parse one mountinfo line. Raises ValueError on a line that is not mountinfo."""
+    fields = line.rstrip('\n').split(' ')
+    try:
+        separator = fields.index('-', 6)
+    except ValueError:
+        raise ValueError(f'not a mountinfo line (no " - " separator): {line!r}') from None
+    if separator + 3 > len(fields) or len(fields) < 10:
+        raise ValueError(f'not a mountinfo line (too few fields): {line!r}')
+    return MountEntry(
+        mount_id=int(fields[0]),
+        parent_id=int(fields[1]),
+        device=fields[2],
+        root=unescape(fields[3]),
+        mount_point=unescape(fields[4]),
+        mount_options=tuple(split_options(fields[5])),
+        optional_fields=tuple(fields[6:separator]),
+        fstype=fields[separator + 1],
+        source=unescape(fields[separator + 2]),
+        super_options=tuple(split_options(' '.join(fields[separator + 3:]))),
+    )
+
+
+def parse_mountinfo(text: str) -> list[MountEntry]:
+    return [parse_mountinfo_line(line) for line in text.splitlines() if line.strip()]
+
+
+def read_mountinfo(path: str = MOUNTINFO_PATH) -> list[MountEntry]:
+    with open(path, encoding='utf-8', errors='surrogateescape') as handle:
+        return parse_mountinfo(handle.read())
+
+
+def find_mount(mount_point: str, entries=None) -> MountEntry | None:
+    """The mount visible at ``mount_point``: the last one stacked there, or None."""
+    if entries is None:
+        entries = read_mountinfo()
+    visible = None
+    for entry in entries:
+        if entry.mount_point == mount_point:
+            visible = entry
+    return visible
+
+
+def mounts_below(path: str, entries=None) -> list[MountEntry]:
+    """Mounts strictly below ``path`` (``/a/b`` for ``/a``), deepest last as the kernel lists them."""
+    if entries is None:
+        entries = read_mountinfo()
+    prefix = path.rstrip('/') + '/'
+    return [entry for entry in entries if entry.mount_point.startswith(prefix)]
+
+
+def mount_containing(path: str, entries=None) -> MountEntry | None:
+    """The mount whose file system holds ``path`` (longest mount point that is a prefix)."""
+    if entries is None:
+        entries = read_mountinfo()
+    best = None
+    for entry in entries:
+        point = entry.mount_point
+        if path == point or point == '/' or path.startswith(point.rstrip('/') + '/'):
+            if best is None or len(point) >= len(best.mount_point):
+                best = entry
+    return best

@@ -1,0 +1,139 @@
+"""Fixtures for system tests: real mounts and namespaces on this machine, as root, through Ansible.
+
+Modules are run with the ``ansible`` CLI against localhost (the same TaskExecutor, AnsiballZ
+wrapping and module transfer as a playbook task); the tree callback hands back each result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from ansible_collections.unboxed.lab.plugins.module_utils import mountinfo
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.path.dirname(sys.executable)
+
+
+def _ansible_env(tmp_dir):
+    env = dict(os.environ)
+    env.update({
+        'ANSIBLE_CONFIG': os.path.join(REPO, 'ansible.cfg'),
+        'ANSIBLE_HOME': os.path.join(tmp_dir, 'ansible-home'),
+        'ANSIBLE_LOCAL_TEMP': os.path.join(tmp_dir, 'ansible-tmp'),
+        'ANSIBLE_NOCOLOR': '1',
+        'ANSIBLE_LOAD_CALLBACK_PLUGINS': '1',
+        'PATH': BIN + os.pathsep + env.get('PATH', ''),
+    })
+    return env
+
+
+class ModuleRunner:
+    """Runs one unboxed.lab module on localhost through Ansible and returns its result dict."""
+
+    def __init__(self, tmp_dir):
+        self.tmp_dir = tmp_dir
+        self.calls = 0
+
+    def __call__(self, module, args, check=False, diff=False, extra=()):
+        self.calls += 1
+        tree = os.path.join(self.tmp_dir, f'tree-{self.calls}')
+        argv = [os.path.join(BIN, 'ansible'), 'localhost', '-i', 'localhost,', '-c', 'local',
+                '-e', f'ansible_python_interpreter={sys.executable}',
+                '-m', f'unboxed.lab.{module}', '-a', json.dumps(args), '-t', tree]
+        if check:
+            argv.append('--check')
+        if diff:
+            argv.append('--diff')
+        argv.extend(extra)
+        proc = subprocess.run(argv, cwd=REPO, env=_ansible_env(self.tmp_dir), capture_output=True,
+                              text=True, stdin=subprocess.DEVNULL, timeout=300, check=False)
+        result_file = os.path.join(tree, 'localhost')
+        if not os.path.exists(result_file):
+            raise AssertionError(f'ansible produced no result (rc={proc.returncode}):\n{proc.stdout}\n{proc.stderr}')
+        with open(result_file, encoding='utf-8') as handle:
+            result = json.load(handle)
+        result['_rc'] = proc.returncode
+        result['_stdout'] = proc.stdout
+        return result
+
+
+@pytest.fixture
+def run_module(tmp_path):
+    return ModuleRunner(str(tmp_path))
+
+
+def require_root():
+    if os.geteuid() != 0:
+        pytest.skip('needs root: real mounts and namespaces')
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    """A scratch directory on a real (non-overlay) file system; unmounts anything left below it."""
+    require_root()
+    base = tmp_path / 'lab'
+    base.mkdir()
+    yield base
+    unmount_below(str(base))
+
+
+def unmount_below(path):
+    for entry in reversed(mountinfo.mounts_below(path)):
+        subprocess.run(['umount', '-l', entry.mount_point], check=False, capture_output=True)
+
+
+def make_busybox_rootfs(root):
+    """A tiny root file system: a static busybox and its applets, enough for sh, ps, ip and tail."""
+    busybox = shutil.which('busybox')
+    if not busybox:
+        pytest.skip('busybox-static is not installed (make setup installs it)')
+    os.makedirs(os.path.join(root, 'bin'), exist_ok=True)
+    for name in ('proc', 'sys', 'dev', 'tmp', 'etc', 'root'):
+        os.makedirs(os.path.join(root, name), exist_ok=True)
+    shutil.copy2(busybox, os.path.join(root, 'bin', 'busybox'))
+    applets = subprocess.run([busybox, '--list'], capture_output=True, text=True, check=True).stdout.split()
+    for applet in applets:
+        link = os.path.join(root, 'bin', applet)
+        if not os.path.lexists(link):
+            os.symlink('busybox', link)
+    return root
+
+
+@pytest.fixture
+def busybox_rootfs(workdir):
+    return make_busybox_rootfs(str(workdir / 'rootfs'))
+
+
+def snapshot_tree(root):
+    """Every path below root with its type, mode, size and content digest: to prove nothing changed."""
+    import hashlib
+    state = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            st = os.lstat(full)
+            digest = None
+            if os.path.isfile(full) and not os.path.islink(full):
+                with open(full, 'rb') as handle:
+                    digest = hashlib.sha256(handle.read()).hexdigest()
+            state[os.path.relpath(full, root)] = (st.st_mode, st.st_size, digest)
+    return state
+
+
+def read_text(path):
+    with open(path, encoding='utf-8', errors='replace') as handle:
+        return handle.read()
+
+
+def snapshot_mounts():
+    return read_text('/proc/self/mountinfo')
+
+
+def snapshot_processes():
+    return sorted(name for name in os.listdir('/proc') if name.isdigit())
