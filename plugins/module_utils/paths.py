@@ -61,3 +61,53 @@ def is_inside(path: str, parent: str) -> bool:
 def join_inside(root: str, inner: str) -> str:
     """The host path of ``inner``, a path inside the root file system ``root``."""
     return os.path.join(root, inner.lstrip('/'))
+
+
+# The PATH a freshly started container or chroot gets, as Docker sets it for Debian images.
+DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+
+
+def resolve_inside(root: str, inner: str, max_links: int = 40) -> str | None:
+    """The host path that ``inner`` names inside the root file system ``root``, following symlinks
+    as the kernel would after chroot(root): absolute link targets restart at ``root``, ``..`` stops at it.
+
+    Returns None when a component is missing or the links loop.
+    """
+    pending = [part for part in inner.split('/') if part]
+    resolved = []
+    links = 0
+    while pending:
+        part = pending.pop(0)
+        if part == '.':
+            continue
+        if part == '..':
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(root, *resolved, part)
+        if os.path.islink(candidate):
+            links += 1
+            if links > max_links:
+                return None
+            target = os.readlink(candidate)
+            if target.startswith('/'):
+                resolved = []
+            pending = [piece for piece in target.split('/') if piece] + pending
+            continue
+        if not os.path.lexists(candidate):
+            return None
+        resolved.append(part)
+    return os.path.join(root, *resolved)
+
+
+def find_program_inside(root: str, program: str, search_path: str = DEFAULT_PATH) -> str | None:
+    """Where ``program`` (a name looked up in ``search_path``, or a path) is inside ``root``.
+
+    Returns the path as seen inside the root, or None when it is missing or not executable.
+    """
+    candidates = [program] if '/' in program else [f'{directory}/{program}' for directory in search_path.split(':') if directory]
+    for candidate in candidates:
+        host_path = resolve_inside(root, candidate if candidate.startswith('/') else '/' + candidate)
+        if host_path and os.path.isfile(host_path) and os.access(host_path, os.X_OK):
+            return candidate
+    return None

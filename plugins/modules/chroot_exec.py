@@ -1,0 +1,394 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: unboxed developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: chroot_exec
+short_description: Run a command inside a root file system with chroot, like ansible.builtin.command
+version_added: 0.1.0
+description:
+  - Runs a command with its root directory changed to O(root), as C(chroot /overlay/merged ps ax) does in the talk,
+    and returns its output like M(ansible.builtin.command).
+  - Give the command as an argument list (O(argv)), or as a string (O(cmd)) that C(/bin/sh -c) runs B(inside) the
+    root - the shell form of a Dockerfile's C(RUN). The string is never interpreted on the host.
+  - O(mounts) mounts C(/proc), C(/sys) or C(/dev) inside the root for the duration of the command, and always
+    unmounts them afterwards, also when the command fails - the talk's C(mount -t proc proc /proc) inside the chroot.
+  - The command starts with a clean environment (C(PATH), C(HOME=/root), C(TERM) if set) plus O(env), as a container
+    process would, not with the environment of the Ansible module.
+  - B(chroot is not isolation.) The command shares the host's processes, network interfaces, hostname, IPC, users
+    and kernel; with C(/proc) mounted it sees and can signal every host process, and a root process can leave a
+    chroot. That is the lesson of the talk. For isolation use M(unboxed.lab.ns_container).
+author:
+  - unboxed developers
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: partial
+    details: As M(ansible.builtin.command) - in check mode the command is skipped unless O(creates) or O(removes) decide it.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+options:
+  root:
+    description:
+      - The directory that becomes C(/) for the command, for example the merged directory of an overlay.
+    type: path
+    required: true
+  argv:
+    description:
+      - The command and its arguments as a list. The program is looked up in C(PATH) B(inside) the root.
+      - Exactly one of O(argv) and O(cmd) is required.
+    type: list
+    elements: str
+  cmd:
+    description:
+      - A shell command line, run as C(/bin/sh -c CMD) inside the root (C(/bin/sh) of the root, not of the host).
+      - Exactly one of O(argv) and O(cmd) is required.
+    type: str
+  chdir:
+    description:
+      - Directory inside the root to run the command in. Needs C(/bin/sh) inside the root.
+    type: str
+  env:
+    description:
+      - Extra environment variables for the command. C(PATH) given here replaces the default.
+    type: dict
+    default: {}
+  creates:
+    description:
+      - A path inside the root. When it already exists, the command is not run.
+    type: str
+  removes:
+    description:
+      - A path inside the root. When it does not exist, the command is not run.
+    type: str
+  stdin:
+    description:
+      - Text written to the command's standard input.
+    type: str
+  stdin_add_newline:
+    description:
+      - Whether to add a newline at the end of O(stdin).
+    type: bool
+    default: true
+  mounts:
+    description:
+      - Pseudo file systems to mount inside the root for the duration of the command and unmount afterwards.
+      - V(proc) mounts a C(proc) file system at C(ROOT/proc) (what C(ps) reads), V(sys) a C(sysfs) at C(ROOT/sys),
+        V(dev) binds the host's C(/dev) at C(ROOT/dev).
+      - A mount point that already has a mount is left as it is, and not unmounted afterwards.
+    type: list
+    elements: str
+    choices: [proc, sys, dev]
+    default: []
+notes:
+  - Requires root (chroot and mount are privileged).
+  - The returned RV(command) is the equivalent shell command sequence for reading and copying by hand.
+seealso:
+  - module: ansible.builtin.command
+  - module: unboxed.lab.overlay_mount
+  - module: unboxed.lab.ns_container
+"""
+
+EXAMPLES = r"""
+- name: Look around inside the container's root with chroot (host processes are visible)
+  unboxed.lab.chroot_exec:
+    root: /overlay/merged
+    argv: [ps, ax]
+    mounts: [proc]
+  register: chroot_ps
+  changed_when: false
+
+- name: Shell form, like a Dockerfile RUN line; the shell is the root's /bin/sh
+  unboxed.lab.chroot_exec:
+    root: /overlay/merged
+    cmd: echo "Texto" > /file01.txt
+    creates: /file01.txt
+
+- name: Run with a working directory and extra environment inside the root
+  unboxed.lab.chroot_exec:
+    root: /overlay/merged
+    argv: [ls, -la]
+    chdir: /etc
+    env:
+      LANG: C.UTF-8
+"""
+
+RETURN = r"""
+cmd:
+  description: The command as run inside the root (argument list).
+  returned: always
+  type: list
+  elements: str
+  sample: [ps, ax]
+command:
+  description: The equivalent shell commands, as a student would type them on the host.
+  returned: always
+  type: str
+  sample: mount -t proc proc /overlay/merged/proc; chroot /overlay/merged ps ax; umount /overlay/merged/proc
+rc:
+  description: The command's exit status (0 when it was not run).
+  returned: always
+  type: int
+  sample: 0
+stdout:
+  description: Standard output of the command.
+  returned: always
+  type: str
+  sample: "    PID TTY      STAT   TIME COMMAND\n      1 ?        Ss     0:01 /sbin/init"
+stderr:
+  description: Standard error of the command.
+  returned: always
+  type: str
+  sample: ''
+stdout_lines:
+  description: RV(stdout) split into lines.
+  returned: always
+  type: list
+  elements: str
+  sample: ["    PID TTY      STAT   TIME COMMAND"]
+stderr_lines:
+  description: RV(stderr) split into lines.
+  returned: always
+  type: list
+  elements: str
+  sample: []
+start:
+  description: When the command started.
+  returned: when the command ran
+  type: str
+  sample: '2026-11-28 23:40:01.123456'
+end:
+  description: When the command ended.
+  returned: when the command ran
+  type: str
+  sample: '2026-11-28 23:40:01.223456'
+delta:
+  description: How long the command ran.
+  returned: when the command ran
+  type: str
+  sample: '0:00:00.100000'
+msg:
+  description: Why the command was not run, or that it failed.
+  returned: when the command was skipped or failed
+  type: str
+  sample: Did not run command since '/file01.txt' exists
+"""
+
+import datetime
+import os
+import re
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.unboxed.lab.plugins.module_utils import command as cmd_utils
+from ansible_collections.unboxed.lab.plugins.module_utils import mountinfo
+from ansible_collections.unboxed.lab.plugins.module_utils import paths
+
+# How each pseudo file system is mounted inside the root: argv after `mount`, with the target last.
+PSEUDO_MOUNTS = {
+    'proc': ['-t', 'proc', 'proc'],
+    'sys': ['-t', 'sysfs', 'sysfs'],
+    'dev': ['--bind', '/dev'],
+}
+
+# Runs "$@" in the directory "$1": a fixed script that only ever sees its arguments as data.
+CHDIR_SCRIPT = 'cd -- "$1" || exit 127; shift; exec "$@"'
+
+ENV_NAME = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
+
+
+def argument_spec():
+    return dict(
+        root=dict(type='path', required=True),
+        argv=dict(type='list', elements='str'),
+        cmd=dict(type='str'),
+        chdir=dict(type='str'),
+        env=dict(type='dict', default={}),
+        creates=dict(type='str'),
+        removes=dict(type='str'),
+        stdin=dict(type='str'),
+        stdin_add_newline=dict(type='bool', default=True),
+        mounts=dict(type='list', elements='str', choices=list(PSEUDO_MOUNTS), default=[]),
+    )
+
+
+def inner_argv(params):
+    """The command as run inside the root: argv as given, or the root's /bin/sh -c for cmd."""
+    return list(params['argv']) if params['argv'] else ['/bin/sh', '-c', params['cmd']]
+
+
+def environment(params):
+    env = {'PATH': paths.DEFAULT_PATH, 'HOME': '/root'}
+    if os.environ.get('TERM'):
+        env['TERM'] = os.environ['TERM']
+    env.update({key: str(value) for key, value in params['env'].items()})
+    return env
+
+
+def chroot_argv(env_bin, chroot_bin, root, argv, env, chdir=None):
+    """env -i K=V... chroot ROOT [sh -c CHDIR_SCRIPT unboxed-chdir DIR] ARGV: clean environment, no host shell."""
+    prefix = [env_bin, '-i'] + [f'{key}={value}' for key, value in sorted(env.items())] + [chroot_bin, root]
+    if chdir:
+        prefix += ['/bin/sh', '-c', CHDIR_SCRIPT, 'unboxed-chdir', chdir]
+    return prefix + argv
+
+
+def request_problems(params):
+    """Problems visible from the request alone. Pure, unit-tested."""
+    problems = []
+    root = params['root']
+    problem = paths.absolute_path_problem('root', root)
+    if problem:
+        problems.append(problem)
+    elif paths.normalize(root) == '/':
+        problems.append('root is "/": chroot into the host\'s own root changes nothing. Give the directory of a root file '
+                        'system, such as /overlay/merged.')
+    if params['argv'] is not None and params['cmd'] is not None:
+        problems.append('argv and cmd are mutually exclusive: give the command either as a list (argv) or as one shell string (cmd).')
+    elif not params['argv'] and not params['cmd']:
+        problems.append('give the command to run inside the root, as argv (a list, e.g. [ps, ax]) or as cmd (a shell string).')
+    if params['argv'] is not None and params['argv'] and not params['argv'][0]:
+        problems.append('argv[0], the program to run, is empty.')
+    for option in ('chdir', 'creates', 'removes'):
+        if params[option] is not None and not params[option].startswith('/'):
+            problems.append(f'{option} is a path inside the root and must be absolute, got "{params[option]}".')
+    for key in params['env']:
+        if not ENV_NAME.match(str(key)):
+            problems.append(f'env has the variable name "{key}", which is not a valid name (letters, digits and _, not starting with a digit).')
+    return problems
+
+
+def root_problems(params, argv, env):
+    root = params['root']
+    if not os.path.exists(root):
+        return [f'root {root} does not exist: build or mount the root file system first (for example with unboxed.lab.overlay_mount).']
+    if not os.path.isdir(root):
+        return [f'root {root} is not a directory.']
+    problems = []
+    program = argv[0]
+    if not paths.find_program_inside(root, program, env['PATH']):
+        where = program if '/' in program else f'{program} (searched in PATH={env["PATH"]})'
+        problems.append(f'{where} not found inside {root}: the command runs with {root} as its "/", so the program '
+                        f'must exist in that root file system, not only on the host.')
+    if params['chdir'] and argv[0] != '/bin/sh' and not paths.find_program_inside(root, '/bin/sh'):
+        problems.append(f'chdir needs /bin/sh inside {root}, and /bin/sh was not found inside {root}.')
+    if params['chdir']:
+        target = paths.resolve_inside(root, params['chdir'])
+        if not target or not os.path.isdir(target):
+            problems.append(f'chdir {params["chdir"]} is not a directory inside {root}.')
+    for name in params['mounts']:
+        target = paths.resolve_inside(root, f'/{name}')
+        if not target or not os.path.isdir(target):
+            problems.append(f'mounts includes {name}, but {root}/{name} is not a directory to mount it on.')
+    return problems
+
+
+def pseudo_mount_argv(mount_bin, name, target):
+    return [mount_bin] + PSEUDO_MOUNTS[name] + [target]
+
+
+class PseudoMounts:
+    """Mounts /proc, /sys, /dev inside the root for one command and always takes them down again."""
+
+    def __init__(self, module, root, names):
+        self.module = module
+        self.root = root
+        self.names = names
+        self.ours = []
+
+    def targets(self):
+        return [(name, os.path.join(self.root, name)) for name in self.names]
+
+    def __enter__(self):
+        mount_bin = self.module.get_bin_path('mount', required=True)
+        entries = mountinfo.read_mountinfo()
+        for name, target in self.targets():
+            if mountinfo.find_mount(os.path.realpath(target), entries) is not None:
+                continue
+            argv = pseudo_mount_argv(mount_bin, name, target)
+            rc, _stdout, stderr = self.module.run_command(argv, environ_update={'LC_ALL': 'C'})
+            if rc != 0:
+                self.__exit__(None, None, None)
+                self.module.fail_json(msg=f'Could not mount {name} at {target}: {stderr.strip()}', cmd=cmd_utils.shell_join(argv))
+            self.ours.append(target)
+        return self
+
+    def __exit__(self, *exc_info):
+        umount_bin = self.module.get_bin_path('umount', required=True)
+        for target in reversed(self.ours):
+            rc, _stdout, stderr = self.module.run_command([umount_bin, target], environ_update={'LC_ALL': 'C'})
+            if rc != 0:
+                # A process the command left behind may still use it: detach it rather than leave it in place.
+                self.module.run_command([umount_bin, '-l', target])
+                self.module.warn(f'{target} was busy after the command ({stderr.strip()}); it was detached with umount -l.')
+        self.ours = []
+        return False
+
+
+def equivalent_command(params, argv, env):
+    root = params['root']
+    visible_env = {key: value for key, value in env.items() if key in params['env']}
+    steps = [cmd_utils.shell_join(['mount'] + pseudo_mount_argv('', name, os.path.join(root, name))[1:]) for name in params['mounts']]
+    chroot_line = ['chroot', root]
+    if params['chdir']:
+        chroot_line += ['/bin/sh', '-c', f'cd {params["chdir"]} && exec "$@"', 'sh']
+    chroot_line += argv
+    prefix = [f'{key}={value}' for key, value in sorted(visible_env.items())]
+    steps.append(cmd_utils.shell_join(['env'] + prefix + chroot_line) if prefix else cmd_utils.shell_join(chroot_line))
+    steps += [cmd_utils.shell_join(['umount', os.path.join(root, name)]) for name in reversed(params['mounts'])]
+    return '; '.join(steps)
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    params = module.params
+    problems = request_problems(params)
+    if problems:
+        module.fail_json(msg=' '.join(problems), problems=problems)
+    root = paths.normalize(params['root'])
+    argv = inner_argv(params)
+    env = environment(params)
+    result = {'changed': False, 'stdout': '', 'stderr': '', 'rc': None, 'cmd': argv, 'start': None, 'end': None,
+              'delta': None, 'msg': '', 'command': equivalent_command(params, argv, env)}
+
+    problems = root_problems(params, argv, env)
+    if problems:
+        module.fail_json(msg=' '.join(problems), problems=problems, **{k: v for k, v in result.items() if k != 'msg'})
+
+    would = 'Would' if module.check_mode else 'Did'
+    if params['creates'] and paths.resolve_inside(root, params['creates']):
+        result.update(rc=0, msg=f"{would} not run command since '{params['creates']}' exists inside {root}")
+        module.exit_json(**result)
+    if params['removes'] and not paths.resolve_inside(root, params['removes']):
+        result.update(rc=0, msg=f"{would} not run command since '{params['removes']}' does not exist inside {root}")
+        module.exit_json(**result)
+
+    result['changed'] = True
+    if module.check_mode:
+        result.update(rc=0, msg='Command would have run if not in check mode')
+        if params['creates'] is None and params['removes'] is None:
+            result.update(skipped=True, changed=False)
+        module.exit_json(**result)
+
+    full_argv = chroot_argv(module.get_bin_path('env', required=True), module.get_bin_path('chroot', required=True),
+                            root, argv, env, params['chdir'])
+    with PseudoMounts(module, root, params['mounts']):
+        start = datetime.datetime.now()
+        rc, stdout, stderr = module.run_command(full_argv, data=params['stdin'], binary_data=not params['stdin_add_newline'])
+        end = datetime.datetime.now()
+    result.update(rc=rc, stdout=stdout.rstrip('\n'), stderr=stderr.rstrip('\n'), start=str(start), end=str(end), delta=str(end - start))
+    if rc != 0:
+        result['msg'] = 'non-zero return code'
+        module.fail_json(**result)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()
