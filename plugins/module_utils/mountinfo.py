@@ -67,7 +67,8 @@ class MountEntry:
 
     @property
     def read_only(self) -> bool:
-        return self.option('ro', False) is True
+        """Read-only either per mount or for the whole superblock (an overlay without upper layer)."""
+        return any(key == 'ro' for key, _value in self.mount_options + self.super_options)
 
 
 def parse_mountinfo_line(line: str) -> MountEntry:

@@ -18,6 +18,7 @@ from ansible_collections.unboxed.lab.plugins.module_utils import mountinfo
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
+CALLBACK_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'callback_plugins')
 
 
 def _ansible_env(tmp_dir):
@@ -34,7 +35,7 @@ def _ansible_env(tmp_dir):
 
 
 class ModuleRunner:
-    """Runs one unboxed.lab module on localhost through Ansible and returns its result dict."""
+    """Runs one unboxed.lab module on localhost through Ansible and returns its whole result dict."""
 
     def __init__(self, tmp_dir):
         self.tmp_dir = tmp_dir
@@ -42,22 +43,29 @@ class ModuleRunner:
 
     def __call__(self, module, args, check=False, diff=False, extra=()):
         self.calls += 1
-        tree = os.path.join(self.tmp_dir, f'tree-{self.calls}')
+        record = os.path.join(self.tmp_dir, f'result-{self.calls}.jsonl')
         argv = [os.path.join(BIN, 'ansible'), 'localhost', '-i', 'localhost,', '-c', 'local',
                 '-e', f'ansible_python_interpreter={sys.executable}',
-                '-m', f'unboxed.lab.{module}', '-a', json.dumps(args), '-t', tree]
+                '-m', f'unboxed.lab.{module}', '-a', json.dumps(args)]
         if check:
             argv.append('--check')
         if diff:
             argv.append('--diff')
         argv.extend(extra)
-        proc = subprocess.run(argv, cwd=REPO, env=_ansible_env(self.tmp_dir), capture_output=True,
+        env = _ansible_env(self.tmp_dir)
+        env.update({'ANSIBLE_CALLBACK_PLUGINS': CALLBACK_DIR, 'ANSIBLE_CALLBACKS_ENABLED': 'record_results',
+                    'UNBOXED_RECORD_RESULTS': record})
+        proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True,
                               text=True, stdin=subprocess.DEVNULL, timeout=300, check=False)
-        result_file = os.path.join(tree, 'localhost')
-        if not os.path.exists(result_file):
+        if not os.path.exists(record):
             raise AssertionError(f'ansible produced no result (rc={proc.returncode}):\n{proc.stdout}\n{proc.stderr}')
-        with open(result_file, encoding='utf-8') as handle:
-            result = json.load(handle)
+        with open(record, encoding='utf-8') as handle:
+            entries = [json.loads(line) for line in handle]
+        assert len(entries) == 1, entries
+        result = entries[0]['result']
+        result['_status'] = entries[0]['status']
+        # ansible-core 2.19 keeps the failed flag beside the result; the callback saw the status.
+        result.setdefault('failed', entries[0]['status'] == 'failed')
         result['_rc'] = proc.returncode
         result['_stdout'] = proc.stdout
         return result
@@ -131,8 +139,13 @@ def read_text(path):
         return handle.read()
 
 
-def snapshot_mounts():
-    return read_text('/proc/self/mountinfo')
+def snapshot_mounts(under=None):
+    """mountinfo lines, or only those that mount at or below ``under``: other work on the machine
+    (a lab being built, another test) mounts and unmounts concurrently, and is not ours to compare."""
+    lines = read_text('/proc/self/mountinfo').splitlines()
+    if under is not None:
+        lines = [line for line in lines if mountinfo.parse_mountinfo_line(line).mount_point.startswith(str(under))]
+    return lines
 
 
 def snapshot_processes():

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.unboxed.lab.plugins.module_utils import mountinfo
+
+# Real lines: this machine's root, an overlay as the talk mounts it, a systemd host's shared
+# propagation fields, and a path with a space the kernel escapes as \040.
+ROOT = '27 1 254:0 / / rw,relatime - ext4 /dev/vda rw,discard,resv_strict,resuid=65534,resgid=65534'
+OVERLAY = ('45 27 0:39 / /overlay/merged rw,relatime - overlay overlay '
+           'rw,lowerdir=/overlay/lower2-file:/overlay/lower1-base,upperdir=/overlay/upper,workdir=/overlay/work,uuid=on')
+SHARED = '36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 shared:7 - ext3 /dev/root rw,errors=continue'
+ESCAPED = ('44 27 0:39 / /tmp/my\\040lab/merged rw,relatime - overlay overlay '
+           'ro,lowerdir=/tmp/sp\\040ace:/tmp/ovt/l1,redirect_dir=on')
+TAB_AND_BACKSLASH = '50 27 0:40 / /mnt/a\\011b\\134c rw - tmpfs tmp\\040fs rw,size=1024k'
+
+
+def test_parses_fields_of_a_plain_line():
+    entry = mountinfo.parse_mountinfo_line(ROOT)
+    assert (entry.mount_id, entry.parent_id, entry.device) == (27, 1, '254:0')
+    assert (entry.root, entry.mount_point, entry.fstype, entry.source) == ('/', '/', 'ext4', '/dev/vda')
+    assert entry.option('resuid') == '65534'
+    assert entry.option('discard') is True
+    assert entry.optional_fields == ()
+    assert not entry.read_only
+
+
+def test_overlay_layers_are_split_in_order():
+    entry = mountinfo.parse_mountinfo_line(OVERLAY)
+    assert entry.fstype == 'overlay'
+    assert entry.option('lowerdir') == '/overlay/lower2-file:/overlay/lower1-base'
+    assert entry.option('upperdir') == '/overlay/upper'
+    assert entry.option('workdir') == '/overlay/work'
+
+
+def test_optional_fields_before_separator():
+    entry = mountinfo.parse_mountinfo_line(SHARED)
+    assert entry.optional_fields == ('master:1', 'shared:7')
+    assert entry.fstype == 'ext3'
+    assert entry.root == '/mnt1' and entry.mount_point == '/mnt2'
+    assert entry.option('noatime') is True
+
+
+def test_octal_escapes_in_mount_point_and_options():
+    entry = mountinfo.parse_mountinfo_line(ESCAPED)
+    assert entry.mount_point == '/tmp/my lab/merged'
+    assert entry.option('lowerdir') == '/tmp/sp ace:/tmp/ovt/l1'
+    assert entry.read_only is True  # a read-only superblock (no upper layer) refuses writes whatever the mount says
+
+
+def test_tab_backslash_and_source_unescaped():
+    entry = mountinfo.parse_mountinfo_line(TAB_AND_BACKSLASH)
+    assert entry.mount_point == '/mnt/a\tb\\c'
+    assert entry.source == 'tmp fs'
+
+
+@pytest.mark.parametrize('line', ['', 'garbage', '1 2 3 4 5 6 7 8'])
+def test_rejects_lines_that_are_not_mountinfo(line):
+    with pytest.raises(ValueError):
+        mountinfo.parse_mountinfo_line(line)
+
+
+def test_find_mount_returns_the_top_of_a_stack():
+    lower = OVERLAY
+    upper = OVERLAY.replace('45 27', '46 45').replace('lower2-file:', 'lower3:')
+    entries = mountinfo.parse_mountinfo('\n'.join([ROOT, lower, upper]))
+    assert mountinfo.find_mount('/overlay/merged', entries).mount_id == 46
+    assert mountinfo.find_mount('/nowhere', entries) is None
+
+
+def test_mounts_below_and_mount_containing():
+    proc = '60 45 0:5 / /overlay/merged/proc rw - proc proc rw'
+    entries = mountinfo.parse_mountinfo('\n'.join([ROOT, OVERLAY, proc]))
+    assert [entry.mount_point for entry in mountinfo.mounts_below('/overlay/merged', entries)] == ['/overlay/merged/proc']
+    assert mountinfo.mounts_below('/overlay/merged/proc', entries) == []
+    assert mountinfo.mount_containing('/overlay/merged/etc/passwd', entries).mount_id == 45
+    assert mountinfo.mount_containing('/overlay/upper', entries).mount_id == 27
+    assert mountinfo.mount_containing('/overlay/mergedx', entries).mount_id == 27
+
+
+def test_split_and_join_options_round_trip():
+    pairs = mountinfo.split_options('rw,lowerdir=/a:/b,index=off')
+    assert pairs == [('rw', None), ('lowerdir', '/a:/b'), ('index', 'off')]
+    assert mountinfo.join_options(pairs) == 'rw,lowerdir=/a:/b,index=off'
+
+
+def test_reads_this_machines_mountinfo():
+    entries = mountinfo.read_mountinfo()
+    assert mountinfo.find_mount('/', entries) is not None
+    assert mountinfo.find_mount('/proc', entries).fstype == 'proc'
