@@ -51,3 +51,17 @@ def namespace_report(pid, reference='self', proc: str = '/proc') -> dict:
             'isolated': inode is not None and reference_inode is not None and inode != reference_inode,
         }
     return report
+
+
+def canonical_order(namespaces) -> list[str]:
+    """Namespace names without duplicates, in NAMESPACE_TYPES order (so [net, pid, net] equals [pid, net])."""
+    wanted = set(namespaces)
+    unknown = wanted - set(NAMESPACE_TYPES)
+    if unknown:
+        raise ValueError(f'unknown namespace type(s): {", ".join(sorted(unknown))}')
+    return [namespace for namespace in NAMESPACE_TYPES if namespace in wanted]
+
+
+def isolated_types(report: dict) -> list[str]:
+    """The namespace types a namespace_report marks as isolated, in NAMESPACE_TYPES order."""
+    return [namespace for namespace in NAMESPACE_TYPES if report.get(namespace, {}).get('isolated')]

@@ -11,7 +11,9 @@ This is the one place in unboxed that reads /proc/PID/stat.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
+import signal
 import time
 
 PROC = '/proc'
@@ -92,6 +94,88 @@ def is_running(identity: ProcessIdentity | None, proc: str = PROC) -> bool:
         return False
     stat = read_proc_stat(identity.pid, proc)
     return stat is not None and stat.start_time == identity.start_time and stat.state not in _DEAD_STATES
+
+
+def parse_cmdline(raw: bytes) -> list[str]:
+    """/proc/PID/cmdline: NUL-terminated arguments; empty arguments are kept (``a\\0\\0`` is ``['a', '']``)."""
+    if not raw:
+        return []
+    if raw.endswith(b'\0'):
+        raw = raw[:-1]
+    return [arg.decode('utf-8', 'surrogateescape') for arg in raw.split(b'\0')]
+
+
+def read_cmdline(pid: int, proc: str = PROC) -> list[str] | None:
+    """The argument list of a process, or None when it is gone. A zombie's is empty."""
+    try:
+        with open(f'{proc}/{pid}/cmdline', 'rb') as handle:
+            return parse_cmdline(handle.read())
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def parse_nspids(status_text: str) -> list[int]:
+    """The ``NSpid:`` line of /proc/PID/status: the PID in each nested pid namespace, outermost first.
+
+    ``NSpid:\\t4242\\t1`` is a process that is 4242 on the host and PID 1 inside its own namespace.
+    """
+    for line in status_text.splitlines():
+        if line.startswith('NSpid:'):
+            return [int(field) for field in line.split()[1:]]
+    return []
+
+
+def read_nspids(pid: int, proc: str = PROC) -> list[int]:
+    try:
+        with open(f'{proc}/{pid}/status', encoding='utf-8', errors='surrogateescape') as handle:
+            return parse_nspids(handle.read())
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+
+
+def send_signal(identity: ProcessIdentity | None, signum: int, proc: str = PROC) -> bool:
+    """Signal the recorded process only if it is still that process; True if the signal was sent.
+
+    The start time is checked *after* taking a pidfd: a pidfd pins one process, so a PID reused
+    between the check and the kill cannot receive the signal (kill(2) by number could hit it).
+    """
+    if identity is None:
+        return False
+    try:
+        pidfd = os.pidfd_open(identity.pid)
+    except ProcessLookupError:
+        return False
+    except (AttributeError, OSError) as error:
+        # Python < 3.9 or a kernel < 5.3: kill(2), still only right after the start time matched.
+        if isinstance(error, OSError) and error.errno != errno.ENOSYS:
+            raise
+        if not is_same_process(identity, proc):
+            return False
+        try:
+            os.kill(identity.pid, signum)
+        except ProcessLookupError:
+            return False
+        return True
+    try:
+        if not is_same_process(identity, proc):
+            return False
+        signal.pidfd_send_signal(pidfd, signum)
+        return True
+    except ProcessLookupError:
+        return False
+    finally:
+        os.close(pidfd)
+
+
+def wait_until_not_running(identity: ProcessIdentity | None, timeout: float, proc: str = PROC,
+                           interval: float = 0.05) -> bool:
+    """Poll until the process is gone or a zombie; True if that happened within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while is_running(identity, proc):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+    return True
 
 
 def clock_ticks() -> int:
