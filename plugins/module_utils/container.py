@@ -1,0 +1,357 @@
+# -*- coding: utf-8 -*-
+# Copyright: unboxed developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A hand-built container: its spec, its state directory, how it is launched, and finding its process.
+
+The one place that knows where a container's state lives and which process is the container,
+so ns_container, roles and verify playbooks all agree. A container is tracked the way runc
+tracks one: a state file holding the PID of the process that is PID 1 inside the container
+(never ``unshare`` itself) together with its start time from /proc/PID/stat.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import json
+import os
+import re
+import tempfile
+
+from ansible_collections.unboxed.lab.plugins.module_utils import namespaces as ns_utils
+from ansible_collections.unboxed.lab.plugins.module_utils import paths
+from ansible_collections.unboxed.lab.plugins.module_utils import process
+from ansible_collections.unboxed.lab.plugins.module_utils.command import shell_join
+
+STATE_ROOT = '/run/unboxed/containers'
+STATE_FILE = 'state.json'
+LOG_FILE = 'container.log'
+STATE_FORMAT = 1
+
+ROOT_METHODS = ('chroot', 'pivot_root')
+DEFAULT_NAMESPACES = ('pid', 'net', 'mount')
+
+# Safe as one path component, as Docker's container names are.
+NAME_PATTERN = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$')
+# RFC 1123 labels; the kernel keeps at most 64 bytes of hostname.
+HOSTNAME_PATTERN = re.compile(r'^(?=.{1,64}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$')
+ENV_NAME_PATTERN = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
+
+# Sets the hostname inside the new UTS namespace, then runs the rest of its arguments.
+# Fixed text: the hostname and the command reach it only as arguments ("$1", "$@").
+HOSTNAME_SCRIPT = '{hostname} "$1" && shift && exec "$@"'
+
+# What root_method=pivot_root runs as PID 1 of the new namespaces, before the command.
+# A shell cannot do it: once the old root is stacked on top of the new one, every program
+# is looked up in the new root, and umount must still run. Python (the interpreter the module
+# itself runs with) does the last step with umount2(2) in-process.
+PIVOT_ROOT_STAGE = '''\
+import ctypes, os, socket, subprocess, sys
+mount, pivot_root, rootfs, workdir, hostname = sys.argv[1:6]
+command = sys.argv[6:]
+# The command gets exactly the environment this stage was started with (Python may add LC_CTYPE, PEP 538).
+with open('/proc/self/environ', 'rb') as handle:
+    environment = dict(item.split(b'=', 1) for item in handle.read().split(b'\\0') if b'=' in item)
+if hostname:
+    socket.sethostname(hostname)
+# pivot_root needs the new root to be a mount point: bind the rootfs onto itself, /proc included.
+if subprocess.call([mount, '--rbind', rootfs, rootfs]) != 0:
+    sys.exit('unboxed: could not bind-mount ' + rootfs + ' onto itself')
+os.chdir(rootfs)
+# pivot_root . . makes the rootfs / and stacks the old root on top of it ...
+if subprocess.call([pivot_root, '.', '.']) != 0:
+    sys.exit('unboxed: pivot_root failed')
+# ... then the old root is detached: no path leads back to the host's files (after chroot they all stay).
+if ctypes.CDLL(None, use_errno=True).umount2(b'.', 2) != 0:  # 2 = MNT_DETACH
+    sys.exit('unboxed: could not detach the old root: ' + os.strerror(ctypes.get_errno()))
+os.chdir(workdir)
+try:
+    os.execvpe(command[0], command, environment)
+except OSError as error:
+    sys.stderr.write('unboxed: cannot run ' + command[0] + ': ' + error.strerror + '\\n')
+    sys.exit(127)
+'''
+
+
+@dataclasses.dataclass(frozen=True)
+class Binaries:
+    """Host programs a launch uses: absolute paths to run them, plain names to show them."""
+
+    unshare: str = 'unshare'
+    chroot: str = 'chroot'
+    sh: str = 'sh'
+    hostname: str = 'hostname'
+    mount: str = 'mount'
+    pivot_root: str = 'pivot_root'
+    python: str = 'python3'
+
+
+# The names a student types; the rendered shell command uses these.
+DISPLAY_BINARIES = Binaries()
+
+
+@dataclasses.dataclass(frozen=True)
+class ContainerSpec:
+    """Everything that defines a running container. A difference in any field means a restart."""
+
+    rootfs: str
+    command: tuple
+    namespaces: tuple = DEFAULT_NAMESPACES
+    hostname: str | None = None
+    mount_proc: bool = True
+    root_method: str = 'chroot'
+    env: tuple = ()  # sorted (name, value) pairs, so that equal dicts give equal specs
+    workdir: str | None = None
+
+    @classmethod
+    def build(cls, rootfs, command, namespaces=DEFAULT_NAMESPACES, hostname=None, mount_proc=True,
+              root_method='chroot', env=None, workdir=None) -> ContainerSpec:
+        return cls(
+            rootfs=paths.normalize(rootfs),
+            command=tuple(str(arg) for arg in command),
+            namespaces=tuple(ns_utils.canonical_order(namespaces)),
+            hostname=hostname or None,
+            mount_proc=bool(mount_proc),
+            root_method=root_method,
+            env=tuple(sorted((str(key), str(value)) for key, value in (env or {}).items())),
+            workdir=paths.normalize(workdir) if workdir else None,
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            'rootfs': self.rootfs,
+            'command': list(self.command),
+            'namespaces': list(self.namespaces),
+            'hostname': self.hostname,
+            'mount_proc': self.mount_proc,
+            'root_method': self.root_method,
+            'env': dict(self.env),
+            'workdir': self.workdir,
+        }
+
+    @classmethod
+    def from_dict(cls, data) -> ContainerSpec | None:
+        """The spec recorded in a state file, or None when it is not a spec this code wrote."""
+        try:
+            return cls.build(
+                rootfs=data['rootfs'], command=data['command'], namespaces=data['namespaces'],
+                hostname=data.get('hostname'), mount_proc=data['mount_proc'],
+                root_method=data['root_method'], env=data.get('env') or {}, workdir=data.get('workdir'),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None
+
+
+SPEC_FIELDS = tuple(field.name for field in dataclasses.fields(ContainerSpec))
+
+
+def spec_changes(before: ContainerSpec | None, after: ContainerSpec) -> list[str]:
+    """Names of the spec fields that differ, in declaration order (all of them when there is no before)."""
+    if before is None:
+        return list(SPEC_FIELDS)
+    return [name for name in SPEC_FIELDS if getattr(before, name) != getattr(after, name)]
+
+
+def name_problem(name: str) -> str | None:
+    if not NAME_PATTERN.match(name or ''):
+        return (f'name "{name}" is not a safe container name: use 1 to 64 letters, digits, ".", "_" or "-", '
+                f'starting with a letter or digit (it becomes a directory name under {STATE_ROOT}).')
+    return None
+
+
+def hostname_problem(hostname: str) -> str | None:
+    if not HOSTNAME_PATTERN.match(hostname):
+        return (f'hostname "{hostname}" is not a valid host name: use letters, digits and "-" in labels '
+                f'separated by ".", at most 64 characters, e.g. container01.')
+    return None
+
+
+def default_state_dir(name: str) -> str:
+    return os.path.join(STATE_ROOT, name)
+
+
+def state_file_path(state_dir: str) -> str:
+    return os.path.join(state_dir, STATE_FILE)
+
+
+def log_file_path(state_dir: str) -> str:
+    return os.path.join(state_dir, LOG_FILE)
+
+
+class StateFileError(Exception):
+    """A state file exists but cannot be trusted (unreadable, not JSON, not written by this code)."""
+
+
+def read_state(state_dir: str) -> dict | None:
+    """The recorded state of the container in ``state_dir``, or None when nothing is recorded."""
+    path = state_file_path(state_dir)
+    try:
+        with open(path, encoding='utf-8') as handle:
+            state = json.load(handle)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        raise StateFileError(f'{path} cannot be read: {error}') from None
+    if not isinstance(state, dict) or state.get('format') != STATE_FORMAT:
+        raise StateFileError(f'{path} is not an unboxed container state file (format {STATE_FORMAT})')
+    return state
+
+
+def write_state(state_dir: str, state: dict) -> None:
+    """Replace the state file atomically: a reader sees the old or the new file, never half of one."""
+    state = dict(state, format=STATE_FORMAT)
+    descriptor, temporary = tempfile.mkstemp(prefix='.state.', dir=state_dir)
+    try:
+        with os.fdopen(descriptor, 'w', encoding='utf-8') as handle:
+            json.dump(state, handle, indent=2, sort_keys=True)
+            handle.write('\n')
+        os.chmod(temporary, 0o600)
+        os.replace(temporary, state_file_path(state_dir))
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def recorded_process(state: dict | None) -> process.ProcessIdentity | None:
+    if not state or not state.get('process'):
+        return None
+    return process.ProcessIdentity.from_dict(state['process'])
+
+
+def recorded_spec(state: dict | None) -> ContainerSpec | None:
+    if not state or not isinstance(state.get('spec'), dict):
+        return None
+    return ContainerSpec.from_dict(state['spec'])
+
+
+def find_container_process(state_dir: str, proc: str = process.PROC) -> process.ProcessIdentity | None:
+    """The container's PID 1 if it is running (same PID, same start time, not a zombie), else None.
+
+    An unreadable state file means nobody can tell which process is the container: None.
+    """
+    try:
+        identity = recorded_process(read_state(state_dir))
+    except StateFileError:
+        return None
+    return identity if process.is_running(identity, proc) else None
+
+
+def container_environment(env: dict | None) -> dict:
+    """The environment a container starts with: not the module's, a clean one as Docker gives."""
+    environment = {'PATH': paths.DEFAULT_PATH, 'HOME': '/root'}
+    environment.update({str(key): str(value) for key, value in (env or {}).items()})
+    return environment
+
+
+def namespace_flags(spec: ContainerSpec, proc_mount_point: str) -> list[str]:
+    """unshare(1) options for the spec's namespaces, in the order the talk typed them."""
+    flags = ['--fork']
+    for namespace in spec.namespaces:
+        if namespace == 'mount' and spec.mount_proc:
+            # --mount-proc implies --mount: the new proc is mounted in the new mount namespace only.
+            flags.append(f'--mount-proc={proc_mount_point}')
+        elif namespace == 'user':
+            # Root outside stays root inside (uid 0 -> 0): files in the rootfs keep their owners.
+            flags += ['--user', '--map-root-user']
+        else:
+            flags.append(f'--{namespace}')
+    return flags
+
+
+def launch_stages(spec: ContainerSpec, binaries: Binaries = DISPLAY_BINARIES) -> list[list[str]]:
+    """The launch command, cut where one program execs the next; the last stage is the container's command.
+
+    The process that becomes PID 1 passes through every stage with the same PID: while its
+    /proc/PID/cmdline still shows an earlier stage, the command has not started yet.
+    """
+    rootfs = spec.rootfs
+    command = list(spec.command)
+    proc_in_rootfs = os.path.join(rootfs, 'proc')
+    if spec.root_method == 'pivot_root':
+        pivot = [binaries.python, '-I', '-c', PIVOT_ROOT_STAGE, binaries.mount, binaries.pivot_root,
+                 rootfs, spec.workdir or '/', spec.hostname or '']
+        return [[binaries.unshare] + namespace_flags(spec, proc_in_rootfs), pivot, command]
+    if spec.hostname is None:
+        if spec.workdir is None:
+            # The talk: unshare --fork --pid --net --mount-proc=/overlay/merged/proc chroot /overlay/merged tail -f /dev/null
+            return [[binaries.unshare] + namespace_flags(spec, proc_in_rootfs), [binaries.chroot, rootfs], command]
+        # chroot(8) always starts in /; unshare's own --root/--wd change root and then directory.
+        # With --root, --mount-proc names a path inside the new root.
+        return [[binaries.unshare] + namespace_flags(spec, '/proc') + [f'--root={rootfs}', f'--wd={spec.workdir}'], command]
+    set_hostname = [binaries.sh, '-c', HOSTNAME_SCRIPT.format(hostname=_sh_word(binaries.hostname)), 'sh', spec.hostname]
+    if spec.workdir is None:
+        enter_root = [binaries.chroot, rootfs]
+    else:
+        enter_root = [binaries.unshare, f'--root={rootfs}', f'--wd={spec.workdir}']
+    return [[binaries.unshare] + namespace_flags(spec, proc_in_rootfs), set_hostname, enter_root, command]
+
+
+def _sh_word(word: str) -> str:
+    # Only ever a path from get_bin_path or a plain program name, never user input.
+    return shell_join([word])
+
+
+def launch_argv(spec: ContainerSpec, binaries: Binaries = DISPLAY_BINARIES) -> list[str]:
+    return [arg for stage in launch_stages(spec, binaries) for arg in stage]
+
+
+def transitional_cmdlines(stages: list[list[str]]) -> list[list[str]]:
+    """The command lines PID 1 shows before it runs the container's command (one per earlier stage)."""
+    return [[arg for stage in stages[index:] for arg in stage] for index in range(len(stages) - 1)]
+
+
+def shell_command(spec: ContainerSpec) -> str:
+    """The launch as a student would type it. The container starts with a clean environment
+    (PATH, HOME) plus ``env``; only ``env`` is shown, as an ``env NAME=VALUE`` prefix."""
+    prefix = ['env'] + [f'{key}={value}' for key, value in spec.env] if spec.env else []
+    return shell_join(prefix + launch_argv(spec, DISPLAY_BINARIES))
+
+
+def is_chrooted(proc: str = process.PROC) -> bool | None:
+    """Whether this process runs inside a chroot (its / is not PID 1's /); None when it cannot tell."""
+    try:
+        own_root = os.stat('/')
+        init_root = os.stat(f'{proc}/1/root/')
+    except OSError:
+        return None
+    return (own_root.st_dev, own_root.st_ino) != (init_root.st_dev, init_root.st_ino)
+
+
+def unshare_refusal_problem(detail: str, namespaces, chrooted: bool | None) -> str:
+    """Explain why the kernel refused to create the namespaces, from unshare's error text."""
+    wanted = ', '.join(namespaces) or 'none'
+    text = f'namespaces: the kernel refused to create the requested namespaces ({wanted}): {detail.strip()}.'
+    lowered = detail.lower()
+    if 'user' in namespaces and 'operation not permitted' in lowered:
+        if chrooted:
+            return (text + ' This module runs inside a chroot, and Linux never lets a chrooted process create a user '
+                    'namespace (unshare(CLONE_NEWUSER) fails with EPERM). Run it outside the chroot, or remove "user" '
+                    'from namespaces.')
+        return (text + ' Creating a user namespace was refused with EPERM: a chrooted caller, a security module '
+                '(e.g. AppArmor restricting unprivileged user namespaces) or a seccomp filter can do that. '
+                'Remove "user" from namespaces or lift the restriction.')
+    if 'no space left on device' in lowered:
+        return (text + ' ENOSPC means a namespace limit was reached: see /proc/sys/user/max_*_namespaces '
+                '(0 disables that namespace type).')
+    if 'invalid argument' in lowered:
+        return text + ' EINVAL usually means this kernel was built without one of these namespace types.'
+    if 'operation not permitted' in lowered:
+        return text + ' Creating namespaces needs root (CAP_SYS_ADMIN): run the task with become: true.'
+    return text
+
+
+def read_log_tail(path: str, offset: int = 0, max_lines: int = 20) -> str:
+    """The last lines written to a log since ``offset`` (for error messages)."""
+    try:
+        with open(path, 'rb') as handle:
+            handle.seek(offset)
+            data = handle.read()
+    except OSError as error:
+        if error.errno == errno.ENOENT:
+            return ''
+        raise
+    lines = data.decode('utf-8', 'replace').splitlines()
+    return '\n'.join(lines[-max_lines:])

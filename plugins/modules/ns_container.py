@@ -1,0 +1,785 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: unboxed developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: ns_container
+short_description: Run a process in its own Linux namespaces inside a root file system - a container built by hand
+version_added: 0.1.0
+description:
+  - Starts O(command) as PID 1 of new Linux namespaces with O(rootfs) as its root directory, the way the talk does it by
+    hand with C(unshare --fork --pid --net --mount-proc=/overlay/merged/proc chroot /overlay/merged tail -f /dev/null),
+    and keeps it running in the background after the task and the SSH session have ended.
+  - The container runs detached, in a session of its own, with its standard input from C(/dev/null) and its output
+    appended to a log file in its state directory (RV(log_path)).
+  - The module tracks the process that is PID 1 inside the container (the child of C(unshare), not C(unshare) itself) by
+    its PID B(and) its start time from C(/proc/PID/stat), as runc does. A recorded PID whose start time differs belongs to
+    another process that reused the number, and is never signalled. A zombie does not count as running.
+  - It is idempotent. With O(state=started), a running container with the same spec is left alone; a changed spec
+    (O(rootfs), O(command), O(namespaces), O(hostname), O(mount_proc), O(root_method), O(env), O(workdir)) restarts it
+    and the diff shows what changed; a container that died is started again.
+  - Everything is validated before anything is touched, and each error names the option and the reason.
+  - B(What this isolates.) Each namespace in O(namespaces) gives the container its own view of one kernel resource -
+    C(pid) its own process tree (it is PID 1 and sees only its descendants), C(net) its own network stack (only a
+    loopback interface, down), C(mount) its own mount table, C(uts) its own hostname, C(ipc) its own System V IPC and
+    POSIX message queues, C(user) its own user and group IDs, C(cgroup) its own view of the cgroup tree.
+  - B(What it does not isolate.) There are no cgroup limits (the container can use all CPU, memory and PIDs), no
+    capability dropping (root inside is root with every capability, unless O(namespaces) has C(user)), no seccomp
+    filter, no AppArmor or SELinux profile, no device restrictions and no network interface other than loopback. Root in
+    such a container can, for example, create a device node for the host's disk and mount it. It is a lesson in how
+    containers work, not a sandbox.
+  - B(chroot or pivot_root.) With O(root_method=chroot), as in the talk, the container's root directory is changed
+    but the host's whole file system stays mounted in its mount namespace, one well-known trick away (a root process
+    calls chroot() again into a subdirectory, then walks up with C(..)). With O(root_method=pivot_root), as runc and
+    Docker do, O(rootfs) is bound onto itself in the new mount namespace, made the root with C(pivot_root), and the old
+    root is detached, so that no path leads back to the host's files.
+author:
+  - unboxed developers
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Nothing is started, stopped, written or removed; the reported C(changed) is what the real run would report.
+  diff_mode:
+    support: full
+    details: Before and after show the container's state, its PID and its spec.
+  platform:
+    platforms: posix
+    details: Linux only (namespaces, C(/proc)); needs root and C(unshare) from util-linux.
+options:
+  name:
+    description:
+      - Name of the container. Names its state directory, so it must be safe as a file name (letters, digits, C(.),
+        C(_), C(-); at most 64 characters).
+    type: str
+    required: true
+  rootfs:
+    description:
+      - The directory that becomes the container's C(/), for example the merged directory of an overlay
+        (C(/overlay/merged)). Must be absolute, must not be C(/) or another system directory, and must contain the
+        program of O(command).
+      - The module never writes to it or removes anything from it.
+      - Required when O(state=started) or O(state=restarted).
+    type: path
+  command:
+    description:
+      - The container's PID 1 and its arguments, as a list (C([tail, -f, /dev/null])). The program is looked up in the
+        container's C(PATH) inside O(rootfs).
+      - Required when O(state=started) or O(state=restarted).
+    type: list
+    elements: str
+  namespaces:
+    description:
+      - The namespaces the container gets for itself; all others are shared with the host.
+      - The talk's container uses C(pid), C(net) and C(mount).
+      - C(user) maps root outside to root inside (C(unshare --map-root-user)).
+    type: list
+    elements: str
+    choices: [pid, net, mount, uts, ipc, user, cgroup]
+    default: [pid, net, mount]
+  hostname:
+    description:
+      - Hostname inside the container. Needs C(uts) in O(namespaces) - without its own UTS namespace the container
+        would rename the host.
+    type: str
+  mount_proc:
+    description:
+      - Mount a new C(proc) file system at C(/proc) inside the container, so that C(ps) shows the container's own
+        processes (C(unshare --mount-proc)). It is mounted in the container's mount namespace only; the host does not
+        see it.
+      - Needs C(pid) and C(mount) in O(namespaces), and a C(proc) directory in O(rootfs).
+      - When not set, it is V(true) if O(namespaces) has both C(pid) and C(mount), and V(false) otherwise.
+    type: bool
+  root_method:
+    description:
+      - How the container's root directory is set.
+      - V(chroot) (as in the talk) changes the root directory only; the host's mounts stay in the container's mount
+        namespace.
+      - V(pivot_root) binds O(rootfs) onto itself, makes it the root of the new mount namespace with C(pivot_root) and
+        detaches the old root. Needs C(mount) in O(namespaces).
+    type: str
+    choices: [chroot, pivot_root]
+    default: chroot
+  env:
+    description:
+      - Environment variables for the container's command. It starts with a clean environment (C(PATH) as Docker
+        sets it and C(HOME=/root)), not with the environment of the Ansible module; these are added to it.
+    type: dict
+    default: {}
+  workdir:
+    description:
+      - Working directory of the command, a directory inside O(rootfs) (absolute, as seen from inside). Default C(/).
+    type: str
+  state:
+    description:
+      - V(started) makes sure the container runs with this spec; it starts or restarts it only when needed.
+      - V(stopped) stops it and keeps its state directory (and its log).
+      - V(restarted) always stops (if running) and starts it again.
+      - V(absent) stops it and removes its state directory. O(rootfs) is never touched.
+    type: str
+    choices: [started, stopped, restarted, absent]
+    default: started
+  stop_timeout:
+    description:
+      - Seconds to wait after C(SIGTERM) before sending C(SIGKILL).
+      - A process that is PID 1 of its own PID namespace ignores C(SIGTERM) unless it installed a handler for it
+        (C(tail -f /dev/null) does not), so such a container is stopped by C(SIGKILL) after this time.
+    type: int
+    default: 10
+  state_dir:
+    description:
+      - The container's own state directory, holding C(state.json) and C(container.log).
+      - Default C(/run/unboxed/containers/NAME). C(/run) is a tmpfs, so the record is gone after a reboot, as are the
+        container's processes.
+      - O(state=absent) removes only the files the module created there, and the directory if it is then empty.
+    type: path
+notes:
+  - Requires root. Run the task with C(become=true).
+  - Without C(pid) in O(namespaces), stopping signals only the command's process; processes it started may keep
+    running.
+  - The returned RV(shell_command) is the equivalent shell command, as typed in the talk, for reading and copying.
+    It is returned under this name because O(command) is already an option.
+seealso:
+  - module: unboxed.lab.overlay_mount
+  - module: unboxed.lab.chroot_exec
+  - name: unshare(1)
+    description: The util-linux program that creates the namespaces.
+    link: https://man7.org/linux/man-pages/man1/unshare.1.html
+  - name: pivot_root(2)
+    description: Why pivot_root and not chroot, and the pivot_root(".", ".") idiom.
+    link: https://man7.org/linux/man-pages/man2/pivot_root.2.html
+"""
+
+EXAMPLES = r"""
+- name: Run the talk's container on the overlay (PID, network and mount namespaces, chroot)
+  unboxed.lab.ns_container:
+    name: talk
+    rootfs: /overlay/merged
+    command: [tail, -f, /dev/null]
+  become: true
+
+- name: Same container with its own hostname and pivot_root instead of chroot
+  unboxed.lab.ns_container:
+    name: web
+    rootfs: /overlay/merged
+    command: [sh, -c, "while true; do sleep 1; done"]
+    namespaces: [pid, net, mount, uts, ipc]
+    hostname: web01
+    root_method: pivot_root
+    env:
+      GREETING: hello
+  become: true
+  register: web
+
+- name: Show how to type it by hand
+  ansible.builtin.debug:
+    msg: "{{ web.shell_command }}"
+
+- name: Stop it but keep its log
+  unboxed.lab.ns_container:
+    name: web
+    state: stopped
+    stop_timeout: 5
+  become: true
+
+- name: Remove it (the root file system stays as it is)
+  unboxed.lab.ns_container:
+    name: web
+    state: absent
+  become: true
+"""
+
+RETURN = r"""
+name:
+  description: The container's name.
+  returned: always
+  type: str
+  sample: talk
+state:
+  description:
+    - The container's state after the task. V(started) - its process runs; V(stopped) - its state directory is recorded
+      but no process runs; V(absent) - nothing is recorded.
+  returned: always
+  type: str
+  sample: started
+pid:
+  description: PID (as seen from the host) of the container's PID 1, or null when it does not run (also in check mode before a start).
+  returned: always
+  type: int
+  sample: 48211
+started_at:
+  description: When the container's process started (UTC, ISO 8601), from its start time in C(/proc/PID/stat).
+  returned: always
+  type: str
+  sample: '2026-11-28T23:40:01Z'
+namespaces:
+  description:
+    - For each namespace type, the container's namespace inode, the host's (the module's own process), and whether
+      they differ. Empty when no container process runs.
+  returned: always
+  type: dict
+  sample:
+    pid: {inode: 4026532301, host_inode: 4026531836, isolated: true}
+    net: {inode: 4026532304, host_inode: 4026531840, isolated: true}
+    mount: {inode: 4026532300, host_inode: 4026531841, isolated: true}
+    uts: {inode: 4026531838, host_inode: 4026531838, isolated: false}
+    ipc: {inode: 4026531839, host_inode: 4026531839, isolated: false}
+    user: {inode: 4026531837, host_inode: 4026531837, isolated: false}
+    cgroup: {inode: 4026531835, host_inode: 4026531835, isolated: false}
+rootfs:
+  description: The container's root file system (as requested, or as recorded when not given).
+  returned: always
+  type: str
+  sample: /overlay/merged
+command:
+  description: The container's command as an argument list.
+  returned: always
+  type: list
+  elements: str
+  sample: [tail, -f, /dev/null]
+hostname:
+  description: The hostname set inside the container, or null.
+  returned: always
+  type: str
+  sample: web01
+root_method:
+  description: How the root directory was set (V(chroot) or V(pivot_root)).
+  returned: always
+  type: str
+  sample: chroot
+log_path:
+  description: The file that receives the container's standard output and error, and the module's start and stop lines.
+  returned: always
+  type: str
+  sample: /run/unboxed/containers/talk/container.log
+state_dir:
+  description: The container's state directory.
+  returned: always
+  type: str
+  sample: /run/unboxed/containers/talk
+shell_command:
+  description:
+    - The equivalent shell command, as typed in the talk. Shown with program names as found in C(PATH); the module runs
+      the same argument list with absolute paths.
+  returned: always
+  type: str
+  sample: unshare --fork --pid --net --mount-proc=/overlay/merged/proc chroot /overlay/merged tail -f /dev/null
+stop_signal:
+  description: The signal that ended the container when this task stopped it - V(SIGKILL) shows that PID 1 ignored V(SIGTERM).
+  returned: when the task stopped a running container (not in check mode)
+  type: str
+  sample: SIGKILL
+"""
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.unboxed.lab.plugins.module_utils import container
+from ansible_collections.unboxed.lab.plugins.module_utils import namespaces as ns_utils
+from ansible_collections.unboxed.lab.plugins.module_utils import paths
+from ansible_collections.unboxed.lab.plugins.module_utils import process
+from ansible_collections.unboxed.lab.plugins.module_utils.command import shell_join
+
+STATES = ('started', 'stopped', 'restarted', 'absent')
+# How long the launch may take to reach the command (unshare, mounting /proc, chroot or pivot_root).
+START_TIMEOUT = 15.0
+# How long a SIGKILLed process may take to disappear (it must first leave uninterruptible sleep).
+KILL_TIMEOUT = 10.0
+POLL_INTERVAL = 0.02
+
+
+def argument_spec():
+    return dict(
+        name=dict(type='str', required=True),
+        rootfs=dict(type='path'),
+        command=dict(type='list', elements='str'),
+        namespaces=dict(type='list', elements='str', choices=list(ns_utils.NAMESPACE_TYPES),
+                        default=list(container.DEFAULT_NAMESPACES)),
+        hostname=dict(type='str'),
+        mount_proc=dict(type='bool'),
+        root_method=dict(type='str', choices=list(container.ROOT_METHODS), default='chroot'),
+        env=dict(type='dict', default={}),
+        workdir=dict(type='str'),
+        state=dict(type='str', choices=list(STATES), default='started'),
+        stop_timeout=dict(type='int', default=10),
+        state_dir=dict(type='path'),
+    )
+
+
+def effective_mount_proc(params) -> bool:
+    if params['mount_proc'] is not None:
+        return params['mount_proc']
+    return 'pid' in params['namespaces'] and 'mount' in params['namespaces']
+
+
+def state_dir_of(params) -> str:
+    return paths.normalize(params['state_dir']) if params['state_dir'] else container.default_state_dir(params['name'])
+
+
+def request_problems(params) -> list[str]:
+    """Problems visible from the request alone, before looking at any file or process. Pure."""
+    problems = []
+    problem = container.name_problem(params['name'])
+    if problem:
+        problems.append(problem)
+    if params['state_dir']:
+        problem = paths.absolute_path_problem('state_dir', params['state_dir']) or \
+            paths.system_directory_problem('state_dir', params['state_dir'])
+        if problem:
+            problems.append(problem)
+    if params['stop_timeout'] < 0:
+        problems.append(f'stop_timeout must be 0 or more seconds, got {params["stop_timeout"]}.')
+    if params['state'] not in ('started', 'restarted'):
+        return problems
+
+    namespaces = set(params['namespaces'])
+    rootfs = params['rootfs']
+    problem = paths.absolute_path_problem('rootfs', rootfs)
+    if problem:
+        problems.append(problem)
+    elif paths.normalize(rootfs) == '/':
+        problems.append('rootfs is "/", the host\'s own root: the container would see and change every file of the host. '
+                        'Give the directory of a root file system of its own, such as /overlay/merged.')
+    else:
+        problem = paths.system_directory_problem('rootfs', paths.normalize(rootfs))
+        if problem:
+            problems.append(problem)
+
+    command = params['command']
+    if not command or not command[0]:
+        problems.append('command must name the program to run as the container\'s PID 1, e.g. [tail, -f, /dev/null].')
+    else:
+        if len(command) == 1 and len(command[0].split()) > 1:
+            problems.append(f'command is an argument list, and "{command[0]}" is one argument with spaces in it: '
+                            f'write it as a list, e.g. {command[0].split()} (nothing is run through a shell).')
+        if any('\0' in arg for arg in command):
+            problems.append('command contains a NUL byte, which no program argument can hold.')
+
+    if params['hostname'] is not None:
+        if 'uts' not in namespaces:
+            problems.append(f'hostname "{params["hostname"]}" needs "uts" in namespaces: without its own UTS namespace '
+                            f'the container would rename the host.')
+        problem = container.hostname_problem(params['hostname'])
+        if problem:
+            problems.append(problem)
+    if params['mount_proc'] and not {'pid', 'mount'} <= namespaces:
+        missing = ' and '.join(f'"{name}"' for name in ('pid', 'mount') if name not in namespaces)
+        problems.append(f'mount_proc needs {missing} in namespaces: a new /proc shows the processes of a new PID '
+                        f'namespace, and it must be mounted in a mount namespace of its own so the host\'s /proc stays '
+                        f'intact. Add {missing} to namespaces, or set mount_proc: false.')
+    if params['root_method'] == 'pivot_root' and 'mount' not in namespaces:
+        problems.append('root_method pivot_root needs "mount" in namespaces: pivot_root changes the root of the whole '
+                        'mount namespace, which must be the container\'s own, not the host\'s.')
+    if params['workdir'] is not None and not params['workdir'].startswith('/'):
+        problems.append(f'workdir is a path inside the container and must be absolute, got "{params["workdir"]}".')
+    for key in params['env']:
+        if not container.ENV_NAME_PATTERN.match(str(key)):
+            problems.append(f'env has the variable name "{key}", which is not a valid name (letters, digits and _, '
+                            f'not starting with a digit).')
+    return problems
+
+
+def desired_spec(params) -> container.ContainerSpec:
+    return container.ContainerSpec.build(
+        rootfs=params['rootfs'], command=params['command'], namespaces=params['namespaces'],
+        hostname=params['hostname'], mount_proc=effective_mount_proc(params), root_method=params['root_method'],
+        env=params['env'], workdir=params['workdir'],
+    )
+
+
+def filesystem_problems(spec: container.ContainerSpec, state_dir: str) -> list[str]:
+    """Problems with the root file system and the state directory, as they are on disk now."""
+    rootfs = spec.rootfs
+    if not os.path.exists(rootfs):
+        return [f'rootfs {rootfs} does not exist: build or mount the root file system first '
+                f'(for example with unboxed.lab.overlay_mount).']
+    if not os.path.isdir(rootfs):
+        return [f'rootfs {rootfs} is not a directory.']
+    problems = []
+    if os.path.realpath(rootfs) == '/':
+        problems.append(f'rootfs {rootfs} leads to "/", the host\'s own root (through a symbolic link).')
+    search_path = dict(spec.env).get('PATH', paths.DEFAULT_PATH)
+    program = spec.command[0]
+    if not paths.find_program_inside(rootfs, program, search_path):
+        where = program if '/' in program else f'{program} (searched in PATH={search_path})'
+        problems.append(f'command: {where} not found inside {rootfs}. The container runs with {rootfs} as its "/", so '
+                        f'the program must exist in that root file system, not only on the host. Is {rootfs} really a '
+                        f'root file system (is the overlay mounted)?')
+    if spec.mount_proc:
+        target = paths.resolve_inside(rootfs, '/proc')
+        if not target or not os.path.isdir(target):
+            problems.append(f'mount_proc needs a directory {rootfs}/proc to mount the container\'s /proc on, and there '
+                            f'is none (the module never writes to rootfs): create it, or set mount_proc: false.')
+    if spec.workdir is not None:
+        target = paths.resolve_inside(rootfs, spec.workdir)
+        if not target or not os.path.isdir(target):
+            problems.append(f'workdir {spec.workdir} is not a directory inside {rootfs}.')
+    if paths.is_inside(os.path.realpath(state_dir), os.path.realpath(rootfs)):
+        problems.append(f'state_dir {state_dir} lies inside rootfs {rootfs}: the container would see its own state and '
+                        f'log, and the module never writes to rootfs. Choose a directory outside it.')
+    return problems
+
+
+def state_dir_problem(state_dir: str) -> str | None:
+    """state_dir, once known to be absolute and not a system directory, must be (or become) a directory."""
+    if os.path.lexists(state_dir) and not os.path.isdir(state_dir):
+        return f'state_dir {state_dir} exists and is not a directory.'
+    return None
+
+
+def diff_view(status: str, pid, spec: container.ContainerSpec | None) -> dict:
+    """The container as --diff shows it: its state, its PID and its spec."""
+    if status == 'absent':
+        return {'state': 'absent'}
+    view = {'state': status, 'pid': pid}
+    if spec is not None:
+        view.update(spec.to_dict())
+    return view
+
+
+# What check mode predicts for the container's state after each action.
+PREDICTED_STATUS = {'start': 'started', 'restart': 'started', 'stop': 'stopped', 'remove': 'absent'}
+
+
+class NsContainer:
+    """read the recorded and live state -> compare with the request -> act only on the difference."""
+
+    def __init__(self, module):
+        self.module = module
+        self.params = module.params
+        self.name = self.params['name']
+        self.state_dir = None
+        self.log_path = None
+        self.desired = None
+        self.recorded_state = None
+        self.recorded = None
+        self.state_file_error = None
+        self.identity = None
+        self.acted = False
+        self.stop_signal = None
+
+    # ---- reading -------------------------------------------------------------------------------------------------
+
+    def load(self):
+        """The recorded state, and whether its process still runs (same PID, same start time, no zombie)."""
+        self.state_dir = state_dir_of(self.params)
+        self.log_path = container.log_file_path(self.state_dir)
+        try:
+            self.recorded_state = container.read_state(self.state_dir)
+        except container.StateFileError as error:
+            self.state_file_error = str(error)
+        self.recorded = container.recorded_spec(self.recorded_state)
+        identity = container.recorded_process(self.recorded_state)
+        self.identity = identity if process.is_running(identity) else None
+
+    @property
+    def running(self) -> bool:
+        return self.identity is not None
+
+    def current_status(self) -> str:
+        if self.running:
+            return 'started'
+        return 'stopped' if self.recorded_state is not None else 'absent'
+
+    def live_isolation_problem(self) -> str | None:
+        """A running container whose namespaces are not the ones asked for (its record cannot be trusted)."""
+        live = ns_utils.isolated_types(ns_utils.namespace_report(self.identity.pid))
+        if live != list(self.desired.namespaces):
+            return f'the running process is isolated in [{", ".join(live)}], not in [{", ".join(self.desired.namespaces)}]'
+        return None
+
+    def our_files(self) -> list[str]:
+        if not os.path.isdir(self.state_dir):
+            return []
+        return [os.path.join(self.state_dir, entry) for entry in sorted(os.listdir(self.state_dir))
+                if entry in (container.STATE_FILE, container.LOG_FILE) or entry.startswith('.state.')]
+
+    def state_dir_removable(self) -> bool:
+        """Whether state_dir holds nothing but the module's own files (or nothing at all)."""
+        if not os.path.isdir(self.state_dir):
+            return False
+        ours = {os.path.basename(path) for path in self.our_files()}
+        return set(os.listdir(self.state_dir)) <= ours
+
+    # ---- acting --------------------------------------------------------------------------------------------------
+
+    def binaries(self) -> container.Binaries:
+        spec = self.desired
+
+        def find(program):
+            return self.module.get_bin_path(program, required=True)
+
+        found = {'unshare': find('unshare')}
+        if spec.root_method == 'pivot_root':
+            found.update(mount=find('mount'), pivot_root=find('pivot_root'), python=sys.executable)
+        else:
+            if spec.hostname is not None:
+                found.update(sh=find('sh'), hostname=find('hostname'))
+            if spec.workdir is None:
+                found.update(chroot=find('chroot'))
+        return container.Binaries(**found)
+
+    def check_kernel_allows(self):
+        """Ask the kernel for the namespaces once (unshare ... true), so that a refusal is explained before anything starts."""
+        probe_spec = dataclasses.replace(self.desired, mount_proc=False)
+        argv = [self.module.get_bin_path('unshare', required=True)] + container.namespace_flags(probe_spec, '/proc') + \
+            [self.module.get_bin_path('true', required=True)]
+        rc, stdout, stderr = self.module.run_command(argv, environ_update={'LC_ALL': 'C', 'LANG': 'C'})
+        if rc != 0:
+            detail = (stderr or stdout).strip() or f'exit code {rc}'
+            self.fail(container.unshare_refusal_problem(detail, self.desired.namespaces, container.is_chrooted()),
+                      cmd=shell_join(argv), rc=rc, stderr=stderr)
+
+    def log(self, line: str):
+        with open(self.log_path, 'a', encoding='utf-8') as handle:
+            handle.write(f'--- {time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())} unboxed.lab.ns_container: {line}\n')
+
+    def record(self, **changes):
+        state = dict(self.recorded_state or {})
+        state.update(changes)
+        container.write_state(self.state_dir, state)
+        self.recorded_state = container.read_state(self.state_dir)
+        self.recorded = container.recorded_spec(self.recorded_state)
+
+    def stop(self):
+        identity = self.identity
+        self.acted = True
+        self.log(f'stopping PID {identity.pid}: SIGTERM, then SIGKILL after {self.params["stop_timeout"]} s')
+        process.send_signal(identity, signal.SIGTERM)
+        self.stop_signal = 'SIGTERM'
+        if not process.wait_until_not_running(identity, self.params['stop_timeout']):
+            process.send_signal(identity, signal.SIGKILL)
+            self.stop_signal = 'SIGKILL'
+            if not process.wait_until_not_running(identity, KILL_TIMEOUT):
+                self.fail(f'Container {self.name} (PID {identity.pid}) is still running {KILL_TIMEOUT:.0f} s after SIGKILL; '
+                          f'it is probably stuck in uninterruptible sleep (state D in ps).')
+        self.log(f'PID {identity.pid} ended after {self.stop_signal}')
+        self.identity = None
+        self.record(process=None, launcher=None, stopped_at=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
+
+    def start(self):
+        spec = self.desired
+        self.acted = True
+        os.makedirs(os.path.dirname(self.state_dir), mode=0o755, exist_ok=True)
+        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        stages = container.launch_stages(spec, self.binaries())
+        argv = [arg for stage in stages for arg in stage]
+        shown = container.shell_command(spec)
+        log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        try:
+            log_offset = os.fstat(log_fd).st_size
+            self.log(f'starting: {shown}')
+            # A daemon, not a child of this task: a session of its own (no SIGHUP when the SSH session ends), no
+            # terminal, stdin from /dev/null, output to the log, and none of the module's descriptors - an
+            # inherited stdout pipe would keep Ansible waiting until the container ends.
+            launcher = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, close_fds=True,
+                                        start_new_session=True, cwd='/', env=container.container_environment(dict(spec.env)))
+        finally:
+            os.close(log_fd)
+
+        pid1 = self.wait_for_pid1(launcher, log_offset)
+        identity = process.ProcessIdentity(pid1.pid, pid1.start_time)
+        launcher_identity = process.identity_of(launcher.pid)
+        # Recorded before waiting any further: should this task die now, the next one still finds the container.
+        self.record(name=self.name, spec=spec.to_dict(), process=identity.to_dict(),
+                    launcher=launcher_identity.to_dict() if launcher_identity else None,
+                    started_at=process.started_at_iso(identity), stopped_at=None, shell_command=shown)
+        self.wait_for_command(launcher, identity, container.transitional_cmdlines(stages), log_offset)
+        self.identity = identity
+        inside = ' (PID 1 inside its PID namespace)' if 'pid' in spec.namespaces else ''
+        self.log(f'started PID {identity.pid}{inside}')
+
+    def wait_for_pid1(self, launcher, log_offset):
+        """unshare --fork: the process to track is unshare's child, which becomes PID 1 of the new namespaces."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            children = process.children_of(launcher.pid)
+            if children:
+                return children[0]
+            if launcher.poll() is not None:
+                self.start_failed(launcher, None, log_offset, 'unshare ended before it started the container')
+            if time.monotonic() >= deadline:
+                self.start_failed(launcher, None, log_offset, f'unshare started no process within {START_TIMEOUT:.0f} s')
+            time.sleep(POLL_INTERVAL)
+
+    def wait_for_command(self, launcher, identity, transitional, log_offset):
+        """Wait until PID 1 has passed the launch stages (chroot, pivot_root...) and runs the command itself."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if launcher.poll() is not None or not process.is_running(identity):
+                self.start_failed(launcher, identity, log_offset, 'the container ended while it was starting')
+            cmdline = process.read_cmdline(identity.pid)
+            if cmdline and cmdline not in transitional:
+                return
+            if time.monotonic() >= deadline:
+                self.start_failed(launcher, identity, log_offset,
+                                  f'the container did not reach its command within {START_TIMEOUT:.0f} s')
+            time.sleep(POLL_INTERVAL)
+
+    def start_failed(self, launcher, identity, log_offset, reason):
+        if identity is not None:
+            process.send_signal(identity, signal.SIGKILL)
+            process.wait_until_not_running(identity, KILL_TIMEOUT)
+        try:
+            code = launcher.wait(timeout=KILL_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            code = None
+        reason += exit_explanation(code)
+        if self.recorded_state is not None:
+            self.record(process=None, launcher=None)
+        self.log(f'start failed: {reason}')
+        output = container.read_log_tail(self.log_path, log_offset)
+        self.fail(f'Could not start container {self.name}: {reason}. Its output ({self.log_path}):\n{output}')
+
+    def remove(self):
+        self.acted = True
+        for path in self.our_files():
+            os.unlink(path)
+        try:
+            os.rmdir(self.state_dir)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            self.module.warn(f'{self.state_dir} was kept: it holds files the module did not create '
+                             f'({", ".join(sorted(os.listdir(self.state_dir)))}).')
+        self.recorded_state = None
+        self.recorded = None
+
+    # ---- result --------------------------------------------------------------------------------------------------
+
+    def fail(self, msg, **kwargs):
+        self.module.fail_json(msg=msg, **self.result(changed=self.acted), **kwargs)
+
+    def result(self, changed, status=None, show_process=True):
+        spec = self.desired or self.recorded
+        running = self.running and show_process
+        result = {
+            'changed': changed,
+            'name': self.name,
+            'state': status or self.current_status(),
+            'pid': self.identity.pid if running else None,
+            'started_at': process.started_at_iso(self.identity) if running else None,
+            'namespaces': ns_utils.namespace_report(self.identity.pid) if running else {},
+            'rootfs': spec.rootfs if spec else None,
+            'command': list(spec.command) if spec else None,
+            'hostname': spec.hostname if spec else None,
+            'root_method': spec.root_method if spec else None,
+            'log_path': self.log_path,
+            'state_dir': self.state_dir,
+            'shell_command': container.shell_command(spec) if spec else None,
+        }
+        if self.stop_signal:
+            result['stop_signal'] = self.stop_signal
+        return result
+
+    # ---- states --------------------------------------------------------------------------------------------------
+
+    def run(self):
+        params = self.params
+        problems = request_problems(params)
+        if problems:
+            self.module.fail_json(msg=' '.join(problems), problems=problems)
+        self.load()
+        problem = state_dir_problem(self.state_dir)
+        if problem:
+            self.module.fail_json(msg=problem, problems=[problem])
+        if params['state'] in ('started', 'restarted'):
+            self.desired = desired_spec(params)
+            problems = filesystem_problems(self.desired, self.state_dir)
+            if problems:
+                self.module.fail_json(msg=' '.join(problems), problems=problems)
+            if self.state_file_error:
+                self.module.fail_json(msg=f'{self.state_file_error}. The module cannot tell which process is container '
+                                          f'{self.name}, so it starts nothing; check with ps, then remove the file '
+                                          f'(state: absent removes it).')
+
+        before = diff_view(self.current_status(), self.identity.pid if self.running else None, self.recorded)
+        action = getattr(self, f'state_{params["state"]}')()
+        if self.module.check_mode and action:
+            status = PREDICTED_STATUS[action]
+            result = self.result(True, status=status, show_process=False)
+            after = diff_view(status, 'new' if status == 'started' else None, self.desired or self.recorded)
+        else:
+            result = self.result(bool(action))
+            after = diff_view(self.current_status(), result['pid'], self.desired or self.recorded)
+        if self.module._diff:
+            result['diff'] = {'before': before, 'after': after,
+                              'before_header': f'container {self.name}', 'after_header': f'container {self.name}'}
+        self.module.exit_json(**result)
+
+    def state_started(self):
+        if self.running:
+            changes = container.spec_changes(self.recorded, self.desired)
+            if not changes and not self.live_isolation_problem():
+                return None
+            self.check_kernel_allows()
+            if not self.module.check_mode:
+                self.stop()
+                self.start()
+            return 'restart'
+        self.check_kernel_allows()
+        if not self.module.check_mode:
+            self.start()
+        return 'start'
+
+    def state_restarted(self):
+        self.check_kernel_allows()
+        action = 'restart' if self.running else 'start'
+        if not self.module.check_mode:
+            if self.running:
+                self.stop()
+            self.start()
+        return action
+
+    def state_stopped(self):
+        if not self.running:
+            return None
+        if not self.module.check_mode:
+            self.stop()
+        return 'stop'
+
+    def state_absent(self):
+        if not (self.running or self.our_files() or self.state_dir_removable()):
+            return None
+        if self.state_file_error:
+            self.module.warn(f'{self.state_file_error}; no process was signalled, since none can be identified.')
+        if not self.module.check_mode:
+            if self.running:
+                self.stop()
+            self.remove()
+        return 'remove'
+
+
+def exit_explanation(code) -> str:
+    """unshare --fork exits as its child did: the container's exit code, or the signal that killed it."""
+    if code is None:
+        return ''
+    if code < 0:
+        return f' (killed by {signal.Signals(-code).name})'
+    if code == 127:
+        return ' (exit code 127: a program was not found)'
+    return f' (exit code {code})'
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=argument_spec(),
+        required_if=[('state', 'started', ('rootfs', 'command')), ('state', 'restarted', ('rootfs', 'command'))],
+        supports_check_mode=True,
+    )
+    NsContainer(module).run()
+
+
+if __name__ == '__main__':
+    main()
