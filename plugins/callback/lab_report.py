@@ -20,7 +20,7 @@ description:
     C(changed), C(ok), C(skipped), or not run (C(-)). A failed or unreachable cell carries the first failure
     message of that stage; each row carries the first failure of the host (the reason it is behind)."
   - "Rows of hosts that failed or were unreachable come first, so the seats that are behind are at the
-    top; when the inventory comes from M(unboxed.lab.roster#inventory), the student's name, seat and room
+    top; when the inventory comes from P(unboxed.lab.roster#inventory), the student's name, seat and room
     are shown beside the host name."
   - "B(Which stage a task belongs to): the task's tags are looked at first, in order (they include the
     tags inherited from its block, role and play; C(always) and C(never) are ignored), then the name of
@@ -29,7 +29,8 @@ description:
     a task that matches nothing counts in the O(other_stage) column, which is shown only when such
     tasks ran (fact gathering, for example)."
   - "A failure rescued by a block's C(rescue) still shows as failed: it did happen. A failure with
-    C(ignore_errors) counts as ok."
+    C(ignore_errors) counts as ok. C(include_tasks) and C(include_role) count only when they fail
+    (a failed C(include_role) belongs to the stage of the role it names)."
   - "Enable it with C(callbacks_enabled = unboxed.lab.lab_report) in the C([defaults]) section of
     C(ansible.cfg) (or C(ANSIBLE_CALLBACKS_ENABLED)); it works beside any stdout callback."
 requirements:
@@ -101,10 +102,10 @@ options:
         key: print_table
 notes:
   - "The JSON file holds what the HTML page shows: C(stages), C(summary) (hosts, behind, failed,
-    unreachable, on_track) and C(hosts), each with C(status), C(behind), C(reason) (stage, task, status,
+    unreachable, on_track, and per stage the number of seats done) and C(hosts), each with C(status), C(behind), C(reason) (stage, task, status,
     message) and per stage C(status), the counts C(ok), C(changed), C(failed), C(unreachable),
     C(skipped), and C(failure)."
-  - In check mode the report says so: C(changed) then means "would change".
+  - "In check mode the report says so, and C(changed) then means that a task would change something."
 """
 
 import datetime
@@ -132,6 +133,8 @@ MESSAGE_LIMIT = 400
 # Messages modules use when the real cause is in stderr.
 GENERIC_MESSAGES = ('non-zero return code', 'MODULE FAILURE', 'One or more items failed', '')
 TASK_FAILED_PREFIX = 'Task failed: '
+# Including tasks or a role is no work of its own: it counts only when it fails (a role not found, say).
+INCLUDE_ACTIONS = frozenset(('include_tasks', 'include_role'))
 DONE = ('ok', 'changed')
 
 
@@ -364,7 +367,7 @@ h1 { font-size: 1.6rem; margin: 0 0 .2rem; }
 .meta { color: #555; margin: 0 0 1rem; }
 .summary { display: flex; gap: .8rem; flex-wrap: wrap; margin: 0 0 1rem; }
 .chip { border-radius: .4rem; padding: .5rem .9rem; font-size: 1.1rem; border: 1px solid #ccc; }
-.chip strong { font-size: 1.5rem; margin-right: .3rem; }
+.chip strong { font-size: 1.5rem; }
 .chip.on_track { background: #e6f4ea; border-color: #7cc08d; }
 .chip.failed { background: #fde8e7; border-color: #e0736b; }
 .chip.unreachable { background: #ece7f6; border-color: #9a84c8; }
@@ -373,8 +376,9 @@ h2 { font-size: 1.2rem; margin: 1.2rem 0 .5rem; }
 ul.behind { margin: 0 0 1rem; padding-left: 1.2rem; }
 ul.behind li { margin: .25rem 0; }
 table { border-collapse: collapse; width: 100%; }
-th, td { border: 1px solid #d0d0d0; padding: .45rem .6rem; text-align: left; vertical-align: top; }
+th, td { border: 1px solid #d0d0d0; padding: .35rem .6rem; text-align: left; vertical-align: top; }
 th { background: #f2f2f2; font-size: .95rem; }
+td.seat { min-width: 20rem; }
 td.seat .host { font-weight: bold; font-size: 1.05rem; }
 td.seat .who { color: #444; font-size: .9rem; }
 tr.behind td.seat { border-left: .45rem solid #c62828; }
@@ -382,8 +386,9 @@ tr.unreachable td.seat { border-left-color: #5e35b1; }
 td.cell { text-align: center; white-space: nowrap; min-width: 6.5rem; }
 td.cell .status { font-weight: bold; }
 td.cell .counts { display: block; color: #555; font-size: .8rem; }
+/* changed is as good as ok for a seat: a calm blue, so that only red and purple catch the eye */
 td.ok { background: #e6f4ea; color: #1e6b34; }
-td.changed { background: #fff4d6; color: #7a5300; }
+td.changed { background: #e3f0fb; color: #1d4f7a; }
 td.skipped { background: #f4f6f8; color: #56606a; }
 td.not_run { background: #fafafa; color: #9a9a9a; }
 td.failed { background: #c62828; color: #fff; }
@@ -397,7 +402,10 @@ tfoot th.done { text-align: center; }
 td.why .task { color: #444; }
 td.why .message { font-family: "DejaVu Sans Mono", monospace; font-size: .85rem; display: block; margin-top: .2rem; overflow-wrap: anywhere; }
 .legend { margin-top: 1rem; color: #555; font-size: .9rem; }
-.legend span { display: inline-block; padding: .1rem .5rem; margin-right: .4rem; border-radius: .2rem; }
+.legend span { display: inline-block; padding: .1rem .5rem; margin-right: .2rem; border-radius: .2rem; }
+.legend .ok { background: #e6f4ea; } .legend .changed { background: #e3f0fb; }
+.legend .failed { background: #c62828; color: #fff; } .legend .unreachable { background: #5e35b1; color: #fff; }
+.legend .skipped { background: #f4f6f8; } .legend .not_run { background: #fafafa; border: 1px solid #e0e0e0; }
 """
 
 
@@ -437,9 +445,9 @@ def render_html(document: Mapping) -> str:
            f'<h1>{_e(title)}</h1>',
            f'<p class="meta">{_e(_when(document["started"], document["finished"]))}</p>',
            '<div class="summary">',
-           f'<div class="chip on_track"><strong>{summary["on_track"]}</strong>on track</div>']
+           f'<div class="chip on_track"><strong>{summary["on_track"]}</strong> on track</div>']
     for status in BEHIND:
-        out.append(f'<div class="chip {status}"><strong>{summary[status]}</strong>{status}</div>')
+        out.append(f'<div class="chip {status}"><strong>{summary[status]}</strong> {status}</div>')
     if document.get('check_mode'):
         out.append('<div class="chip check">check mode: "changed" means "would change"</div>')
     out.append('</div>')
@@ -487,11 +495,9 @@ def render_html(document: Mapping) -> str:
         out.append('<tfoot><tr><th>Done</th>' + ''.join(f'<th class="done">{done[stage]} / {summary["hosts"]}</th>' for stage in stages)
                    + '<th></th></tr></tfoot>')
     out.append('</table>')
-    out.append('<p class="legend">Each cell is the worst outcome of the stage\'s tasks: '
-               '<span style="background:#e6f4ea">ok</span><span style="background:#fff4d6">changed</span>'
-               '<span style="background:#c62828;color:#fff">FAILED</span>'
-               '<span style="background:#5e35b1;color:#fff">UNREACHABLE</span>'
-               '<span style="background:#f4f6f8">skipped</span><span style="background:#fafafa">- not run</span></p>')
+    legend = ' '.join(f'<span class="{status}">{_e(CELL_WORDS[status] + (" not run" if status == NOT_RUN else ""))}</span>'
+                      for status in reversed(SEVERITY))
+    out.append(f'<p class="legend">Each cell is the worst outcome of the stage\'s tasks: {legend}</p>')
     out.append('</body>')
     out.append('</html>')
     return '\n'.join(out) + '\n'
@@ -565,7 +571,14 @@ class CallbackModule(CallbackBase):
         task = _result_task(result)
         host = _result_host(result)
         role = getattr(task, '_role', None)
-        stage = self.report.rules.stage_of(task.tags or (), role.get_name() if role else None)
+        role_name = role.get_name() if role else None
+        action = (task.action or '').rsplit('.', 1)[-1]
+        if action in INCLUDE_ACTIONS:
+            if status not in BEHIND:
+                return
+            if action == 'include_role':
+                role_name = str(task.args.get('name') or role_name or '')
+        stage = self.report.rules.stage_of(task.tags or (), role_name)
         message = failure_message(_task_result(result)) if status in BEHIND else None
         self.report.record(host.get_name(), status, stage, task.get_name().strip(), message, roster=host.vars)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import html.parser
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -261,3 +263,90 @@ def test_report_files_hold_the_document_and_its_page(tmp_path):
         assert handle.read() == render_html(document)
     assert sorted(os.listdir(tmp_path / 'reports')) == ['site.html', 'site.json']
     assert oct(os.stat(html_path).st_mode & 0o777) == '0o644'
+
+
+# --- the callback's event handlers --------------------------------------------------------------------
+
+class FakeRole:
+    def __init__(self, name):
+        self.name = name
+
+    def get_name(self):
+        return self.name
+
+
+class FakeTask:
+    def __init__(self, name, tags=(), role=None, action='ansible.builtin.command', args=None):
+        self.name, self.tags, self.action, self.args = name, list(tags), action, args or {}
+        self._role = FakeRole(role) if role else None
+
+    def get_name(self):
+        return self.name
+
+
+class FakeHost:
+    def __init__(self, name, variables=None):
+        self.name, self.vars = name, variables or {}
+
+    def get_name(self):
+        return self.name
+
+
+class FakeResult:
+    """The attributes of ansible-core's CallbackTaskResult the callback reads."""
+
+    def __init__(self, host, task, result):
+        self._host, self._task, self._result = host, task, result
+
+
+@pytest.fixture
+def callback():
+    from ansible_collections.unboxed.lab.plugins.callback.lab_report import CallbackModule
+    module = CallbackModule()
+    module.report = LabReport(StageRules(stage_map=parse_stage_map(['lab_namespaces=namespaces'], RULES.stages)))
+    return module
+
+
+def test_callback_files_each_event_under_its_host_and_stage(callback):
+    alice = FakeHost('alice-martin', {'roster_student': 'Alice Martin', 'roster_room': 'B204'})
+    callback.v2_runner_on_ok(FakeResult(alice, FakeTask('Unpack the base layer', ['layers']), {'changed': True}))
+    callback.v2_runner_on_ok(FakeResult(alice, FakeTask('Enter', role='unboxed.lab.lab_namespaces'), {'changed': False}))
+    callback.v2_runner_on_skipped(FakeResult(alice, FakeTask('Mount', ['overlay']), {'skipped': True}))
+    callback.v2_runner_on_failed(FakeResult(alice, FakeTask('Probe cgroup v2', ['chroot']), FAIL_MODULE), ignore_errors=True)
+    callback.v2_runner_on_failed(FakeResult(alice, FakeTask('Check', ['verify']), FAIL_MODULE))
+    host = callback.report.document()['hosts'][0]
+    assert (host['host'], host['student'], host['room']) == ('alice-martin', 'Alice Martin', 'B204')
+    assert {stage: cell['status'] for stage, cell in host['stages'].items()} == \
+        {'layers': 'changed', 'overlay': 'skipped', 'chroot': 'ok', 'namespaces': 'ok', 'verify': 'failed'}
+    assert host['reason'] == {'stage': 'verify', 'task': 'Check', 'status': 'failed', 'message': '/overlay/merged is not mounted'}
+
+
+def test_callback_counts_includes_only_when_they_fail(callback):
+    bob = FakeHost('bob-okafor')
+    callback.v2_runner_on_ok(FakeResult(bob, FakeTask('Include', action='ansible.builtin.include_role', args={'name': 'lab_namespaces'}), {}))
+    callback.v2_runner_on_ok(FakeResult(bob, FakeTask('More', action='include_tasks'), {}))
+    assert callback.report.document()['hosts'] == []
+    callback.v2_runner_on_failed(FakeResult(bob, FakeTask('Start the container', action='include_role', args={'name': 'lab_namespaces'}),
+                                            {'failed': True, 'msg': "the role 'lab_namespaces' was not found"}))
+    host = callback.report.document()['hosts'][0]
+    assert host['stages']['namespaces']['status'] == 'failed'
+    assert host['reason']['message'] == "the role 'lab_namespaces' was not found"
+
+
+def test_callback_records_unreachable_hosts(callback):
+    carol = FakeHost('carol-diaz', {'ansible_host': '127.0.0.2'})
+    callback.v2_runner_on_unreachable(FakeResult(carol, FakeTask('Unpack the base layer', ['layers']), UNREACHABLE))
+    host = callback.report.document()['hosts'][0]
+    assert (host['status'], host['seat'], host['stages']['layers']['unreachable']) == ('unreachable', '127.0.0.2', 1)
+
+
+def test_ansible_doc_renders_the_documentation(tmp_path):
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(repo, 'ansible.cfg'), ANSIBLE_HOME=str(tmp_path))
+    proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), 'ansible-doc'), '-t', 'callback', '--json', 'unboxed.lab.lab_report'],
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)['unboxed.lab.lab_report']['doc']
+    assert doc['type'] == 'aggregate'
+    assert sorted(doc['options']) == ['other_stage', 'output_dir', 'print_table', 'stage_map', 'stages', 'title']
+    assert doc['options']['stages']['default'] == ['layers', 'overlay', 'chroot', 'namespaces', 'verify']

@@ -361,3 +361,13 @@ def test_roster_text_is_never_templated(tmp_path):
     hostvars = json.loads(proc.stdout)['_meta']['hostvars']['6-7-alice']
     assert hostvars['roster_student'] == {'__ansible_unsafe': '{{ 6 * 7 }} Alice'}
     assert hostvars['note'] == {'__ansible_unsafe': "{{ lookup('pipe', 'id') }}"}
+
+
+def test_ansible_doc_renders_the_documentation_and_examples(tmp_path):
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, 'ansible.cfg'), ANSIBLE_HOME=str(tmp_path))
+    proc = subprocess.run([os.path.join(BIN, 'ansible-doc'), '-t', 'inventory', '--json', 'unboxed.lab.roster'],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    plugin = json.loads(proc.stdout)['unboxed.lab.roster']
+    assert {'students', 'class_name', 'hostname_from', 'room_group_prefix', 'shift_group_prefix', 'keyed_groups'} <= set(plugin['doc']['options'])
+    assert 'plugin: unboxed.lab.roster' in plugin['examples']
