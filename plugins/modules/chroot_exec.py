@@ -23,7 +23,7 @@ description:
     and kernel; with C(/proc) mounted it sees and can signal every host process, and a root process can leave a
     chroot. That is the lesson of the talk. For isolation use M(unboxed.lab.ns_container).
 author:
-  - unboxed developers
+  - unboxed developers (@unboxed)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:

@@ -23,7 +23,7 @@ description:
   - Before touching anything it validates the request and says which option is wrong and why, including the
     conditions under which the kernel would only answer "wrong fs type, bad option".
 author:
-  - unboxed developers
+  - unboxed developers (@unboxed)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
