@@ -310,14 +310,48 @@ def shell_command(spec: ContainerSpec) -> str:
     return shell_join(prefix + launch_argv(spec, DISPLAY_BINARIES))
 
 
-def is_chrooted(proc: str = process.PROC) -> bool | None:
-    """Whether this process runs inside a chroot (its / is not PID 1's /); None when it cannot tell."""
+def directory_identity(path: str) -> tuple | None:
+    """(mount ID, device, inode) of a directory. The mount ID tells a bind mount of / apart from / itself."""
     try:
-        own_root = os.stat('/')
-        init_root = os.stat(f'{proc}/1/root/')
+        descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
         return None
-    return (own_root.st_dev, own_root.st_ino) != (init_root.st_dev, init_root.st_ino)
+    try:
+        status = os.fstat(descriptor)
+        mount_id = None
+        with open(f'{process.PROC}/self/fdinfo/{descriptor}', encoding='ascii') as handle:
+            for line in handle:
+                if line.startswith('mnt_id:'):
+                    mount_id = int(line.split()[1])
+        return (mount_id, status.st_dev, status.st_ino)
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(descriptor)
+
+
+def is_chrooted(proc: str = process.PROC) -> bool | None:
+    """Whether this process runs inside a chroot, as the kernel's user-namespace check sees it; None when it cannot tell.
+
+    Compares our root directory with PID 1's (as systemd's running_in_chroot does), and, where PID 1 is out of
+    reach, with our ancestors': an ancestor in the same mount namespace with another root means a chroot in between.
+    """
+    own_root = directory_identity('/')
+    own_mount_ns = ns_utils.namespace_inode('self', 'mount', proc)
+    if own_root is None or own_mount_ns is None:
+        return None
+    candidates = [1] + [pid for pid in process.ancestors_of(os.getpid(), proc) if pid != 1]
+    for pid in candidates:
+        if ns_utils.namespace_inode(pid, 'mount', proc) != own_mount_ns:
+            continue
+        root = directory_identity(f'{proc}/{pid}/root/')
+        if root is None:
+            continue
+        if root != own_root:
+            return True
+        if pid == 1:
+            return False
+    return None
 
 
 def unshare_refusal_problem(detail: str, namespaces, chrooted: bool | None) -> str:
@@ -326,13 +360,15 @@ def unshare_refusal_problem(detail: str, namespaces, chrooted: bool | None) -> s
     text = f'namespaces: the kernel refused to create the requested namespaces ({wanted}): {detail.strip()}.'
     lowered = detail.lower()
     if 'user' in namespaces and 'operation not permitted' in lowered:
+        chroot_rule = 'Linux never lets a chrooted process create a user namespace (unshare(CLONE_NEWUSER) fails with EPERM)'
         if chrooted:
-            return (text + ' This module runs inside a chroot, and Linux never lets a chrooted process create a user '
-                    'namespace (unshare(CLONE_NEWUSER) fails with EPERM). Run it outside the chroot, or remove "user" '
-                    'from namespaces.')
-        return (text + ' Creating a user namespace was refused with EPERM: a chrooted caller, a security module '
-                '(e.g. AppArmor restricting unprivileged user namespaces) or a seccomp filter can do that. '
-                'Remove "user" from namespaces or lift the restriction.')
+            return (f'{text} This module runs inside a chroot, and {chroot_rule}. Run it outside the chroot, or remove '
+                    f'"user" from namespaces.')
+        where = 'It could not be determined whether this module runs inside a chroot; if it does, that is the reason: ' \
+            f'{chroot_rule}. ' if chrooted is None else ''
+        return (f'{text} Creating a user namespace was refused with EPERM. {where}A security module (e.g. AppArmor '
+                f'restricting unprivileged user namespaces) or a seccomp filter can also refuse it. Remove "user" from '
+                f'namespaces or lift the restriction.')
     if 'no space left on device' in lowered:
         return (text + ' ENOSPC means a namespace limit was reached: see /proc/sys/user/max_*_namespaces '
                 '(0 disables that namespace type).')

@@ -213,6 +213,16 @@ def children_of(pid: int, proc: str = PROC) -> list[ProcStat]:
     return sorted(found, key=lambda stat: stat.start_time)
 
 
+def ancestors_of(pid: int, proc: str = PROC) -> list[int]:
+    """Parent, grandparent... of ``pid`` up to PID 1 (or as far as /proc shows them), nearest first."""
+    found = []
+    stat = read_proc_stat(pid, proc)
+    while stat is not None and stat.ppid > 0 and stat.ppid not in found:
+        found.append(stat.ppid)
+        stat = read_proc_stat(stat.ppid, proc)
+    return found
+
+
 def _is_under(link_target: str, path: str) -> bool:
     return link_target == path or link_target.startswith(path.rstrip('/') + '/')
 

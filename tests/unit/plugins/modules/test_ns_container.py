@@ -1,0 +1,163 @@
+"""ns_container's pure logic: request validation, the spec and its comparison, error explanations."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from ansible_collections.unboxed.lab.plugins.module_utils import container
+from ansible_collections.unboxed.lab.plugins.modules import ns_container
+
+
+def params(**overrides):
+    base = dict(name='talk', rootfs='/overlay/merged', command=['tail', '-f', '/dev/null'],
+                namespaces=['pid', 'net', 'mount'], hostname=None, mount_proc=None, root_method='chroot', env={},
+                workdir=None, state='started', stop_timeout=10, state_dir=None)
+    base.update(overrides)
+    return base
+
+
+def test_the_talks_request_has_no_problem():
+    assert ns_container.request_problems(params()) == []
+
+
+@pytest.mark.parametrize('overrides, fragment', [
+    (dict(name='../etc'), 'name "../etc" is not a safe container name'),
+    (dict(name='a/b'), 'not a safe container name'),
+    (dict(name='.hidden'), 'not a safe container name'),
+    (dict(name='x' * 65), 'not a safe container name'),
+    (dict(rootfs='overlay/merged'), 'rootfs must be an absolute path'),
+    (dict(rootfs='/'), 'rootfs is "/", the host\'s own root'),
+    (dict(rootfs='/usr/'), 'rootfs is "/usr", a system directory'),
+    (dict(command=[]), 'command must name the program'),
+    (dict(command=['']), 'command must name the program'),
+    (dict(command=['tail -f /dev/null']), "write it as a list, e.g. ['tail', '-f', '/dev/null']"),
+    (dict(command=['sh', '-c', 'a\0b']), 'NUL byte'),
+    (dict(hostname='web01'), 'hostname "web01" needs "uts" in namespaces'),
+    (dict(hostname='web_01', namespaces=['uts']), 'hostname "web_01" is not a valid host name'),
+    (dict(hostname='-web', namespaces=['uts']), 'is not a valid host name'),
+    (dict(hostname='a' * 65, namespaces=['uts']), 'is not a valid host name'),
+    (dict(mount_proc=True, namespaces=['net', 'mount']), 'mount_proc needs "pid" in namespaces'),
+    (dict(mount_proc=True, namespaces=['pid']), 'mount_proc needs "mount" in namespaces'),
+    (dict(mount_proc=True, namespaces=['uts']), 'mount_proc needs "pid" and "mount" in namespaces'),
+    (dict(root_method='pivot_root', namespaces=['pid', 'net']), 'root_method pivot_root needs "mount" in namespaces'),
+    (dict(workdir='app'), 'workdir is a path inside the container and must be absolute'),
+    (dict(env={'BAD-NAME': 'x'}), 'env has the variable name "BAD-NAME"'),
+    (dict(stop_timeout=-1), 'stop_timeout must be 0 or more seconds'),
+    (dict(state_dir='run/x'), 'state_dir must be an absolute path'),
+    (dict(state_dir='/etc'), 'state_dir is "/etc", a system directory'),
+])
+def test_bad_requests_name_the_option_and_the_reason(overrides, fragment):
+    problems = ns_container.request_problems(params(**overrides))
+    assert any(fragment in problem for problem in problems), problems
+
+
+def test_all_problems_are_reported_at_once():
+    problems = ns_container.request_problems(params(rootfs='rel', hostname='h', mount_proc=True, namespaces=['net']))
+    assert len(problems) == 3, problems
+
+
+@pytest.mark.parametrize('state', ['stopped', 'absent'])
+def test_stopping_and_removing_need_only_a_name(state):
+    assert ns_container.request_problems(params(state=state, rootfs=None, command=None, hostname='no uts')) == []
+
+
+@pytest.mark.parametrize('namespaces, mount_proc, expected', [
+    (['pid', 'net', 'mount'], None, True),
+    (['pid', 'mount'], None, True),
+    (['net', 'mount'], None, False),
+    (['pid'], None, False),
+    (['pid', 'mount'], False, False),
+])
+def test_mount_proc_defaults_to_what_the_namespaces_allow(namespaces, mount_proc, expected):
+    assert ns_container.effective_mount_proc(params(namespaces=namespaces, mount_proc=mount_proc)) is expected
+
+
+def test_desired_spec_is_canonical():
+    one = ns_container.desired_spec(params(namespaces=['net', 'mount', 'pid', 'net'], rootfs='/overlay//merged/',
+                                           env={'B': 2, 'A': '1'}))
+    other = ns_container.desired_spec(params(env={'A': '1', 'B': '2'}))
+    assert one == other
+    assert one.namespaces == ('pid', 'net', 'mount')
+    assert one.rootfs == '/overlay/merged'
+    assert container.spec_changes(one, other) == []
+
+
+@pytest.mark.parametrize('overrides, changed', [
+    (dict(command=['sleep', 'infinity']), ['command']),
+    (dict(namespaces=['pid', 'net', 'mount', 'uts'], hostname='web01'), ['namespaces', 'hostname']),
+    (dict(mount_proc=False), ['mount_proc']),
+    (dict(root_method='pivot_root'), ['root_method']),
+    (dict(env={'GREETING': 'hello'}), ['env']),
+    (dict(workdir='/tmp'), ['workdir']),
+    (dict(rootfs='/srv/other'), ['rootfs']),
+])
+def test_spec_changes_name_each_field_that_differs(overrides, changed):
+    before = ns_container.desired_spec(params())
+    after = ns_container.desired_spec(params(**overrides))
+    assert container.spec_changes(before, after) == changed
+
+
+def test_a_spec_survives_the_state_file():
+    spec = ns_container.desired_spec(params(namespaces=['pid', 'mount', 'uts', 'user'], hostname='web01',
+                                            env={'A': '1'}, workdir='/srv', root_method='pivot_root'))
+    assert container.ContainerSpec.from_dict(spec.to_dict()) == spec
+    assert container.spec_changes(None, spec) == list(container.SPEC_FIELDS)
+
+
+@pytest.mark.parametrize('data', [None, {}, {'rootfs': '/r'}, {'rootfs': '/r', 'command': ['x'], 'namespaces': ['bogus'],
+                                                                  'mount_proc': True, 'root_method': 'chroot'}])
+def test_a_spec_this_code_did_not_write_is_none(data):
+    assert container.ContainerSpec.from_dict(data) is None
+
+
+def test_diff_view_shows_state_pid_and_spec():
+    spec = ns_container.desired_spec(params())
+    assert ns_container.diff_view('absent', None, spec) == {'state': 'absent'}
+    view = ns_container.diff_view('started', 4242, spec)
+    assert view['state'] == 'started' and view['pid'] == 4242
+    assert view['command'] == ['tail', '-f', '/dev/null'] and view['namespaces'] == ['pid', 'net', 'mount']
+
+
+def test_state_dir_defaults_under_run():
+    assert ns_container.state_dir_of(params()) == '/run/unboxed/containers/talk'
+    assert ns_container.state_dir_of(params(state_dir='/srv/state/talk/')) == '/srv/state/talk'
+
+
+@pytest.mark.parametrize('code, text', [
+    (None, ''),
+    (0, ' (exit code 0)'),
+    (1, ' (exit code 1)'),
+    (127, ' (exit code 127: a program was not found)'),
+    (-signal.SIGKILL, ' (killed by SIGKILL)'),
+])
+def test_exit_explanation(code, text):
+    assert ns_container.exit_explanation(code) == text
+
+
+def test_user_namespace_refused_inside_a_chroot_is_explained():
+    text = container.unshare_refusal_problem('unshare: unshare failed: Operation not permitted', ['pid', 'user'], True)
+    assert text.startswith('namespaces: the kernel refused')
+    assert 'This module runs inside a chroot' in text and 'EPERM' in text and 'remove "user"' in text
+
+
+def test_user_namespace_refused_elsewhere_names_the_usual_causes():
+    text = container.unshare_refusal_problem('unshare: unshare failed: Operation not permitted', ['user'], False)
+    assert "runs inside a chroot" not in text and "AppArmor" in text
+    assert "could not be determined" not in text
+
+
+@pytest.mark.parametrize('detail, fragment', [
+    ('unshare: unshare failed: No space left on device', 'max_*_namespaces'),
+    ('unshare: unshare failed: Invalid argument', 'built without'),
+    ('unshare: unshare failed: Operation not permitted', 'needs root'),
+])
+def test_other_refusals_are_explained(detail, fragment):
+    assert fragment in container.unshare_refusal_problem(detail, ['pid', 'net'], False)
+
+
+def test_user_namespace_refused_where_a_chroot_cannot_be_ruled_out_says_so():
+    text = container.unshare_refusal_problem('unshare: unshare failed: Operation not permitted', ['user'], None)
+    assert 'could not be determined whether this module runs inside a chroot' in text
+    assert 'never lets a chrooted process create a user namespace' in text

@@ -1,0 +1,195 @@
+"""How ns_container launches and finds a container (module_utils/container.py): argv, stages, state file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ansible_collections.unboxed.lab.plugins.module_utils import container
+from ansible_collections.unboxed.lab.plugins.module_utils import process
+
+TALK = 'unshare --fork --pid --net --mount-proc=/overlay/merged/proc chroot /overlay/merged tail -f /dev/null'
+HOST = container.Binaries(unshare='/usr/bin/unshare', chroot='/usr/sbin/chroot', sh='/bin/sh', hostname='/usr/bin/hostname',
+                          mount='/usr/bin/mount', pivot_root='/usr/sbin/pivot_root', python='/usr/bin/python3')
+
+
+def spec(**overrides):
+    base = dict(rootfs='/overlay/merged', command=['tail', '-f', '/dev/null'])
+    base.update(overrides)
+    return container.ContainerSpec.build(**base)
+
+
+def test_the_default_spec_is_the_talks_command():
+    assert container.shell_command(spec()) == TALK
+
+
+def test_the_launch_runs_what_is_shown_with_absolute_programs():
+    assert container.launch_argv(spec(), HOST) == [
+        '/usr/bin/unshare', '--fork', '--pid', '--net', '--mount-proc=/overlay/merged/proc',
+        '/usr/sbin/chroot', '/overlay/merged', 'tail', '-f', '/dev/null']
+
+
+@pytest.mark.parametrize('overrides, shown', [
+    (dict(mount_proc=False), 'unshare --fork --pid --net --mount chroot /overlay/merged tail -f /dev/null'),
+    (dict(namespaces=['net']), 'unshare --fork --net chroot /overlay/merged tail -f /dev/null'),
+    (dict(namespaces=['cgroup', 'ipc', 'uts', 'pid', 'net', 'mount']),
+     'unshare --fork --pid --net --mount-proc=/overlay/merged/proc --uts --ipc --cgroup chroot /overlay/merged tail -f /dev/null'),
+    (dict(namespaces=['pid', 'mount', 'user']),
+     'unshare --fork --pid --mount-proc=/overlay/merged/proc --user --map-root-user chroot /overlay/merged tail -f /dev/null'),
+    (dict(env={'GREETING': 'hello world'}),
+     "env 'GREETING=hello world' " + TALK),
+    (dict(workdir='/srv/app'),
+     'unshare --fork --pid --net --mount-proc=/proc --root=/overlay/merged --wd=/srv/app tail -f /dev/null'),
+    (dict(namespaces=['pid', 'net', 'mount', 'uts'], hostname='web01'),
+     "unshare --fork --pid --net --mount-proc=/overlay/merged/proc --uts "
+     "sh -c 'hostname \"$1\" && shift && exec \"$@\"' sh web01 chroot /overlay/merged tail -f /dev/null"),
+    (dict(namespaces=['pid', 'net', 'mount', 'uts'], hostname='web01', workdir='/srv'),
+     "unshare --fork --pid --net --mount-proc=/overlay/merged/proc --uts "
+     "sh -c 'hostname \"$1\" && shift && exec \"$@\"' sh web01 unshare --root=/overlay/merged --wd=/srv tail -f /dev/null"),
+])
+def test_shell_command_for_each_option(overrides, shown):
+    assert container.shell_command(spec(**overrides)) == shown
+
+
+def test_user_input_only_ever_reaches_the_launch_as_separate_arguments():
+    hostile = spec(command=['sh', '-c', 'echo $HOME; reboot'], namespaces=['pid', 'mount', 'uts'], hostname='web01',
+                   workdir='/a b;reboot')
+    stages = container.launch_stages(hostile, HOST)
+    script = stages[1][2]
+    assert script == '/usr/bin/hostname "$1" && shift && exec "$@"'
+    assert stages[1][4] == 'web01'
+    assert stages[2] == ['/usr/bin/unshare', '--root=/overlay/merged', '--wd=/a b;reboot']
+    assert stages[3] == ['sh', '-c', 'echo $HOME; reboot']
+
+
+def test_pivot_root_runs_a_fixed_python_stage_with_data_as_arguments():
+    pivot = spec(root_method='pivot_root', namespaces=['pid', 'net', 'mount', 'uts'], hostname='web01', workdir='/srv')
+    stages = container.launch_stages(pivot, HOST)
+    assert stages[0] == ['/usr/bin/unshare', '--fork', '--pid', '--net', '--mount-proc=/overlay/merged/proc', '--uts']
+    assert stages[1] == ['/usr/bin/python3', '-I', '-c', container.PIVOT_ROOT_STAGE, '/usr/bin/mount', '/usr/sbin/pivot_root',
+                         '/overlay/merged', '/srv', 'web01']
+    assert stages[2] == ['tail', '-f', '/dev/null']
+    compile(container.PIVOT_ROOT_STAGE, 'pivot_root stage', 'exec')
+    for step in ("'--rbind', rootfs, rootfs", "[pivot_root, '.', '.']", "umount2(b'.', 2)", 'os.execvpe(command[0]'):
+        assert step in container.PIVOT_ROOT_STAGE
+
+
+def test_pivot_root_without_a_hostname_or_workdir_passes_empty_and_root():
+    stages = container.launch_stages(spec(root_method='pivot_root'), HOST)
+    assert stages[1][-3:] == ['/overlay/merged', '/', '']
+
+
+def test_transitional_cmdlines_are_every_stage_before_the_command():
+    stages = [['unshare', '--fork', '--pid'], ['chroot', '/r'], ['tail', '-f', '/dev/null']]
+    assert container.transitional_cmdlines(stages) == [
+        ['unshare', '--fork', '--pid', 'chroot', '/r', 'tail', '-f', '/dev/null'],
+        ['chroot', '/r', 'tail', '-f', '/dev/null'],
+    ]
+    assert ['tail', '-f', '/dev/null'] not in container.transitional_cmdlines(stages)
+
+
+def test_the_container_environment_is_clean():
+    env = container.container_environment({'GREETING': 'hello', 'PATH': '/bin'})
+    assert env == {'PATH': '/bin', 'HOME': '/root', 'GREETING': 'hello'}
+    assert container.container_environment(None) == {'PATH': container.paths.DEFAULT_PATH, 'HOME': '/root'}
+
+
+def test_state_file_round_trip_and_atomic_replace(tmp_path):
+    state_dir = str(tmp_path)
+    assert container.read_state(state_dir) is None
+    container.write_state(state_dir, {'name': 'talk', 'spec': spec().to_dict(), 'process': {'pid': 12, 'start_time': 34}})
+    state = container.read_state(state_dir)
+    assert state['format'] == container.STATE_FORMAT
+    assert container.recorded_spec(state) == spec()
+    assert container.recorded_process(state) == process.ProcessIdentity(12, 34)
+    assert os.listdir(state_dir) == ['state.json']
+    assert oct(os.stat(container.state_file_path(state_dir)).st_mode & 0o777) == '0o600'
+
+
+@pytest.mark.parametrize('content', ['{not json', '[]', '{"format": 99}'])
+def test_a_state_file_that_cannot_be_trusted_raises(tmp_path, content):
+    (tmp_path / 'state.json').write_text(content)
+    with pytest.raises(container.StateFileError, match='state.json'):
+        container.read_state(str(tmp_path))
+    assert container.find_container_process(str(tmp_path)) is None
+
+
+@pytest.fixture
+def sleeper():
+    child = subprocess.Popen(['sleep', '300'])
+    yield child
+    if child.poll() is None:
+        child.kill()
+    child.wait()
+
+
+def test_find_container_process_checks_the_start_time(tmp_path, sleeper):
+    real = process.identity_of(sleeper.pid)
+    state_dir = str(tmp_path)
+    container.write_state(state_dir, {'process': real.to_dict()})
+    assert container.find_container_process(state_dir) == real
+    container.write_state(state_dir, {'process': {'pid': real.pid, 'start_time': real.start_time - 1}})
+    assert container.find_container_process(state_dir) is None
+    container.write_state(state_dir, {'process': None})
+    assert container.find_container_process(state_dir) is None
+
+
+def test_read_log_tail_reads_only_what_came_after_the_offset(tmp_path):
+    log = tmp_path / 'container.log'
+    log.write_text('old line\n')
+    offset = log.stat().st_size
+    with open(log, 'a', encoding='utf-8') as handle:
+        handle.write(''.join(f'line {number}\n' for number in range(30)))
+    tail = container.read_log_tail(str(log), offset, max_lines=3)
+    assert tail == 'line 27\nline 28\nline 29'
+    assert container.read_log_tail(str(tmp_path / 'missing.log')) == ''
+
+
+@pytest.mark.parametrize('name, ok', [('talk', True), ('web-01.lab_2', True), ('1', True), ('', False), ('-x', False),
+                                      ('a b', False), ('..', False), ('x' * 64, True), ('x' * 65, False)])
+def test_name_problem(name, ok):
+    assert (container.name_problem(name) is None) is ok
+
+
+def fake_proc_for_chroot_check(tmp_path, pid1_root, pid1_mount_ns=None):
+    """A /proc-like tree with our own mount namespace link and PID 1's root and namespace links."""
+    proc = tmp_path / 'proc'
+    (proc / 'self' / 'ns').mkdir(parents=True)
+    (proc / '1' / 'ns').mkdir(parents=True)
+    own_mount_ns = os.readlink('/proc/self/ns/mnt')
+    os.symlink(own_mount_ns, proc / 'self' / 'ns' / 'mnt')
+    os.symlink(pid1_mount_ns or own_mount_ns, proc / '1' / 'ns' / 'mnt')
+    os.symlink(pid1_root, proc / '1' / 'root')
+    return str(proc)
+
+
+def test_is_chrooted_compares_our_root_with_pid_1s(tmp_path):
+    elsewhere = tmp_path / 'elsewhere'
+    elsewhere.mkdir()
+    assert container.is_chrooted(fake_proc_for_chroot_check(tmp_path / 'a', '/')) is False
+    assert container.is_chrooted(fake_proc_for_chroot_check(tmp_path / 'b', str(elsewhere))) is True
+    # PID 1 in another mount namespace (a container's init, say) says nothing about a chroot: cannot tell.
+    assert container.is_chrooted(fake_proc_for_chroot_check(tmp_path / 'c', str(elsewhere), 'mnt:[1]')) is None
+
+
+def test_is_chrooted_inside_a_real_chroot(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip('chroot needs root')
+    # A private mount namespace in which / is bound at ROOT; sh stays outside the chroot, its child runs inside.
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
+    code = ('import json, sys; sys.path.insert(0, sys.argv[1]); '
+            'from ansible_collections.unboxed.lab.plugins.module_utils import container; '
+            'print(json.dumps(container.is_chrooted()))')
+    root = str(tmp_path / 'root')
+    os.mkdir(root)
+    result = subprocess.run(
+        ['unshare', '--mount', '--propagation', 'private', 'sh', '-c', 'mount --rbind / "$1" && chroot "$@"',
+         'sh', root, sys.executable, '-c', code, os.path.join(repo, 'collections')],
+        capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) is True
+    assert container.is_chrooted() is not True
