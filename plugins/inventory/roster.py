@@ -19,7 +19,8 @@ description:
   - "Hosts are put in these groups: the class (O(class_name), or the row's C(class)), C(room_<room>) and
     C(shift_<shift>) when those are given (prefixes: O(room_group_prefix), O(shift_group_prefix)), and every
     group named in the row's C(groups). Group names are lower-cased, runs of other characters than letters,
-    digits and C(_) become C(_): room C(B 204) gives group C(room_b_204)."
+    digits and C(_) become C(_): room C(B 204) gives group C(room_b_204). A name that would start with a
+    digit gets a prefix (class C(101) gives group C(class_101), group C(2nd year) gives C(group_2nd_year))."
   - "Every host gets these variables: C(ansible_host) (the seat), C(ansible_user) and C(ansible_port) when
     given, C(roster_student) (the name as written), C(roster_seat), C(roster_class), C(roster_room),
     C(roster_shift) (when given) and C(roster_source) (C(file:line), for finding the row again).
@@ -268,9 +269,11 @@ def host_name_for(student_name: str) -> str:
     return re.sub(r'[^\w]+|_+', '-', _fold(student_name)).strip('-')
 
 
-def group_name_for(prefix: str, text: str) -> str:
-    """``room_`` + ``B 204`` -> ``room_b_204``: a valid Ansible group name."""
-    return re.sub(r'\W+', '_', _fold(f'{prefix}{text}')).strip('_')
+def group_name_for(prefix: str, text: str, prefix_if_digit: str = 'group_') -> str:
+    """``room_`` + ``B 204`` -> ``room_b_204``: a valid Ansible group name (``101`` -> ``group_101``)."""
+    name = re.sub(r'\W+', '_', _fold(f'{prefix}{text}')).strip('_')
+    # Ansible warns about group names that are not valid variable names, such as "101".
+    return f'{prefix_if_digit}{name}' if name[:1].isdigit() else name
 
 
 def _scalar_text(value: object, where: Where) -> str | None:
@@ -294,7 +297,7 @@ def _port(value: object, where: Where) -> int | None:
         text = _scalar_text(value, where)
         if text is None:
             return None
-        if not text.isdigit():
+        if not re.fullmatch(r'[0-9]+', text):
             raise RosterError(f'"{text}" is not a port number; expected a whole number from 1 to 65535', where)
         port = int(text)
     if not 1 <= port <= 65535:
@@ -359,7 +362,7 @@ def student_from_fields(fields: Mapping[str, tuple[object, Where]], row: Where) 
     groups_value, groups_where = value('groups')
 
     variables: dict[str, object] = {}
-    for column, (extra_value, extra_where) in fields.items():
+    for column, (extra_value, _where) in fields.items():
         if column in YAML_STUDENT_KEYS:
             continue
         if extra_value is not None and extra_value != '':
@@ -532,11 +535,11 @@ class InventoryModule(BaseFileInventoryPlugin, Constructable):
 
     def _add_student(self, host: str, student: Student, class_name: str, path: str) -> None:
         student_class = student.class_name or class_name
-        groups = [group_name_for('', student_class)]
+        groups = [group_name_for('', student_class, 'class_')]
         if student.room:
-            groups.append(group_name_for(self.get_option('room_group_prefix'), student.room))
+            groups.append(group_name_for(self.get_option('room_group_prefix'), student.room, 'room_'))
         if student.shift:
-            groups.append(group_name_for(self.get_option('shift_group_prefix'), student.shift))
+            groups.append(group_name_for(self.get_option('shift_group_prefix'), student.shift, 'shift_'))
         groups.extend(student.groups)
 
         for group in groups:

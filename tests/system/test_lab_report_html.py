@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 import pytest
 
@@ -254,7 +253,7 @@ def test_json_report_has_every_seat_and_stage(lab_run):
     assert document['summary']['stage_done'] == {'layers': 2, 'overlay': 1, 'chroot': 1, 'namespaces': 1, 'verify': 1}
 
 
-def test_chromium_shows_which_seats_are_behind_and_why(lab_run, tmp_path):
+def test_chromium_shows_which_seats_are_behind_and_why(lab_run):
     _proc, report = lab_run
     page = report / 'site.html'
     screenshot = report / 'site.png'

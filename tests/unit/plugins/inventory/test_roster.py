@@ -76,6 +76,8 @@ def test_host_name_for_a_student_is_lower_case_and_limit_friendly(student, host)
 def test_group_name_for_a_room_is_a_valid_group_name():
     assert group_name_for('room_', 'B 204') == 'room_b_204'
     assert group_name_for('shift_', 'Après-midi') == 'shift_apres_midi'
+    assert group_name_for('', '2nd year') == 'group_2nd_year'
+    assert group_name_for('', '101', 'class_') == 'class_101'
 
 
 # --- CSV rosters ---------------------------------------------------------------------------------------
@@ -121,6 +123,7 @@ def test_groups_column_splits_on_spaces_and_semicolons():
 @pytest.mark.parametrize('text, line, column, words', [
     ('student,seat,port\nAlice,127.0.0.1,22\nBob,127.0.0.2,abc\n', 3, 3, ['"abc" is not a port number']),
     ('student,seat,port\nAlice,127.0.0.1,70000\n', 2, 3, ['port 70000 is out of range']),
+    ('student,seat,port\nAlice,127.0.0.1,²\n', 2, 3, ['"²" is not a port number']),
     ('student,seat\n\nAlice,127.0.0.1,extra\n', 3, 3, ['3 fields', 'header names 2 columns']),
     ('student,seat,room\n,127.0.0.1,B204\n', 2, 1, ['student name is empty']),
     ('student,seat\nAlice,pc 12\n', 2, 2, ['"pc 12" is not a host name or IP address']),
@@ -303,7 +306,7 @@ def test_yaml_roster_options_and_constructed_groups(tmp_path):
         '  - key: roster_shift\n'
         '    prefix: tp\n'
         'students:\n'
-        '  - {student: Alice, seat: pc-01, room: B204, shift: morning}\n'
+        '  - {student: Alice, seat: pc-01, port: 2201, room: B204, shift: morning}\n'
         '  - {name: Bob, host: pc-02, room: B204, shift: evening, class: cont102}\n', encoding='utf-8')
     inventory = inventory_list(tmp_path, str(roster))
     assert inventory['b204']['hosts'] == ['pc-01']
@@ -311,6 +314,16 @@ def test_yaml_roster_options_and_constructed_groups(tmp_path):
     assert inventory['salle_b204']['hosts'] == ['pc-01', 'pc-02']
     assert inventory['tp_evening']['hosts'] == ['pc-02']
     assert inventory['_meta']['hostvars']['pc-02']['roster_student'] == 'Bob'
+    assert inventory['_meta']['hostvars']['pc-01']['ansible_port'] == 2201
+
+
+def test_group_names_from_digits_are_valid_without_warnings(tmp_path):
+    roster = tmp_path / '101.roster.csv'
+    roster.write_text('student,seat,room,groups\nAlice,127.0.0.1,204,2nd-year\n', encoding='utf-8')
+    proc = ansible_inventory(tmp_path, '-i', str(roster), '--graph')
+    assert proc.returncode == 0, proc.stderr
+    assert '@class_101:' in proc.stdout and '@room_204:' in proc.stdout and '@group_2nd_year:' in proc.stdout
+    assert 'WARNING' not in proc.stderr
 
 
 def test_csv_roster_takes_options_from_the_environment(tmp_path):
