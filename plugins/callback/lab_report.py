@@ -64,10 +64,13 @@ options:
     description:
       - Extra names that mean a stage, as C(name=stage) items, where C(name) is a tag or a role name
         (V(base_image=layers), V(unboxed.lab.rootfs=layers), V(mount=overlay)).
-      - A name equal to a stage needs no entry.
+      - A name equal to a stage needs no entry (the roles C(unboxed.lab.layers) and C(unboxed.lab.overlay), the
+        tags C(layers), C(overlay), C(chroot), C(namespaces) of C(site.yml) and C(verify.yml)).
+      - The default maps the other roles of this collection; setting the option replaces the default, so keep
+        its items when adding your own.
     type: list
     elements: str
-    default: []
+    default: [base_rootfs=layers, chroot_lesson=chroot, container=namespaces]
     env:
       - name: UNBOXED_LAB_REPORT_STAGE_MAP
     ini:

@@ -69,6 +69,19 @@ def test_task_matching_no_stage_goes_to_other():
     assert StageRules(other='setup').stage_of() == 'setup'
 
 
+def test_default_stage_map_places_every_role_of_the_collection(tmp_path):
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(repo, 'ansible.cfg'), ANSIBLE_HOME=str(tmp_path))
+    proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), 'ansible-doc'), '-t', 'callback', '--json', 'unboxed.lab.lab_report'],
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=120, check=False)
+    default = json.loads(proc.stdout)['unboxed.lab.lab_report']['doc']['options']['stage_map']['default']
+    rules = StageRules(stage_map=parse_stage_map(default, RULES.stages))
+    roles = sorted(os.listdir(os.path.join(repo, 'roles')))
+    assert roles, 'no roles to place'
+    # A role of the collection that lands in "other" would hide its failures from the stage columns.
+    assert {role: rules.stage_of([], f'unboxed.lab.{role}') for role in roles if rules.stage_of([], f'unboxed.lab.{role}') == 'other'} == {}
+
+
 def test_stage_map_names_tags_and_roles_for_stages():
     rules = StageRules(stage_map=parse_stage_map(['base_image=layers', 'unboxed.lab.rootfs=LAYERS', ' Mount = overlay'], RULES.stages))
     assert rules.stage_of(['base_image']) == 'layers'
