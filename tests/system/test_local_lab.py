@@ -1,0 +1,264 @@
+"""The local lab for real: three Debian hosts in namespaces, reached by Ansible over ssh and paramiko.
+
+The tests run in order against one lab of their own (LAB), so the default lab is never touched; the
+module fixture brings it down at the end whatever happened.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ansible_collections.unboxed.lab.plugins.module_utils import mountinfo
+from ansible_collections.unboxed.lab.plugins.module_utils import namespaces
+from ansible_collections.unboxed.lab.plugins.module_utils import process
+
+pytestmark = [pytest.mark.lab, pytest.mark.root]
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.path.dirname(sys.executable)
+LABCTL = os.path.join(REPO, 'scripts', 'labctl')
+PLAYBOOK = os.path.join(REPO, 'playbooks', 'local_lab.yml')
+STATE_ROOT = '/var/lib/unboxed/lab'
+SYSTEM_KNOWN_HOSTS = '/etc/ssh/ssh_known_hosts'
+
+LAB = 'pytest'
+HOSTS = ['lab1', 'lab2', 'lab3']
+NETNS_PREFIX = f'unboxed.{LAB}.'
+LAB_DIR = os.path.join(STATE_ROOT, LAB)
+
+
+@dataclasses.dataclass
+class LabUnderTest:
+    inventory: str
+    tmp: str
+    netns_mounted_before: bool
+
+    def env(self) -> dict:
+        env = dict(os.environ)
+        env.update({
+            'ANSIBLE_CONFIG': os.path.join(REPO, 'ansible.cfg'),
+            'ANSIBLE_HOME': os.path.join(self.tmp, 'ansible-home'),
+            'ANSIBLE_LOCAL_TEMP': os.path.join(self.tmp, 'ansible-tmp'),
+            'ANSIBLE_NOCOLOR': '1',
+            'ANSIBLE_DEPRECATION_WARNINGS': '0',
+            'PATH': BIN + os.pathsep + env.get('PATH', ''),
+        })
+        return env
+
+    def labctl(self, *args) -> dict:
+        completed = subprocess.run([sys.executable, LABCTL, *args, '--json', '--lab', LAB], capture_output=True,
+                                   text=True, check=False, timeout=600, stdin=subprocess.DEVNULL)
+        assert completed.returncode == 0, f'labctl {" ".join(args)} failed:\n{completed.stdout}\n{completed.stderr}'
+        return json.loads(completed.stdout)
+
+    def playbook(self, *extra, state='up') -> subprocess.CompletedProcess:
+        argv = [os.path.join(BIN, 'ansible-playbook'), '-i', 'localhost,', PLAYBOOK, '-e', f'lab_state={state}',
+                '-e', f'lab_name={LAB}', '-e', f'lab_host_count={len(HOSTS)}', '-e', f'lab_inventory={self.inventory}',
+                *extra]
+        return subprocess.run(argv, cwd=REPO, env=self.env(), capture_output=True, text=True, check=False,
+                              timeout=600, stdin=subprocess.DEVNULL)
+
+    def adhoc(self, module: str, args: str | None = None, *extra) -> tuple[int, dict]:
+        """Run one module on every lab host; returns ansible's exit code and each host's result."""
+        tree = os.path.join(self.tmp, f'tree-{len(os.listdir(self.tmp))}')
+        argv = [os.path.join(BIN, 'ansible'), 'all', '-i', self.inventory, '-m', module, '-t', tree, *extra]
+        if args is not None:
+            argv += ['-a', args]
+        completed = subprocess.run(argv, cwd=REPO, env=self.env(), capture_output=True, text=True, check=False,
+                                   timeout=300, stdin=subprocess.DEVNULL)
+        results = {}
+        for host in os.listdir(tree) if os.path.isdir(tree) else []:
+            with open(os.path.join(tree, host), encoding='utf-8') as handle:
+                results[host] = json.load(handle)
+        assert results, f'ansible gave no result (rc={completed.returncode}):\n{completed.stdout}\n{completed.stderr}'
+        return completed.returncode, results
+
+
+def recap_changed(output: str) -> int:
+    """changed=N of localhost in a PLAY RECAP."""
+    for line in output.splitlines():
+        if line.startswith('localhost') and 'changed=' in line:
+            return int(line.split('changed=')[1].split()[0])
+    raise AssertionError(f'no PLAY RECAP for localhost in:\n{output}')
+
+
+def lab_netns() -> list[str]:
+    return sorted(name for name in os.listdir('/run/netns') if name.startswith(NETNS_PREFIX)) if os.path.isdir('/run/netns') else []
+
+
+def lab_links() -> list[str]:
+    links = json.loads(subprocess.run(['ip', '-j', '-d', 'link', 'show'], capture_output=True, text=True, check=True).stdout)
+    return sorted(link['ifname'] for link in links if link.get('ifalias') == f'unboxed-lab:{LAB}')
+
+
+def lab_mounts() -> list[str]:
+    return [entry.mount_point for entry in mountinfo.read_mountinfo()
+            if entry.mount_point.startswith(LAB_DIR + '/') or entry.mount_point.startswith('/run/netns/' + NETNS_PREFIX)]
+
+
+def read_text(path: str) -> str:
+    try:
+        with open(path, encoding='utf-8') as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return ''
+
+
+def known_hosts_by_address() -> dict[str, str]:
+    return {line.split()[0]: line for line in read_text(f'{LAB_DIR}/ssh/known_hosts').splitlines()}
+
+
+def recorded_processes() -> list[process.ProcessIdentity]:
+    with open(os.path.join(LAB_DIR, 'lab.json'), encoding='utf-8') as handle:
+        record = json.load(handle)
+    identities = []
+    for host in record['hosts'].values():
+        identities += [process.ProcessIdentity.from_dict(host[key]) for key in ('init', 'supervisor') if host.get(key)]
+    return identities
+
+
+@pytest.fixture(scope='module')
+def lab(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip('needs root: network namespaces, bridges and mounts')
+    tmp = str(tmp_path_factory.mktemp('local-lab'))
+    under_test = LabUnderTest(inventory=os.path.join(tmp, 'hosts.yml'), tmp=tmp,
+                              netns_mounted_before=mountinfo.find_mount('/run/netns') is not None)
+    under_test.labctl('down')  # what an interrupted earlier run may have left
+    try:
+        yield under_test
+    finally:
+        under_test.labctl('down')
+
+
+def test_check_on_a_new_lab_plans_everything_and_changes_nothing(lab):
+    run = lab.playbook('--check')
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert recap_changed(run.stdout) == 1
+    assert 'would start lab3' in run.stdout
+    assert not os.path.exists(LAB_DIR)
+    assert not os.path.exists(lab.inventory)
+    assert lab_netns() == [] and lab_links() == []
+
+
+def test_up_creates_three_running_hosts(lab):
+    run = lab.playbook()
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert recap_changed(run.stdout) == 1
+    status = lab.labctl('status')
+    assert sorted(status['hosts']) == HOSTS
+    assert all(host['running'] for host in status['hosts'].values())
+    assert lab_netns() == [NETNS_PREFIX + host for host in HOSTS]
+    assert len(lab_links()) == 1 + len(HOSTS)  # the bridge and one veth per host
+    addresses = [host['address'] for host in status['hosts'].values()]
+    assert len(set(addresses)) == len(HOSTS)
+
+
+def test_second_up_changes_nothing_and_check_agrees(lab):
+    again = lab.playbook()
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert recap_changed(again.stdout) == 0
+    checked = lab.playbook('--check')
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert recap_changed(checked.stdout) == 0
+
+
+@pytest.mark.parametrize('transport', ['ssh', 'paramiko'])
+def test_ping_every_host(lab, transport):
+    rc, results = lab.adhoc('ansible.builtin.ping', None, '-c', transport)
+    assert rc == 0, results
+    assert sorted(results) == HOSTS
+    assert all(result.get('ping') == 'pong' for result in results.values()), results
+
+
+def test_each_host_has_its_own_hostname_and_namespaces(lab):
+    # One line per fact, so each host answers in the same shape.
+    script = ('hostname; for ns in pid net mnt uts ipc; do readlink /proc/self/ns/$ns; done; '
+              'ps -e --no-headers -o comm | wc -l; tr "\\0" " " < /proc/1/cmdline; echo; '
+              'ip -4 -o address show dev eth0 | awk "{print \\$4}"; ip route | wc -l')
+    rc, results = lab.adhoc('ansible.builtin.shell', script)
+    assert rc == 0, results
+    controller = {ns: namespaces.namespace_inode('self', name) for ns, name in
+                  (('pid', 'pid'), ('net', 'net'), ('mnt', 'mount'), ('uts', 'uts'), ('ipc', 'ipc'))}
+    seen = {ns: set() for ns in controller}
+    status = lab.labctl('status')
+    for host in HOSTS:
+        lines = results[host]['stdout_lines']
+        hostname, ns_links, process_count, init_cmdline, address, route_count = lines[0], lines[1:6], lines[6], lines[7], lines[8], lines[9]
+        assert hostname == host
+        for ns, link in zip(controller, ns_links):
+            inode = namespaces.parse_ns_link(link)
+            assert inode != controller[ns], f'{host} shares the controller\'s {ns} namespace'
+            seen[ns].add(inode)
+        # The netns labctl named for this host is the one its sshd lives in.
+        assert namespaces.parse_ns_link(ns_links[1]) == os.stat(f'/run/netns/{NETNS_PREFIX}{host}').st_ino
+        # tini, sshd, the session's sshd, sh, ps, wc and the like: not the controller's hundreds.
+        assert int(process_count) < 15
+        assert init_cmdline.split()[0] == '/usr/bin/tini'
+        assert address == status['hosts'][host]['address'] + '/24'
+        assert int(route_count) == 1  # the lab's own subnet, no default route: nothing leaves the lab
+    assert all(len(inodes) == len(HOSTS) for inodes in seen.values()), seen
+
+
+def test_a_stopped_host_fails_alone_and_up_starts_it_again(lab):
+    stopped = lab.labctl('stop', 'lab2')
+    assert stopped['changed'] and not stopped['hosts']['lab2']['running']
+    assert stopped['hosts']['lab1']['running'] and stopped['hosts']['lab3']['running']
+
+    rc, results = lab.adhoc('ansible.builtin.ping')
+    assert rc == 4  # some hosts were unreachable
+    assert results['lab2'].get('unreachable') is True
+    assert results['lab1'].get('ping') == 'pong' and results['lab3'].get('ping') == 'pong'
+
+    predicted = lab.playbook('--check')
+    assert recap_changed(predicted.stdout) == 1 and 'would start lab2' in predicted.stdout
+    assert not lab.labctl('status')['hosts']['lab2']['running']
+
+    restarted = lab.labctl('up', '--hosts', str(len(HOSTS)), '--inventory', lab.inventory)
+    assert len(restarted['changes']) == 1 and restarted['changes'][0].startswith('start lab2'), restarted['changes']
+    rc, results = lab.adhoc('ansible.builtin.ping')
+    assert rc == 0, results
+
+
+def test_a_host_recreated_on_its_address_gets_a_new_key_and_is_reached_by_both_transports(lab):
+    old_keys = known_hosts_by_address()
+    lab3 = lab.labctl('status')['hosts']['lab3']['address']
+    shrunk = lab.labctl('up', '--hosts', '2', '--inventory', lab.inventory)
+    assert 'remove lab3' in shrunk['changes'] and 'lab3' not in shrunk['hosts']
+    assert not os.path.exists(f'/run/netns/{NETNS_PREFIX}lab3')
+    grown = lab.labctl('up', '--hosts', '3', '--inventory', lab.inventory)
+    assert grown['hosts']['lab3']['address'] == lab3
+    new_keys = known_hosts_by_address()
+    assert new_keys[lab3] != old_keys[lab3]  # host keys are made per host, never reused
+    lab1 = grown['hosts']['lab1']['address']
+    assert new_keys[lab1] == old_keys[lab1]
+    for transport in ('ssh', 'paramiko'):
+        rc, results = lab.adhoc('ansible.builtin.ping', None, '-c', transport)
+        assert rc == 0, (transport, results)
+
+
+def test_down_leaves_no_namespace_link_mount_process_or_file(lab):
+    processes = recorded_processes()
+    assert len(processes) == 2 * len(HOSTS) and all(process.is_running(identity) for identity in processes)
+    run = lab.playbook(state='down')
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert recap_changed(run.stdout) == 1
+    assert lab_netns() == []
+    assert lab_links() == []
+    assert lab_mounts() == []
+    # Zombies would pass kill -0; is_running reads the state in /proc/PID/stat.
+    assert [identity for identity in processes if process.is_running(identity)] == []
+    assert not os.path.exists(LAB_DIR)
+    assert not os.path.exists(lab.inventory)
+    assert f'unboxed lab "{LAB}"' not in read_text(SYSTEM_KNOWN_HOSTS)
+    other_labs = [name for name in os.listdir(STATE_ROOT) if os.path.isfile(os.path.join(STATE_ROOT, name, 'lab.json'))]
+    if not lab.netns_mounted_before and not other_labs:
+        assert mountinfo.find_mount('/run/netns') is None
+    again = lab.playbook(state='down')
+    assert recap_changed(again.stdout) == 0
