@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.root]
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
-LABCTL = os.path.join(REPO, 'scripts', 'labctl')
+LABCTL = os.path.join(REPO, 'scripts', 'labctl.py')
 PLAYBOOK = os.path.join(REPO, 'playbooks', 'local_lab.yml')
 STATE_ROOT = '/var/lib/unboxed/lab'
 SYSTEM_KNOWN_HOSTS = '/etc/ssh/ssh_known_hosts'

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.machinery
 import importlib.util
 import ipaddress
 import os
@@ -14,11 +13,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.a
 
 
 def _load_labctl():
-    loader = importlib.machinery.SourceFileLoader('labctl', os.path.join(REPO, 'scripts', 'labctl'))
-    spec = importlib.util.spec_from_loader('labctl', loader)
+    """scripts/labctl.py is a program, not a package module: load it from its path."""
+    spec = importlib.util.spec_from_file_location('labctl', os.path.join(REPO, 'scripts', 'labctl.py'))
     module = importlib.util.module_from_spec(spec)
     sys.modules['labctl'] = module  # dataclasses looks the module up while the class is built
-    loader.exec_module(module)
+    spec.loader.exec_module(module)
     return module
 
 
