@@ -39,7 +39,8 @@ ENV_NAME_PATTERN = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
 
 # Sets the hostname inside the new UTS namespace, then runs the rest of its arguments.
 # Fixed text: the hostname and the command reach it only as arguments ("$1", "$@").
-HOSTNAME_SCRIPT = '{hostname} "$1" && shift && exec "$@"'
+# The shell exports PWD; unset, the container's environment stays exactly the documented one.
+HOSTNAME_SCRIPT = '{hostname} "$1" && shift && unset PWD && exec "$@"'
 
 # What root_method=pivot_root runs as PID 1 of the new namespaces, before the command.
 # A shell cannot do it: once the old root is stacked on top of the new one, every program

@@ -232,12 +232,12 @@ namespaces:
     user: {inode: 4026531837, host_inode: 4026531837, isolated: false}
     cgroup: {inode: 4026531835, host_inode: 4026531835, isolated: false}
 rootfs:
-  description: The container's root file system (as requested, or as recorded when not given).
+  description: The container's root file system - as requested, else as recorded (with O(state=absent), of the container just removed).
   returned: always
   type: str
   sample: /overlay/merged
 command:
-  description: The container's command as an argument list.
+  description: The container's command as an argument list, from the request or the record like RV(rootfs).
   returned: always
   type: list
   elements: str
@@ -653,8 +653,8 @@ class NsContainer:
         except OSError:
             self.module.warn(f'{self.state_dir} was kept: it holds files the module did not create '
                              f'({", ".join(sorted(os.listdir(self.state_dir)))}).')
+        # The result still names what was removed (rootfs, command...): the spec stays, the record is gone.
         self.recorded_state = None
-        self.recorded = None
 
     # ---- result --------------------------------------------------------------------------------------------------
 

@@ -46,10 +46,10 @@ def test_the_launch_runs_what_is_shown_with_absolute_programs():
      'unshare --fork --pid --net --mount-proc=/proc --root=/overlay/merged --wd=/srv/app tail -f /dev/null'),
     (dict(namespaces=['pid', 'net', 'mount', 'uts'], hostname='web01'),
      "unshare --fork --pid --net --mount-proc=/overlay/merged/proc --uts "
-     "sh -c 'hostname \"$1\" && shift && exec \"$@\"' sh web01 chroot /overlay/merged tail -f /dev/null"),
+     "sh -c 'hostname \"$1\" && shift && unset PWD && exec \"$@\"' sh web01 chroot /overlay/merged tail -f /dev/null"),
     (dict(namespaces=['pid', 'net', 'mount', 'uts'], hostname='web01', workdir='/srv'),
      "unshare --fork --pid --net --mount-proc=/overlay/merged/proc --uts "
-     "sh -c 'hostname \"$1\" && shift && exec \"$@\"' sh web01 unshare --root=/overlay/merged --wd=/srv tail -f /dev/null"),
+     "sh -c 'hostname \"$1\" && shift && unset PWD && exec \"$@\"' sh web01 unshare --root=/overlay/merged --wd=/srv tail -f /dev/null"),
 ])
 def test_shell_command_for_each_option(overrides, shown):
     assert container.shell_command(spec(**overrides)) == shown
@@ -60,7 +60,7 @@ def test_user_input_only_ever_reaches_the_launch_as_separate_arguments():
                    workdir='/a b;reboot')
     stages = container.launch_stages(hostile, HOST)
     script = stages[1][2]
-    assert script == '/usr/bin/hostname "$1" && shift && exec "$@"'
+    assert script == '/usr/bin/hostname "$1" && shift && unset PWD && exec "$@"'
     assert stages[1][4] == 'web01'
     assert stages[2] == ['/usr/bin/unshare', '--root=/overlay/merged', '--wd=/a b;reboot']
     assert stages[3] == ['sh', '-c', 'echo $HOME; reboot']
