@@ -7,11 +7,12 @@
     labctl down   [--lab NAME] [--purge] [--check] [--json]
     labctl stop   [--lab NAME] HOST...        stop hosts; the next `up` starts them again
     labctl status [--lab NAME] [--json]
+    labctl list   [--json]                     the labs on this machine
     labctl build-base [--check] [--json]
 
 Each lab host is built by hand the way a container runtime would build it:
 
-- a Debian root file system: a copy of one cached mmdebstrap tarball, under /var/lib/unboxed/lab/LAB/HOST/rootfs;
+- a Debian root file system: a copy of one cached mmdebstrap tarball, /var/lib/unboxed/lab/LAB/hosts/HOST/rootfs;
 - a network namespace (`ip netns add`) joined to the lab's bridge by a veth pair, with its own address
   and a MAC derived from that address;
 - `unshare --mount --pid --uts --ipc --fork` around a boot step (`labctl _boot`, PID 1 of the new PID
@@ -80,7 +81,7 @@ INVENTORY_GROUP = 'lab'
 SUITE = 'bookworm'
 # What Ansible and the talk need on a lab host. tini is PID 1 (it reaps orphans, as `docker run --init`).
 BASE_PACKAGES = ('python3', 'python3-apt', 'iproute2', 'procps', 'util-linux', 'openssh-server', 'tini')
-# Documentation and translations are a third of a minimal root file system and nobody reads them in a lab.
+# Nobody reads man pages, documentation or translations on a lab host; every copy is smaller without them.
 DPKG_OPTIONS = (
     'path-exclude=/usr/share/man/*',
     'path-exclude=/usr/share/locale/*',
@@ -1000,6 +1001,7 @@ def start_host(host: HostRecord) -> None:
     address = str(host.address.ip)
     answered = wait_until(lambda: ssh_banner(address, 0.5) is not None or not process.is_running(host.init), START_TIMEOUT, 0.1)
     if not answered or not process.is_running(host.init):
+        stop_host(host)  # a host that does not answer is not left half-started
         raise LabError(f'sshd on {host.name} ({address}) did not answer within {START_TIMEOUT:.0f} s: {tail(host.console_log)}')
 
 
@@ -1067,9 +1069,9 @@ def ensure_authorized_key(changes: Changes, lab: Lab, host: HostRecord, key_made
         changes.make(f'authorize the lab key on {host.name}', authorize_lab_key, lab, host)
 
 
-def ensure_rootfs(changes: Changes, lab: Lab, hosts: list[HostRecord], base: BaseImage) -> None:
+def ensure_rootfs(changes: Changes, lab: Lab, hosts: list[HostRecord], base: BaseImage | None) -> None:
     changes.make_together((f'copy the base into {host.rootfs} and make it {host.name}', provision_rootfs, lab, host, base)
-                          for host in hosts if not os.path.isfile(host.marker))
+                          for host in hosts)
 
 
 def ensure_host(changes: Changes, lab: Lab, host: HostRecord, controller: dict) -> None:
@@ -1090,9 +1092,10 @@ def ensure_host(changes: Changes, lab: Lab, host: HostRecord, controller: dict) 
 
 def remove_host(lab: Lab, host: HostRecord) -> None:
     stop_host(host)
+    # The veth first: it takes its peer along at once, while a deleted namespace frees its links later.
+    delete_link(host.veth)
     if netns_exists(host.netns):
         run(['ip', 'netns', 'delete', host.netns], f'remove the network namespace {host.netns}')
-    delete_link(host.veth)
     if os.path.lexists(host.dir):
         remove_tree(host.dir)
     lab.hosts.pop(host.name, None)
@@ -1114,7 +1117,7 @@ def allocate_index(name: str) -> int:
     for index in range(1, MAX_LAB_INDEX + 1):
         if index not in taken and bridge_name(index) not in existing_links:
             return index
-    raise LabError(f'All {MAX_LAB_INDEX} lab slots are in use: bring a lab down first (labctl status --all).')
+    raise LabError(f'All {MAX_LAB_INDEX} lab slots are in use: bring a lab down first (`labctl list` shows them).')
 
 
 def subnet_problem(subnet: ipaddress.IPv4Network, name: str) -> str | None:
@@ -1171,14 +1174,16 @@ def command_up(args) -> dict:
             host_address(lab.subnet, position)  # fails early when the subnet is too small
             lab.hosts.setdefault(name, lab.new_host(name, position))
         changes = Changes(args.check)
-        base = ensure_base(changes)
+        # The base matters only to hosts still to be copied: hosts already there never wait for a rebuild.
+        to_copy = [lab.hosts[name] for name in wanted if not os.path.isfile(lab.hosts[name].marker)]
+        base = ensure_base(changes) if to_copy else None
         key_made_now = ensure_lab_dir(changes, lab)
         ensure_bridge(changes, lab)
         for name in sorted(set(lab.hosts) - set(wanted)):
             changes.make(f'remove {name}', remove_host, lab, lab.hosts[name])
         for name in wanted:
             ensure_authorized_key(changes, lab, lab.hosts[name], key_made_now)
-        ensure_rootfs(changes, lab, [lab.hosts[name] for name in wanted], base)
+        ensure_rootfs(changes, lab, to_copy, base)
         for name in wanted:
             ensure_host(changes, lab, lab.hosts[name], controller)
         ensure_known_hosts(changes, lab, controller)
@@ -1251,9 +1256,14 @@ def command_down(args) -> dict:
 
 
 def delete_link(name: str) -> None:
-    # Deleting a network namespace takes the veth peers inside it, and their partners, along.
-    if name in links_by_name():
+    """Delete a link unless it is gone already: the kernel frees a deleted namespace's veth pairs on its own time."""
+    if name not in links_by_name():
+        return
+    try:
         run(['ip', 'link', 'delete', name], f'remove the link {name}')
+    except LabError:
+        if name in links_by_name():
+            raise
 
 
 def remove_stray_netns(name: str) -> None:
@@ -1286,6 +1296,13 @@ def command_status(args) -> dict:
     if lab is None:
         return {'changed': False, 'lab': args.lab, 'exists': False, 'hosts': {}}
     return lab_result(lab, Changes(check=True), with_memory=True)
+
+
+def command_list(args) -> dict:
+    del args  # nothing to choose: every lab is listed
+    labs = {lab.name: {'subnet': str(lab.subnet), 'bridge': lab.bridge, 'inventory': lab.inventory,
+                       'hosts': sorted(lab.hosts, key=lambda name: lab.hosts[name].position)} for lab in all_labs()}
+    return {'changed': False, 'labs': labs}
 
 
 def command_build_base(args) -> dict:
@@ -1440,6 +1457,10 @@ def parser() -> argparse.ArgumentParser:
     status = add('status', 'show the lab, its hosts and their memory', check=False)
     status.set_defaults(handler=command_status)
 
+    listing = commands.add_parser('list', help='list the labs on this machine')
+    listing.add_argument('--json', action='store_true', help='print the result as one JSON object')
+    listing.set_defaults(handler=command_list)
+
     build = commands.add_parser('build-base', help='build the cached base root file system now')
     build.add_argument('--json', action='store_true')
     build.add_argument('--check', action='store_true')
@@ -1452,12 +1473,15 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def print_human(result: dict) -> None:
+def print_human(command: str, result: dict) -> None:
     prefix = 'would ' if result.get('check') else ''
-    for change in result.get('changes', []):
-        print(f'  {prefix}{change}')
-    if not result.get('changes'):
-        print('  nothing to change')
+    if command in ('up', 'down', 'stop', 'build-base'):
+        for change in result.get('changes', []):
+            print(f'  {prefix}{change}')
+        if not result.get('changes'):
+            print('  nothing to change')
+    for name, lab in result.get('labs', {}).items():
+        print(f"  {name:<24} {lab['subnet']:<18} {len(lab['hosts'])} hosts   {lab['inventory']}")
     for name, host in result.get('hosts', {}).items():
         state = 'running' if host['running'] else 'stopped'
         memory = f", {host['memory_kib'] / 1024:.1f} MiB" if host.get('memory_kib') else ''
@@ -1484,7 +1508,7 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print_human(result)
+        print_human(args.command, result)
     return 0
 
 
