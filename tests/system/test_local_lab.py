@@ -28,6 +28,7 @@ STATE_ROOT = '/var/lib/unboxed/lab'
 SYSTEM_KNOWN_HOSTS = '/etc/ssh/ssh_known_hosts'
 
 LAB = 'pytest'
+SECOND_LAB = 'pytest-second'
 HOSTS = ['lab1', 'lab2', 'lab3']
 NETNS_PREFIX = f'unboxed.{LAB}.'
 LAB_DIR = os.path.join(STATE_ROOT, LAB)
@@ -51,8 +52,8 @@ class LabUnderTest:
         })
         return env
 
-    def labctl(self, *args) -> dict:
-        completed = subprocess.run([sys.executable, LABCTL, *args, '--json', '--lab', LAB], capture_output=True,
+    def labctl(self, *args, lab=LAB) -> dict:
+        completed = subprocess.run([sys.executable, LABCTL, *args, '--json', '--lab', lab], capture_output=True,
                                    text=True, check=False, timeout=600, stdin=subprocess.DEVNULL)
         assert completed.returncode == 0, f'labctl {" ".join(args)} failed:\n{completed.stdout}\n{completed.stderr}'
         return json.loads(completed.stdout)
@@ -64,10 +65,10 @@ class LabUnderTest:
         return subprocess.run(argv, cwd=REPO, env=self.env(), capture_output=True, text=True, check=False,
                               timeout=600, stdin=subprocess.DEVNULL)
 
-    def adhoc(self, module: str, args: str | None = None, *extra) -> tuple[int, dict]:
+    def adhoc(self, module: str, args: str | None = None, *extra, inventory=None) -> tuple[int, dict]:
         """Run one module on every lab host; returns ansible's exit code and each host's result."""
         tree = os.path.join(self.tmp, f'tree-{len(os.listdir(self.tmp))}')
-        argv = [os.path.join(BIN, 'ansible'), 'all', '-i', self.inventory, '-m', module, '-t', tree, *extra]
+        argv = [os.path.join(BIN, 'ansible'), 'all', '-i', inventory or self.inventory, '-m', module, '-t', tree, *extra]
         if args is not None:
             argv += ['-a', args]
         completed = subprocess.run(argv, cwd=REPO, env=self.env(), capture_output=True, text=True, check=False,
@@ -130,11 +131,13 @@ def lab(tmp_path_factory):
     tmp = str(tmp_path_factory.mktemp('local-lab'))
     under_test = LabUnderTest(inventory=os.path.join(tmp, 'hosts.yml'), tmp=tmp,
                               netns_mounted_before=mountinfo.find_mount('/run/netns') is not None)
-    under_test.labctl('down')  # what an interrupted earlier run may have left
+    for name in (LAB, SECOND_LAB):
+        under_test.labctl('down', lab=name)  # what an interrupted earlier run may have left
     try:
         yield under_test
     finally:
-        under_test.labctl('down')
+        for name in (LAB, SECOND_LAB):
+            under_test.labctl('down', lab=name)
 
 
 def test_check_on_a_new_lab_plans_everything_and_changes_nothing(lab):
@@ -241,6 +244,24 @@ def test_a_host_recreated_on_its_address_gets_a_new_key_and_is_reached_by_both_t
     for transport in ('ssh', 'paramiko'):
         rc, results = lab.adhoc('ansible.builtin.ping', None, '-c', transport)
         assert rc == 0, (transport, results)
+
+
+def test_a_second_lab_lives_beside_the_first_and_goes_alone(lab):
+    inventory = os.path.join(lab.tmp, 'second.yml')
+    second = lab.labctl('up', '--hosts', '1', '--inventory', inventory, lab=SECOND_LAB)
+    first = lab.labctl('status')
+    assert second['subnet'] != first['subnet'] and second['bridge'] != first['bridge']
+    rc, results = lab.adhoc('ansible.builtin.command', 'hostname', inventory=inventory)
+    assert rc == 0 and results['lab1']['stdout'] == 'lab1', results
+    # Same host name, another lab: the second lab's lab1 is not the first lab's.
+    assert second['hosts']['lab1']['address'] != first['hosts']['lab1']['address']
+
+    gone = lab.labctl('down', lab=SECOND_LAB)
+    assert gone['changed'] and not os.path.exists(inventory)
+    assert not os.path.exists(os.path.join(STATE_ROOT, SECOND_LAB))
+    assert all(host['running'] for host in lab.labctl('status')['hosts'].values())
+    rc, results = lab.adhoc('ansible.builtin.ping')
+    assert rc == 0, results
 
 
 def test_down_leaves_no_namespace_link_mount_process_or_file(lab):
