@@ -16,7 +16,9 @@ import errno
 import json
 import os
 import re
+import signal
 import tempfile
+import time
 
 from ansible_collections.unboxed.lab.plugins.module_utils import namespaces as ns_utils
 from ansible_collections.unboxed.lab.plugins.module_utils import paths
@@ -329,6 +331,81 @@ def directory_identity(path: str) -> tuple | None:
         return None
     finally:
         os.close(descriptor)
+
+
+class DetachedProcess:
+    """A program started as a daemon - own session, stdin from /dev/null, output to a file, no other descriptors -
+    that stays our child while we run, so that its exit status can still be collected.
+
+    subprocess.Popen would do the same; Ansible modules are held to run_command, which waits for its command,
+    so the fork and exec are spelled out here (as subprocess does them, including its error pipe).
+    """
+
+    # Python ignores SIGPIPE and SIGXFSZ for itself; an ignored signal stays ignored across exec.
+    RESTORED_SIGNALS = tuple(getattr(signal, name) for name in ('SIGPIPE', 'SIGXFSZ') if hasattr(signal, name))
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode = None
+
+    @classmethod
+    def spawn(cls, argv: list[str], env: dict, output_fd: int, cwd: str = '/') -> DetachedProcess:
+        """fork, setsid, redirect, exec ``argv`` (argv[0] an absolute path). Raises OSError if exec fails."""
+        error_read, error_write = os.pipe()
+        os.set_inheritable(error_read, False)
+        os.set_inheritable(error_write, False)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child only ever leaves through exec or _exit
+            try:
+                os.close(error_read)
+                os.setsid()
+                devnull = os.open(os.devnull, os.O_RDONLY)
+                os.dup2(devnull, 0)
+                os.dup2(output_fd, 1)
+                os.dup2(output_fd, 2)
+                # Nothing of the module reaches the daemon: above all not Ansible's stdout pipe, which would keep
+                # Ansible waiting for the container to end.
+                for descriptor in [int(name) for name in os.listdir('/proc/self/fd')]:
+                    if descriptor > 2 and descriptor != error_write:
+                        try:
+                            os.close(descriptor)
+                        except OSError:
+                            pass
+                for signum in cls.RESTORED_SIGNALS:
+                    signal.signal(signum, signal.SIG_DFL)
+                os.chdir(cwd)
+                os.execve(argv[0], argv, env)
+            except BaseException as error:
+                os.write(error_write, f'{argv[0]}: {error}'.encode('utf-8', 'replace'))
+            finally:
+                os._exit(127)
+        os.close(error_write)
+        chunks = []
+        while True:
+            chunk = os.read(error_read, 4096)  # EOF as soon as exec closed the close-on-exec write end
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(error_read)
+        spawned = cls(pid)
+        if chunks:
+            spawned.wait(timeout=10)
+            raise OSError(f'cannot run {b"".join(chunks).decode("utf-8", "replace")}')
+        return spawned
+
+    def poll(self) -> int | None:
+        """The exit code (negative: the signal that killed it) once it has ended, else None."""
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        return self.returncode
+
+    def wait(self, timeout: float, interval: float = 0.02) -> int | None:
+        deadline = time.monotonic() + timeout
+        while self.poll() is None and time.monotonic() < deadline:
+            time.sleep(interval)
+        return self.returncode
 
 
 def is_chrooted(proc: str = process.PROC) -> bool | None:

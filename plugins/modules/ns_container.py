@@ -38,7 +38,7 @@ description:
     Docker do, O(rootfs) is bound onto itself in the new mount namespace, made the root with C(pivot_root), and the old
     root is detached, so that no path leads back to the host's files.
 author:
-  - unboxed developers
+  - unboxed developers (@unboxed)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
@@ -279,7 +279,6 @@ stop_signal:
 import dataclasses
 import os
 import signal
-import subprocess
 import sys
 import time
 
@@ -581,10 +580,11 @@ class NsContainer:
             log_offset = os.fstat(log_fd).st_size
             self.log(f'starting: {shown}')
             # A daemon, not a child of this task: a session of its own (no SIGHUP when the SSH session ends), no
-            # terminal, stdin from /dev/null, output to the log, and none of the module's descriptors - an
-            # inherited stdout pipe would keep Ansible waiting until the container ends.
-            launcher = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, close_fds=True,
-                                        start_new_session=True, cwd='/', env=container.container_environment(dict(spec.env)))
+            # terminal, stdin from /dev/null, output to the log, and none of the module's descriptors.
+            try:
+                launcher = container.DetachedProcess.spawn(argv, container.container_environment(dict(spec.env)), log_fd)
+            except OSError as error:
+                self.fail(f'Could not start container {self.name}: {error}')
         finally:
             os.close(log_fd)
 
@@ -631,11 +631,7 @@ class NsContainer:
         if identity is not None:
             process.send_signal(identity, signal.SIGKILL)
             process.wait_until_not_running(identity, KILL_TIMEOUT)
-        try:
-            code = launcher.wait(timeout=KILL_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            code = None
-        reason += exit_explanation(code)
+        reason += exit_explanation(launcher.wait(timeout=KILL_TIMEOUT))
         if self.recorded_state is not None:
             self.record(process=None, launcher=None)
         self.log(f'start failed: {reason}')

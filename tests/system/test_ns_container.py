@@ -417,7 +417,7 @@ def _rootfs_without_proc(tmp_path, rootfs):
 @pytest.mark.parametrize('make_overrides, fragment', [
     (lambda tmp, root: dict(rootfs=os.path.relpath(root, '/')), 'rootfs must be an absolute path'),
     (lambda tmp, root: dict(rootfs='/'), 'rootfs is "/", the host\'s own root'),
-    (lambda tmp, root: dict(rootfs=str(tmp / 'missing')), f'rootfs {{tmp}}/missing does not exist'),
+    (lambda tmp, root: dict(rootfs=str(tmp / 'missing')), 'rootfs {tmp}/missing does not exist'),
     (lambda tmp, root: dict(rootfs=_empty_rootfs_with_proc(tmp)),
      'command: tail (searched in PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin) not found inside {tmp}/empty-root'),
     (lambda tmp, root: dict(command=['/opt/app/server']), 'command: /opt/app/server not found inside {root}'),

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -193,3 +195,52 @@ def test_is_chrooted_inside_a_real_chroot(tmp_path):
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) is True
     assert container.is_chrooted() is not True
+
+
+def test_a_detached_process_is_a_daemon_that_stays_our_child(tmp_path):
+    log = tmp_path / 'out.log'
+    leaked = os.open(os.devnull, os.O_RDONLY)  # inheritable, as an Ansible pipe would be: must not reach the daemon
+    os.set_inheritable(leaked, True)
+    try:
+        with open(log, 'ab') as handle:
+            spawned = container.DetachedProcess.spawn(['/bin/sh', '-c', 'read line; echo "stdin [$line]"; exec sleep 300'],
+                                                      {'PATH': '/usr/bin:/bin'}, handle.fileno(), cwd=str(tmp_path))
+    finally:
+        os.close(leaked)
+    try:
+        identity = process.identity_of(spawned.pid)
+        while process.read_cmdline(spawned.pid) != ['sleep', '300']:
+            assert process.is_running(identity), log.read_text()
+            time.sleep(0.01)
+        assert os.getsid(spawned.pid) == spawned.pid != os.getsid(0)
+        assert sorted(os.listdir(f'/proc/{spawned.pid}/fd')) == ['0', '1', '2']
+        assert os.readlink(f'/proc/{spawned.pid}/fd/0') == '/dev/null'
+        assert os.readlink(f'/proc/{spawned.pid}/fd/1') == str(log) == os.readlink(f'/proc/{spawned.pid}/fd/2')
+        assert os.readlink(f'/proc/{spawned.pid}/cwd') == str(tmp_path)
+        assert log.read_text() == 'stdin []\n'
+        with open(f'/proc/{spawned.pid}/status', encoding='ascii') as status:
+            ignored = int(next(line for line in status if line.startswith('SigIgn:')).split()[1], 16)
+        assert not ignored & (1 << (signal.SIGPIPE - 1)), 'SIGPIPE stayed ignored, as Python has it'
+    finally:
+        os.kill(spawned.pid, signal.SIGKILL)
+        spawned.wait(timeout=60)
+
+
+def test_a_detached_process_reports_its_exit_code(tmp_path):
+    with open(tmp_path / 'out.log', 'ab') as handle:
+        spawned = container.DetachedProcess.spawn(['/bin/sh', '-c', 'exit 3'], {}, handle.fileno())
+    assert spawned.wait(timeout=60) == 3
+
+
+def test_a_detached_process_reports_the_signal_that_ended_it(tmp_path):
+    with open(tmp_path / 'out.log', 'ab') as handle:
+        spawned = container.DetachedProcess.spawn(['/bin/sleep', '300'], {}, handle.fileno())
+    assert spawned.poll() is None
+    os.kill(spawned.pid, signal.SIGKILL)
+    assert spawned.wait(timeout=60) == -signal.SIGKILL
+
+
+def test_a_detached_process_that_cannot_be_run_raises(tmp_path):
+    with open(tmp_path / 'out.log', 'ab') as handle:
+        with pytest.raises(OSError, match='cannot run /nonexistent/program'):
+            container.DetachedProcess.spawn(['/nonexistent/program'], {}, handle.fileno())

@@ -106,8 +106,12 @@ def test_a_spec_survives_the_state_file():
     assert container.spec_changes(None, spec) == list(container.SPEC_FIELDS)
 
 
-@pytest.mark.parametrize('data', [None, {}, {'rootfs': '/r'}, {'rootfs': '/r', 'command': ['x'], 'namespaces': ['bogus'],
-                                                                  'mount_proc': True, 'root_method': 'chroot'}])
+@pytest.mark.parametrize('data', [
+    None,
+    {},
+    {'rootfs': '/r'},
+    {'rootfs': '/r', 'command': ['x'], 'namespaces': ['bogus'], 'mount_proc': True, 'root_method': 'chroot'},
+])
 def test_a_spec_this_code_did_not_write_is_none(data):
     assert container.ContainerSpec.from_dict(data) is None
 
