@@ -201,7 +201,7 @@ def test_each_host_has_its_own_hostname_and_namespaces(lab):
             seen[ns].add(inode)
         # The netns labctl named for this host is the one its sshd lives in.
         assert namespaces.parse_ns_link(ns_links[1]) == os.stat(f'/run/netns/{NETNS_PREFIX}{host}').st_ino
-        # tini, sshd, the session's sshd, sh, ps, wc and the like: not the controller's hundreds.
+        # tini, sshd, the session's sshd, the module's sh and python, ps, wc: none of the controller's processes.
         assert int(process_count) < 15
         assert init_cmdline.split()[0] == '/usr/bin/tini'
         assert address == status['hosts'][host]['address'] + '/24'
