@@ -142,6 +142,9 @@ notes:
   - Requires root. Run the task with C(become=true).
   - Without C(pid) in O(namespaces), stopping signals only the command's process; processes it started may keep
     running.
+  - When a container is killed with C(SIGKILL), C(unshare) from util-linux 2.38 (Debian 12) writes
+    C(unshare: sigprocmask unblock failed: Invalid argument) to the log as it exits - it cannot re-raise
+    C(SIGKILL) on itself. It is harmless.
   - The returned RV(shell_command) is the equivalent shell command, as typed in the talk, for reading and copying.
     It is returned under this name because O(command) is already an option.
 seealso:
@@ -269,6 +272,11 @@ shell_command:
   returned: always
   type: str
   sample: unshare --fork --pid --net --mount-proc=/overlay/merged/proc chroot /overlay/merged tail -f /dev/null
+msg:
+  description: What the task did, or would do in check mode, and why.
+  returned: always
+  type: str
+  sample: "Restarted: command, env changed."
 stop_signal:
   description: The signal that ended the container when this task stopped it - V(SIGKILL) shows that PID 1 ignored V(SIGTERM).
   returned: when the task stopped a running container (not in check mode)
@@ -467,6 +475,7 @@ class NsContainer:
         self.identity = None
         self.acted = False
         self.stop_signal = None
+        self.reason = ''
 
     # ---- reading -------------------------------------------------------------------------------------------------
 
@@ -702,6 +711,8 @@ class NsContainer:
 
         before = diff_view(self.current_status(), self.identity.pid if self.running else None, self.recorded)
         action = getattr(self, f'state_{params["state"]}')()
+        if self.stop_signal == 'SIGKILL':
+            self.reason += f'; SIGTERM did not end it, SIGKILL did after {self.params["stop_timeout"]} s'
         if self.module.check_mode and action:
             status = PREDICTED_STATUS[action]
             result = self.result(True, status=status, show_process=False)
@@ -709,21 +720,39 @@ class NsContainer:
         else:
             result = self.result(bool(action))
             after = diff_view(self.current_status(), result['pid'], self.desired or self.recorded)
+        result['msg'] = describe(action, self.reason, self.module.check_mode)
         if self.module._diff:
             result['diff'] = {'before': before, 'after': after,
                               'before_header': f'container {self.name}', 'after_header': f'container {self.name}'}
         self.module.exit_json(**result)
 
+    def why_not_running(self) -> str:
+        """Why the recorded container does not count as running - said plainly, it is the lesson of PID reuse."""
+        identity = container.recorded_process(self.recorded_state)
+        if identity is None:
+            return 'no container was recorded' if self.recorded_state is None else 'it was stopped'
+        stat = process.read_proc_stat(identity.pid)
+        if stat is None:
+            return f'its process (PID {identity.pid}) has ended'
+        if stat.start_time != identity.start_time:
+            return (f'PID {identity.pid} now belongs to another process ({stat.comm}, started later), '
+                    f'which was left alone')
+        return f'its process (PID {identity.pid}) is a zombie'
+
     def state_started(self):
         if self.running:
             changes = container.spec_changes(self.recorded, self.desired)
-            if not changes and not self.live_isolation_problem():
+            isolation = None if changes else self.live_isolation_problem()
+            if not changes and not isolation:
+                self.reason = f'it runs with this spec (PID {self.identity.pid})'
                 return None
+            self.reason = f'{", ".join(changes)} changed' if changes else isolation
             self.check_kernel_allows()
             if not self.module.check_mode:
                 self.stop()
                 self.start()
             return 'restart'
+        self.reason = self.why_not_running()
         self.check_kernel_allows()
         if not self.module.check_mode:
             self.start()
@@ -732,6 +761,7 @@ class NsContainer:
     def state_restarted(self):
         self.check_kernel_allows()
         action = 'restart' if self.running else 'start'
+        self.reason = 'state=restarted' if self.running else self.why_not_running()
         if not self.module.check_mode:
             if self.running:
                 self.stop()
@@ -740,21 +770,34 @@ class NsContainer:
 
     def state_stopped(self):
         if not self.running:
+            self.reason = self.why_not_running()
             return None
+        self.reason = f'PID {self.identity.pid} was running'
         if not self.module.check_mode:
             self.stop()
         return 'stop'
 
     def state_absent(self):
         if not (self.running or self.our_files() or self.state_dir_removable()):
+            self.reason = f'nothing is recorded in {self.state_dir}'
             return None
         if self.state_file_error:
             self.module.warn(f'{self.state_file_error}; no process was signalled, since none can be identified.')
+        self.reason = f'{self.state_dir}, and the process running as PID {self.identity.pid}' if self.running \
+            else f'{self.state_dir} (no process was running)'
         if not self.module.check_mode:
             if self.running:
                 self.stop()
             self.remove()
         return 'remove'
+
+
+def describe(action, reason: str, check_mode: bool) -> str:
+    """The task's message: what was done (or would be, in check mode) and why."""
+    if action is None:
+        return f'Nothing to do: {reason}.'
+    done = {'start': 'started', 'restart': 'restarted', 'stop': 'stopped', 'remove': 'removed'}[action]
+    return f'{"Would be " + done if check_mode else done.capitalize()}: {reason}.'
 
 
 def exit_explanation(code) -> str:

@@ -169,6 +169,7 @@ def test_started_runs_the_talks_container_once(run_module, containers, rootfs):
     second = run_module('ns_container', containers.args(name))
     assert second['changed'] is False
     assert second['pid'] == pid and second['started_at'] == first['started_at']
+    assert second['msg'] == f'Nothing to do: it runs with this spec (PID {pid}).'
     assert snapshot_tree(rootfs) == tree
 
 
@@ -252,6 +253,7 @@ def test_stopped_keeps_the_log_and_started_brings_it_back(run_module, containers
     stopped = run_module('ns_container', containers.args(name, state='stopped'))
     assert stopped['changed'] is True and stopped['state'] == 'stopped' and stopped['pid'] is None
     assert stopped['stop_signal'] == 'SIGKILL'  # tail, PID 1 of its namespace, has no SIGTERM handler
+    assert stopped['msg'] == f'Stopped: PID {identity.pid} was running; SIGTERM did not end it, SIGKILL did after {STOP_TIMEOUT} s.'
     assert not process.is_running(identity)
     assert sorted(os.listdir(started['state_dir'])) == ['container.log', 'state.json']
     with open(stopped['log_path'], encoding='utf-8') as handle:
@@ -316,6 +318,7 @@ def test_changed_spec_restarts_with_a_diff(run_module, containers):
     old = containers.identity(first['state_dir'])
     changed = run_module('ns_container', containers.args(name, command=['sleep', '100000'], env={'A': '1'}), diff=True)
     assert changed['changed'] is True
+    assert changed['msg'].startswith('Restarted: command, env changed; SIGTERM did not end it')
     diff = changed['diff']
     assert diff['before']['command'] == TALK_COMMAND and diff['after']['command'] == ['sleep', '100000']
     assert diff['before']['env'] == {} and diff['after']['env'] == {'A': '1'}
@@ -476,6 +479,8 @@ def test_a_reused_pid_is_never_signalled(run_module, containers, bystander, stat
     assert result['changed'] is expected_changed and not result.get('failed'), result.get('msg')
     assert bystander.poll() is None and process.is_running(real), 'the module signalled a process that is not its container'
     assert result['pid'] != bystander.pid
+    if state != 'absent':
+        assert f'PID {real.pid} now belongs to another process (sleep, started later), which was left alone' in result['msg']
     if state in ('started', 'restarted'):
         assert running(result) and process.read_cmdline(result['pid']) == TALK_COMMAND
 
@@ -502,6 +507,8 @@ def test_a_sigkilled_container_is_started_again(run_module, containers):
     assert process.wait_until_not_running(identity, 30)
     back = run_module('ns_container', containers.args(name))
     assert back['changed'] is True and running(back)
+    assert back['msg'] in (f'Started: its process (PID {identity.pid}) has ended.',
+                           f'Started: its process (PID {identity.pid}) is a zombie.')
     assert containers.identity(back['state_dir']) != identity
     assert process.read_nspids(back['pid'])[-1] == 1
 

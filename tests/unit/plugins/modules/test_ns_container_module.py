@@ -165,3 +165,14 @@ def test_user_namespace_refused_where_a_chroot_cannot_be_ruled_out_says_so():
     text = container.unshare_refusal_problem('unshare: unshare failed: Operation not permitted', ['user'], None)
     assert 'could not be determined whether this module runs inside a chroot' in text
     assert 'never lets a chrooted process create a user namespace' in text
+
+
+@pytest.mark.parametrize('action, reason, check_mode, text', [
+    (None, 'it runs with this spec (PID 42)', False, 'Nothing to do: it runs with this spec (PID 42).'),
+    ('start', 'no container was recorded', True, 'Would be started: no container was recorded.'),
+    ('restart', 'command changed', False, 'Restarted: command changed.'),
+    ('remove', '/run/unboxed/containers/talk (no process was running)', False,
+     'Removed: /run/unboxed/containers/talk (no process was running).'),
+])
+def test_describe_says_what_was_done_and_why(action, reason, check_mode, text):
+    assert ns_container.describe(action, reason, check_mode) == text
