@@ -142,9 +142,9 @@ notes:
   - Requires root. Run the task with C(become=true).
   - Without C(pid) in O(namespaces), stopping signals only the command's process; processes it started may keep
     running.
-  - When a container is killed with C(SIGKILL), C(unshare) from util-linux 2.38 (Debian 12) writes
+  - "When a container is killed with C(SIGKILL), C(unshare) from util-linux 2.38 (Debian 12) writes
     C(unshare: sigprocmask unblock failed: Invalid argument) to the log as it exits - it cannot re-raise
-    C(SIGKILL) on itself. It is harmless.
+    C(SIGKILL) on itself. It is harmless."
   - The returned RV(shell_command) is the equivalent shell command, as typed in the talk, for reading and copying.
     It is returned under this name because O(command) is already an option.
 seealso:
