@@ -182,7 +182,10 @@ def test_is_chrooted_inside_a_real_chroot(tmp_path):
     if os.geteuid() != 0:
         pytest.skip('chroot needs root')
     # A private mount namespace in which / is bound at ROOT; sh stays outside the chroot, its child runs inside.
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
+    # The directory that holds ansible_collections/, wherever this run imported the collection from.
+    package = os.path.abspath(container.__file__)
+    while os.path.basename(package) != 'ansible_collections':
+        package = os.path.dirname(package)
     code = ('import json, sys; sys.path.insert(0, sys.argv[1]); '
             'from ansible_collections.unboxed.lab.plugins.module_utils import container; '
             'print(json.dumps(container.is_chrooted()))')
@@ -190,7 +193,7 @@ def test_is_chrooted_inside_a_real_chroot(tmp_path):
     os.mkdir(root)
     result = subprocess.run(
         ['unshare', '--mount', '--propagation', 'private', 'sh', '-c', 'mount --rbind / "$1" && chroot "$@"',
-         'sh', root, sys.executable, '-c', code, os.path.join(repo, 'collections')],
+         'sh', root, sys.executable, '-c', code, os.path.dirname(package)],
         capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) is True
