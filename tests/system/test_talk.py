@@ -1,0 +1,362 @@
+"""The talk end to end on three local lab hosts over SSH: site.yml, verify.yml and reset.yml.
+
+The tests run in order against a lab of their own (LAB), brought up and down through scripts/labctl,
+so neither the default lab nor the lab tests' lab is touched. The controller's base archive is built
+into a temporary cache of this module, so the first check run really meets a fresh controller and
+fresh hosts, and nothing the user cached in /var/cache/unboxed is used or removed.
+
+What a host holds is read over SSH, through Ansible, as a user would look at it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = [pytest.mark.lab, pytest.mark.root]
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.path.dirname(sys.executable)
+LABCTL = os.path.join(REPO, 'scripts', 'labctl')
+RECORDER_DIR = os.path.join(REPO, 'tests', 'system', 'callback_plugins')
+
+LAB = 'talktest'
+HOSTS = ['lab1', 'lab2', 'lab3']
+CONTAINER = 'talk'
+OBSERVATIONS_PER_HOST = 11
+
+RECAP_LINE = re.compile(r'^(?P<host>\S+)\s+:\s+(?P<counts>(?:\w+=\d+\s*)+)$')
+
+# What a host shows of the talk: the lab's directory tree, the host's archive cache and the container's
+# state directory (files with mode, size and mtime; directories with their mode - verify's probe file
+# touches the upper layer's mtime and nothing else), the mount table and the talk's processes.
+SNAPSHOT_SCRIPT = r"""
+for dir in /overlay /var/cache/unboxed /run/unboxed; do
+  if [ -e "$dir" ]; then
+    find "$dir" -xdev \( -type d -printf '%p d %m\n' \) -o -printf '%p %y %m %s %T@\n' | sort
+  else
+    echo "$dir absent"
+  fi
+done
+echo '--- mounts'
+findmnt --list --noheadings --output TARGET,FSTYPE,OPTIONS | sort
+echo '--- processes'
+ps -eo args= | grep -E '^(tail -f /dev/null|unshare )' | sort || true
+"""
+
+
+@dataclasses.dataclass
+class Run:
+    argv: list
+    rc: int
+    stdout: str
+    stderr: str
+    results: list
+
+    def recap(self) -> dict:
+        """PLAY RECAP counts per host: {'lab1': {'ok': 17, 'changed': 9, ...}}."""
+        recap = {}
+        after_recap = False
+        for line in self.stdout.splitlines():
+            if line.startswith('PLAY RECAP'):
+                after_recap = True
+                continue
+            match = RECAP_LINE.match(line.strip()) if after_recap else None
+            if match:
+                recap[match['host']] = {key: int(value) for key, value in
+                                        (pair.split('=') for pair in match['counts'].split())}
+        return recap
+
+    def changed(self) -> set:
+        """(host, task) for every task result that reported a change."""
+        return {(entry['host'], entry['task']) for entry in self.results
+                if entry['status'] == 'ok' and entry['result'].get('changed')}
+
+    def statuses(self, task: str) -> dict:
+        return {entry['host']: entry['status'] for entry in self.results if entry['task'] == task}
+
+    def explain(self) -> str:
+        return f'$ {" ".join(self.argv)}\nrc={self.rc}\n{self.stdout[-6000:]}\n{self.stderr[-3000:]}'
+
+
+@dataclasses.dataclass
+class TalkLab:
+    tmp: str
+    inventory: str
+    cache_dir: str
+    runs: int = 0
+
+    def env(self, record_to: str | None = None) -> dict:
+        env = dict(os.environ)
+        env.update({
+            'ANSIBLE_CONFIG': os.path.join(REPO, 'ansible.cfg'),
+            'ANSIBLE_HOME': os.path.join(self.tmp, 'ansible-home'),
+            'ANSIBLE_LOCAL_TEMP': os.path.join(self.tmp, 'ansible-tmp'),
+            'ANSIBLE_NOCOLOR': '1',
+            'ANSIBLE_DEPRECATION_WARNINGS': '0',
+            'ANSIBLE_STDOUT_CALLBACK': 'default',
+            'ANSIBLE_CALLBACK_PLUGINS': RECORDER_DIR,
+            'ANSIBLE_CALLBACKS_ENABLED': 'record_results',
+            'PATH': BIN + os.pathsep + env.get('PATH', ''),
+        })
+        if record_to:
+            env['UNBOXED_RECORD_RESULTS'] = record_to
+        return env
+
+    def labctl(self, *args) -> dict:
+        completed = subprocess.run([LABCTL, *args, '--json', '--lab', LAB], capture_output=True, text=True,
+                                   check=False, timeout=600, stdin=subprocess.DEVNULL)
+        assert completed.returncode == 0, f'labctl {" ".join(args)} failed:\n{completed.stdout}\n{completed.stderr}'
+        return json.loads(completed.stdout)
+
+    def playbook(self, playbook: str, *extra, inventory: str | None = None) -> Run:
+        self.runs += 1
+        record = os.path.join(self.tmp, f'results-{self.runs}.jsonl')
+        argv = [os.path.join(BIN, 'ansible-playbook'), '-i', inventory or self.inventory, playbook,
+                '-e', f'base_rootfs_cache_dir={self.cache_dir}', *extra]
+        completed = subprocess.run(argv, cwd=REPO, env=self.env(record), capture_output=True, text=True,
+                                   check=False, timeout=1200, stdin=subprocess.DEVNULL)
+        results = []
+        if os.path.exists(record):
+            with open(record, encoding='utf-8') as handle:
+                results = [json.loads(line) for line in handle]
+        for entry in results:
+            # "unboxed.lab.layers : Create the layer directories" -> "Create the layer directories"
+            entry['task'] = entry['task'].rpartition(' : ')[2]
+        return Run(argv, completed.returncode, completed.stdout, completed.stderr, results)
+
+    def adhoc(self, module: str, args: str, host: str = 'all') -> dict:
+        """One module on every lab host (or on one); each host's result."""
+        self.runs += 1
+        tree = os.path.join(self.tmp, f'tree-{self.runs}')
+        argv = [os.path.join(BIN, 'ansible'), host, '-i', self.inventory, '-m', module, '-a', args, '-t', tree]
+        completed = subprocess.run(argv, cwd=REPO, env=self.env(), capture_output=True, text=True, check=False,
+                                   timeout=300, stdin=subprocess.DEVNULL)
+        results = {}
+        for name in os.listdir(tree) if os.path.isdir(tree) else []:
+            with open(os.path.join(tree, name), encoding='utf-8') as handle:
+                results[name] = json.load(handle)
+        expected = HOSTS if host == 'all' else [host]
+        assert sorted(results) == expected, f'ansible {module} gave no result for {expected}:\n{completed.stdout}\n{completed.stderr}'
+        return results
+
+    def snapshot(self) -> dict:
+        """What every host holds of the talk (see SNAPSHOT_SCRIPT)."""
+        results = self.adhoc('ansible.builtin.shell', SNAPSHOT_SCRIPT)
+        for host, result in results.items():
+            assert result.get('rc') == 0, f'snapshot failed on {host}: {result}'
+        return {host: result['stdout'] for host, result in results.items()}
+
+
+def assert_ok(run: Run):
+    assert run.rc == 0, run.explain()
+    recap = run.recap()
+    assert sorted(recap) == HOSTS, run.explain()
+    for host, counts in recap.items():
+        assert counts['failed'] == 0 and counts['unreachable'] == 0, f'{host}: {counts}\n{run.explain()}'
+
+
+def assert_nothing_changed(run: Run):
+    assert_ok(run)
+    assert {host: counts['changed'] for host, counts in run.recap().items()} == dict.fromkeys(HOSTS, 0), run.explain()
+    assert run.changed() == set(), run.explain()
+
+
+def summary_lines(run: Run) -> dict:
+    """verify.yml's per-host summary lines."""
+    return {entry['host']: entry['result']['msg'] for entry in run.results
+            if entry['task'] == 'Summarize the observations of this host'}
+
+
+@pytest.fixture(scope='module')
+def talk_lab(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip('needs root: the local lab uses network namespaces, bridges and mounts')
+    tmp = str(tmp_path_factory.mktemp('talk'))
+    lab = TalkLab(tmp=tmp, inventory=os.path.join(tmp, 'hosts.yml'), cache_dir=os.path.join(tmp, 'base-cache'))
+    lab.labctl('down')  # what an interrupted earlier run may have left
+    try:
+        lab.labctl('up', '--hosts', str(len(HOSTS)), '--inventory', lab.inventory)
+        yield lab
+    finally:
+        lab.labctl('down')
+
+
+@pytest.fixture(scope='module')
+def predicted():
+    """What the check run on fresh hosts predicted, for the real run that follows."""
+    return {}
+
+
+def test_check_on_fresh_hosts_changes_nothing(talk_lab, predicted):
+    before = talk_lab.snapshot()
+    assert all('/overlay absent' in text for text in before.values()), before
+
+    check = talk_lab.playbook('site.yml', '--check')
+
+    assert_ok(check)
+    assert talk_lab.snapshot() == before
+    assert not os.path.exists(talk_lab.cache_dir), 'check mode built the controller cache'
+    changed = check.changed()
+    for host in HOSTS:
+        assert (host, 'Copy the base archive to the host') in changed, check.explain()
+        assert (host, 'Run the container in its own namespaces') in changed, check.explain()
+    predicted['changed'] = changed
+    predicted['recap'] = {host: counts['changed'] for host, counts in check.recap().items()}
+
+
+def test_site_converges_exactly_as_check_predicted(talk_lab, predicted):
+    assert predicted, 'the check run on fresh hosts did not run'
+
+    site = talk_lab.playbook('site.yml')
+
+    assert_ok(site)
+    assert site.changed() == predicted['changed']
+    assert {host: counts['changed'] for host, counts in site.recap().items()} == predicted['recap']
+    # The base was built once, on the controller, for all three hosts.
+    builds = [entry for entry in site.results if entry['task'] == 'Build the base root file system with mmdebstrap']
+    assert len(builds) == 1 and builds[0]['result']['changed'], site.explain()
+    archives = os.listdir(talk_lab.cache_dir)
+    assert len(archives) == 1 and archives[0].endswith('.tar.gz'), archives
+
+
+def test_second_run_changes_nothing_and_skips_the_transfer(talk_lab):
+    again = talk_lab.playbook('site.yml')
+
+    assert_nothing_changed(again)
+    # A host holding the same checksum gets no copy: the install is not even included.
+    assert again.statuses('Install the base on the host') == dict.fromkeys(HOSTS, 'skipped')
+    assert again.statuses('Copy the base archive to the host') == {}
+
+
+def test_check_after_convergence_changes_nothing(talk_lab):
+    before = talk_lab.snapshot()
+
+    check = talk_lab.playbook('site.yml', '--check')
+
+    assert_nothing_changed(check)
+    assert talk_lab.snapshot() == before
+
+
+def test_verify_sees_every_observation_and_changes_nothing(talk_lab):
+    before = talk_lab.snapshot()
+
+    verify = talk_lab.playbook('verify.yml')
+
+    assert_nothing_changed(verify)
+    assert talk_lab.snapshot() == before, 'verify left something behind (its probe file?)'
+    summaries = summary_lines(verify)
+    assert sorted(summaries) == HOSTS
+    for host, lines in summaries.items():
+        assert len(lines) == OBSERVATIONS_PER_HOST, lines
+        assert all(line.startswith('ok ') for line in lines), lines
+        text = '\n'.join(lines)
+        assert 'PID 1 is "tail -f /dev/null"' in text
+        assert 'probe found in /overlay/upper; removed again' in text
+
+
+def test_verify_fails_on_the_host_where_an_observation_is_wrong(talk_lab):
+    # Stop the container on lab2 and let file01.txt say something else on lab3 (written through merged,
+    # so it lands in upper and hides the lower layer's file).
+    stopped = talk_lab.adhoc('unboxed.lab.ns_container', json.dumps({'name': CONTAINER, 'state': 'stopped'}), 'lab2')
+    assert stopped['lab2']['state'] == 'stopped', stopped
+    talk_lab.adhoc('ansible.builtin.copy', json.dumps({'dest': '/overlay/merged/file01.txt', 'content': 'Otro\n'}), 'lab3')
+
+    verify = talk_lab.playbook('verify.yml')
+
+    assert verify.rc == 2, verify.explain()
+    recap = verify.recap()
+    assert recap['lab1']['failed'] == 0
+    assert recap['lab2']['failed'] == 1 and recap['lab3']['failed'] == 1, verify.explain()
+    summaries = summary_lines(verify)
+    assert all(line.startswith('ok ') for line in summaries['lab1'])
+    failed_lab2 = [line for line in summaries['lab2'] if line.startswith('FAIL')]
+    assert failed_lab2 and all('namespaces:' in line for line in failed_lab2), summaries['lab2']
+    failed_lab3 = [line for line in summaries['lab3'] if line.startswith('FAIL')]
+    assert failed_lab3 == ['FAIL overlay: file01.txt says Texto - Otro'], summaries['lab3']
+
+    # site.yml starts the container again; the text in lab3's upper layer is the student's to keep.
+    site = talk_lab.playbook('site.yml')
+    assert_ok(site)
+    assert {host for host, _task in site.changed()} == {'lab2'}, site.explain()
+    talk_lab.adhoc('ansible.builtin.copy', json.dumps({'dest': '/overlay/merged/file01.txt', 'content': 'Texto\n'}), 'lab3')
+    assert_nothing_changed(talk_lab.playbook('verify.yml'))
+
+
+def test_a_different_base_is_not_swapped_under_a_mounted_overlay(talk_lab):
+    before = talk_lab.snapshot()
+
+    check = talk_lab.playbook('site.yml', '--check', '-e', '{"base_rootfs_packages": ["procps", "iproute2", "less"]}')
+
+    assert check.rc == 2, check.explain()
+    assert {host: counts['failed'] for host, counts in check.recap().items()} == dict.fromkeys(HOSTS, 1)
+    assert 'Run reset.yml on this host first' in check.stdout
+    assert talk_lab.snapshot() == before
+
+
+def test_an_unreachable_host_fails_alone(talk_lab):
+    # lab3 on a port where nothing listens: its connection is refused, the other two carry on.
+    with open(talk_lab.inventory, encoding='utf-8') as handle:
+        text = handle.read()
+    broken = os.path.join(talk_lab.tmp, 'one-unreachable.yml')
+    with open(broken, 'w', encoding='utf-8') as handle:
+        handle.write(_with_port(text, 'lab3', 2))
+
+    site = talk_lab.playbook('site.yml', inventory=broken)
+
+    assert site.rc == 4, site.explain()
+    recap = site.recap()
+    assert recap['lab3']['unreachable'] == 1, site.explain()
+    for host in ('lab1', 'lab2'):
+        assert recap[host]['failed'] == 0 and recap[host]['unreachable'] == 0, site.explain()
+    # The others went through to the last slide.
+    assert site.statuses('Run the container in its own namespaces') == {'lab1': 'ok', 'lab2': 'ok'}
+    assert re.search(r'^fatal: \[lab3\]: UNREACHABLE!', site.stdout, re.MULTILINE), site.explain()
+
+
+def _with_port(inventory_text: str, host: str, port: int) -> str:
+    """The lab's inventory with one host moved to another SSH port."""
+    marker = f'        {host}:\n'
+    assert marker in inventory_text, inventory_text
+    return inventory_text.replace(marker, f'{marker}          ansible_port: {port}\n', 1)
+
+
+def test_reset_leaves_hosts_clean_and_keeps_the_cached_base(talk_lab):
+    reset = talk_lab.playbook('reset.yml')
+
+    assert_ok(reset)
+    for host, text in talk_lab.snapshot().items():
+        assert '/overlay absent' in text, f'{host}:\n{text}'
+        assert '/run/unboxed/containers/talk' not in text, f'{host}:\n{text}'
+        mounts, processes = text.split('--- mounts', 1)[1].split('--- processes', 1)
+        assert 'overlay' not in mounts, f'{host}:\n{mounts}'
+        assert processes.strip() == '', f'{host}:\n{processes}'
+        assert re.search(r'^/var/cache/unboxed/base/\S+\.tar\.gz f ', text, re.MULTILINE), f'{host}:\n{text}'
+    assert len(os.listdir(talk_lab.cache_dir)) == 1
+
+    assert_nothing_changed(talk_lab.playbook('reset.yml'))
+
+
+def test_site_after_reset_reuses_the_hosts_copy_of_the_archive(talk_lab):
+    site = talk_lab.playbook('site.yml')
+
+    assert_ok(site)
+    assert site.statuses('Copy the base archive to the host') == dict.fromkeys(HOSTS, 'ok')
+    assert all(host in {h for h, _task in site.changed()} for host in HOSTS)
+    assert_nothing_changed(talk_lab.playbook('verify.yml'))
+
+
+def test_reset_with_purge_removes_the_caches_too(talk_lab):
+    purge = talk_lab.playbook('reset.yml', '-e', 'unboxed_purge=true')
+
+    assert_ok(purge)
+    for host, text in talk_lab.snapshot().items():
+        assert '/overlay absent' in text and '/var/cache/unboxed/base' not in text, f'{host}:\n{text}'
+    assert not os.path.exists(talk_lab.cache_dir)
+    assert_nothing_changed(talk_lab.playbook('reset.yml', '-e', 'unboxed_purge=true'))
