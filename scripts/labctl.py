@@ -60,6 +60,7 @@ def _collection_path() -> str:
 sys.path.insert(0, _collection_path())
 
 # pylint: disable=wrong-import-position
+from ansible_collections.unboxed.lab.plugins.module_utils import environ  # noqa: E402
 from ansible_collections.unboxed.lab.plugins.module_utils import mountinfo  # noqa: E402
 from ansible_collections.unboxed.lab.plugins.module_utils import namespaces  # noqa: E402
 from ansible_collections.unboxed.lab.plugins.module_utils import paths  # noqa: E402
@@ -102,7 +103,7 @@ SSH_PORT = 22
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
 COPY_WORKERS = max(1, min(4, os.cpu_count() or 1))
-LAB_HOST_PATH = paths.DEFAULT_PATH
+LAB_HOST_PATH = environ.DEFAULT_PATH
 MNT_DETACH = 2
 
 

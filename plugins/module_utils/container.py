@@ -37,7 +37,6 @@ DEFAULT_NAMESPACES = ('pid', 'net', 'mount')
 NAME_PATTERN = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$')
 # RFC 1123 labels; the kernel keeps at most 64 bytes of hostname.
 HOSTNAME_PATTERN = re.compile(r'^(?=.{1,64}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$')
-ENV_NAME_PATTERN = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
 
 # Sets the hostname inside the new UTS namespace, then runs the rest of its arguments.
 # Fixed text: the hostname and the command reach it only as arguments ("$1", "$@").
@@ -240,13 +239,6 @@ def find_container_process(state_dir: str, proc: str = process.PROC) -> process.
     except StateFileError:
         return None
     return identity if process.is_running(identity, proc) else None
-
-
-def container_environment(env: dict | None) -> dict:
-    """The environment a container starts with: not the module's, a clean one as Docker gives."""
-    environment = {'PATH': paths.DEFAULT_PATH, 'HOME': '/root'}
-    environment.update({str(key): str(value) for key, value in (env or {}).items()})
-    return environment
 
 
 def namespace_flags(spec: ContainerSpec, proc_mount_point: str) -> list[str]:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 
+from ansible_collections.unboxed.lab.plugins.module_utils import environ
+
 # Directories that must never become a mount point, a container root or a chroot target
 # by accident: mounting over them hides the running system.
 SYSTEM_DIRECTORIES = frozenset((
@@ -63,9 +65,6 @@ def join_inside(root: str, inner: str) -> str:
     return os.path.join(root, inner.lstrip('/'))
 
 
-# The PATH a freshly started container or chroot gets, as Docker sets it for Debian images.
-DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
-
 
 def resolve_inside(root: str, inner: str, max_links: int = 40) -> str | None:
     """The host path that ``inner`` names inside the root file system ``root``, following symlinks
@@ -100,7 +99,7 @@ def resolve_inside(root: str, inner: str, max_links: int = 40) -> str | None:
     return os.path.join(root, *resolved)
 
 
-def find_program_inside(root: str, program: str, search_path: str = DEFAULT_PATH) -> str | None:
+def find_program_inside(root: str, program: str, search_path: str = environ.DEFAULT_PATH) -> str | None:
     """Where ``program`` (a name looked up in ``search_path``, or a path) is inside ``root``.
 
     Returns the path as seen inside the root, or None when it is missing or not executable.

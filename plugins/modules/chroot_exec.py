@@ -17,7 +17,7 @@ description:
     root - the shell form of a Dockerfile's C(RUN). The string is never interpreted on the host.
   - O(mounts) mounts C(/proc), C(/sys) or C(/dev) inside the root for the duration of the command, and always
     unmounts them afterwards, also when the command fails - the talk's C(mount -t proc proc /proc) inside the chroot.
-  - The command starts with a clean environment (C(PATH), C(HOME=/root), C(TERM) if set) plus O(env), as a container
+  - The command starts with a clean environment (C(PATH) and C(HOME=/root)) plus O(env), as a container
     process would, not with the environment of the Ansible module.
   - B(chroot is not isolation.) The command shares the host's processes, network interfaces, hostname, IPC, users
     and kernel; with C(/proc) mounted it sees and can signal every host process, and a root process can leave a
@@ -183,11 +183,11 @@ msg:
 
 import datetime
 import os
-import re
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.unboxed.lab.plugins.module_utils import command as cmd_utils
+from ansible_collections.unboxed.lab.plugins.module_utils import environ
 from ansible_collections.unboxed.lab.plugins.module_utils import mountinfo
 from ansible_collections.unboxed.lab.plugins.module_utils import paths
 
@@ -200,9 +200,6 @@ PSEUDO_MOUNTS = {
 
 # Runs "$@" in the directory "$1": a fixed script that only ever sees its arguments as data.
 CHDIR_SCRIPT = 'cd -- "$1" || exit 127; shift; exec "$@"'
-
-ENV_NAME = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
-
 
 def argument_spec():
     return dict(
@@ -225,11 +222,7 @@ def inner_argv(params):
 
 
 def environment(params):
-    env = {'PATH': paths.DEFAULT_PATH, 'HOME': '/root'}
-    if os.environ.get('TERM'):
-        env['TERM'] = os.environ['TERM']
-    env.update({key: str(value) for key, value in params['env'].items()})
-    return env
+    return environ.clean_environment(params['env'])
 
 
 def chroot_argv(env_bin, chroot_bin, root, argv, env, chdir=None):
@@ -259,9 +252,7 @@ def request_problems(params):
     for option in ('chdir', 'creates', 'removes'):
         if params[option] is not None and not params[option].startswith('/'):
             problems.append(f'{option} is a path inside the root and must be absolute, got "{params[option]}".')
-    for key in params['env']:
-        if not ENV_NAME.match(str(key)):
-            problems.append(f'env has the variable name "{key}", which is not a valid name (letters, digits and _, not starting with a digit).')
+    problems.extend(environ.env_name_problems('env', params['env']))
     return problems
 
 

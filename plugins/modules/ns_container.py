@@ -293,6 +293,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.unboxed.lab.plugins.module_utils import container
+from ansible_collections.unboxed.lab.plugins.module_utils import environ
 from ansible_collections.unboxed.lab.plugins.module_utils import namespaces as ns_utils
 from ansible_collections.unboxed.lab.plugins.module_utils import paths
 from ansible_collections.unboxed.lab.plugins.module_utils import process
@@ -390,10 +391,7 @@ def request_problems(params) -> list[str]:
                         'mount namespace, which must be the container\'s own, not the host\'s.')
     if params['workdir'] is not None and not params['workdir'].startswith('/'):
         problems.append(f'workdir is a path inside the container and must be absolute, got "{params["workdir"]}".')
-    for key in params['env']:
-        if not container.ENV_NAME_PATTERN.match(str(key)):
-            problems.append(f'env has the variable name "{key}", which is not a valid name (letters, digits and _, '
-                            f'not starting with a digit).')
+    problems.extend(environ.env_name_problems('env', params['env']))
     return problems
 
 
@@ -416,7 +414,7 @@ def filesystem_problems(spec: container.ContainerSpec, state_dir: str) -> list[s
     problems = []
     if os.path.realpath(rootfs) == '/':
         problems.append(f'rootfs {rootfs} leads to "/", the host\'s own root (through a symbolic link).')
-    search_path = dict(spec.env).get('PATH', paths.DEFAULT_PATH)
+    search_path = dict(spec.env).get('PATH', environ.DEFAULT_PATH)
     program = spec.command[0]
     if not paths.find_program_inside(rootfs, program, search_path):
         where = program if '/' in program else f'{program} (searched in PATH={search_path})'
@@ -591,7 +589,7 @@ class NsContainer:
             # A daemon, not a child of this task: a session of its own (no SIGHUP when the SSH session ends), no
             # terminal, stdin from /dev/null, output to the log, and none of the module's descriptors.
             try:
-                launcher = container.DetachedProcess.spawn(argv, container.container_environment(dict(spec.env)), log_fd)
+                launcher = container.DetachedProcess.spawn(argv, environ.clean_environment(dict(spec.env)), log_fd)
             except OSError as error:
                 self.fail(f'Could not start container {self.name}: {error}')
         finally:

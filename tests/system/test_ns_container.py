@@ -20,6 +20,7 @@ import pytest
 
 from conftest import BIN, CALLBACK_DIR, REPO, _ansible_env, snapshot_tree
 from ansible_collections.unboxed.lab.plugins.module_utils import container
+from ansible_collections.unboxed.lab.plugins.module_utils import environ
 from ansible_collections.unboxed.lab.plugins.module_utils import paths
 from ansible_collections.unboxed.lab.plugins.module_utils import process
 
@@ -185,7 +186,7 @@ def test_the_container_is_a_daemon_that_outlived_the_task(run_module, containers
     assert sorted(os.listdir(f'/proc/{launcher}/fd')) == ['0', '1', '2']
     with open(f'/proc/{pid}/environ', 'rb') as handle:
         environment = process.parse_cmdline(handle.read())
-    assert sorted(environment) == sorted([f'PATH={paths.DEFAULT_PATH}', 'HOME=/root'])
+    assert sorted(environment) == sorted([f'PATH={environ.DEFAULT_PATH}', 'HOME=/root'])
     with open(result['log_path'], encoding='utf-8') as handle:
         assert f'started PID {pid}' in handle.read()
 
@@ -212,7 +213,7 @@ def test_hostname_workdir_and_env(run_module, containers, rootfs):
     assert process.read_nspids(pid)[-1] == 1 and process.read_cmdline(pid) == TALK_COMMAND
     with open(f'/proc/{pid}/environ', 'rb') as handle:
         environment = process.parse_cmdline(handle.read())
-    assert sorted(environment) == sorted([f'PATH={paths.DEFAULT_PATH}', 'HOME=/root', 'GREETING=hello world'])
+    assert sorted(environment) == sorted([f'PATH={environ.DEFAULT_PATH}', 'HOME=/root', 'GREETING=hello world'])
     assert result['namespaces']['uts']['isolated'] and result['namespaces']['ipc']['isolated']
     assert result['shell_command'].startswith("env 'GREETING=hello world' unshare --fork")
 

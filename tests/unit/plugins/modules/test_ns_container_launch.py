@@ -12,6 +12,7 @@ import time
 import pytest
 
 from ansible_collections.unboxed.lab.plugins.module_utils import container
+from ansible_collections.unboxed.lab.plugins.module_utils import environ
 from ansible_collections.unboxed.lab.plugins.module_utils import process
 
 TALK = 'unshare --fork --pid --net --mount-proc=/overlay/merged/proc chroot /overlay/merged tail -f /dev/null'
@@ -95,9 +96,9 @@ def test_transitional_cmdlines_are_every_stage_before_the_command():
 
 
 def test_the_container_environment_is_clean():
-    env = container.container_environment({'GREETING': 'hello', 'PATH': '/bin'})
+    env = environ.clean_environment({'GREETING': 'hello', 'PATH': '/bin'})
     assert env == {'PATH': '/bin', 'HOME': '/root', 'GREETING': 'hello'}
-    assert container.container_environment(None) == {'PATH': container.paths.DEFAULT_PATH, 'HOME': '/root'}
+    assert environ.clean_environment(None) == {'PATH': environ.DEFAULT_PATH, 'HOME': '/root'}
 
 
 def test_state_file_round_trip_and_atomic_replace(tmp_path):
