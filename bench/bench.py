@@ -1,0 +1,544 @@
+#!/usr/bin/env python3
+# Copyright: unboxed developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""How long the talk takes to provision on N local lab hosts, beside Ansible's floor and a hand-written script.
+
+Run through bench/run (it prepares the plotting venv). Two parts, each written to its own JSON under
+bench/results/ and both rendered into bench/RESULTS.md and bench/time_vs_hosts.png:
+
+  scaling   for each N: ansible all -m ping, site.yml first converge, rerun and --check, then
+            bench/handwritten.sh first run and rerun; several runs, medians
+  settings  at one N: site.yml rerun (and first converge) under speed settings: pipelining, SSH
+            multiplexing cold and warm, forks, strategy, Mitogen, the lab_report callback; fact gathering
+
+This is a measurement script, not a test: it asserts what each run must have done (changed on a first
+converge, changed=0 on a rerun and a --check), never how long it may take.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / 'bench'
+VENV_BIN = REPO / '.venv' / 'bin'
+LABCTL = REPO / 'scripts' / 'labctl'
+HANDWRITTEN = BENCH / 'handwritten.sh'
+CONTROLLER_ARCHIVE_GLOB = 'debian-*.tar.gz'
+CONTROLLER_ARCHIVE_DIR = Path('/var/cache/unboxed/base')
+# Per host on the controller's disk: the lab host (~194 MB), the archive copy (~45 MB) and the unpacked base.
+DISK_PER_HOST = 450 * 1024 * 1024
+MEMORY_PER_HOST = 64 * 1024 * 1024
+SETTLE_TIMEOUT = 90.0
+
+
+class BenchError(RuntimeError):
+    """A run did not do what it must (failed, or a rerun that changed something): its timing means nothing."""
+
+
+# --------------------------------------------------------------------------- the machine
+
+
+def machine_facts() -> dict:
+    cpu_model = ''
+    for line in Path('/proc/cpuinfo').read_text(encoding='utf-8').splitlines():
+        if line.startswith('model name'):
+            cpu_model = line.split(':', 1)[1].strip()
+            break
+    meminfo = dict(line.split(':', 1) for line in Path('/proc/meminfo').read_text(encoding='utf-8').splitlines())
+    mem_kib = int(meminfo['MemTotal'].split()[0])
+    ansible_version = subprocess.run([str(VENV_BIN / 'ansible'), '--version'], capture_output=True, text=True, check=True).stdout
+    first_line = ansible_version.splitlines()[0]  # "ansible [core 2.19.14]"
+    os_release = dict(
+        line.split('=', 1) for line in Path('/etc/os-release').read_text(encoding='utf-8').splitlines() if '=' in line
+    )
+    return {
+        'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
+        'cpu': cpu_model,
+        'cores': os.cpu_count(),
+        'memory_gib': round(mem_kib / 1024 / 1024, 1),
+        'kernel': platform.release(),
+        'os': os_release.get('PRETTY_NAME', '').strip('"'),
+        'python': platform.python_version(),
+        'ansible_core': first_line.split('core', 1)[1].strip(' ]') if 'core' in first_line else first_line,
+        'openssh': subprocess.run(['ssh', '-V'], capture_output=True, text=True, check=False).stderr.strip(),
+    }
+
+
+def load_average() -> float:
+    return float(Path('/proc/loadavg').read_text(encoding='utf-8').split()[0])
+
+
+def block_device_of(path: str) -> str:
+    source = subprocess.run(['findmnt', '--noheadings', '--output', 'SOURCE', '--target', path],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    return Path(source).name
+
+
+def disk_activity(device: str) -> tuple[int, int]:
+    """(I/Os in flight, sectors written so far) of a block device, from /proc/diskstats."""
+    for line in Path('/proc/diskstats').read_text(encoding='utf-8').splitlines():
+        fields = line.split()
+        if fields[2] == device:
+            return int(fields[11]), int(fields[9])
+    raise BenchError(f'block device {device} is not in /proc/diskstats')
+
+
+def settle(device: str) -> float:
+    """Flush and wait until the disk is idle, so one run's deletions (discards) do not slow the next run's writes."""
+    started = time.monotonic()
+    subprocess.run(['sync'], check=True)
+    quiet_samples = 0
+    _, written = disk_activity(device)
+    while quiet_samples < 2 and time.monotonic() - started < SETTLE_TIMEOUT:
+        time.sleep(0.5)
+        in_flight, now_written = disk_activity(device)
+        quiet_samples = quiet_samples + 1 if in_flight == 0 and now_written == written else 0
+        written = now_written
+    return round(time.monotonic() - started, 2)
+
+
+# --------------------------------------------------------------------------- the lab
+
+
+@dataclass
+class Lab:
+    name: str
+    workdir: Path
+    hosts: dict[str, str] = field(default_factory=dict)  # name -> address
+    key: str = ''
+    known_hosts: str = ''
+
+    @property
+    def inventory(self) -> Path:
+        return self.workdir / 'hosts.yml'
+
+    @property
+    def ssh_config(self) -> Path:
+        return self.workdir / 'ssh_config'
+
+    def up(self, count: int) -> float:
+        started = time.monotonic()
+        completed = subprocess.run(
+            [str(LABCTL), 'up', '--lab', self.name, '--hosts', str(count), '--inventory', str(self.inventory), '--json'],
+            capture_output=True, text=True, check=False)
+        if completed.returncode != 0:
+            raise BenchError(f'labctl up --lab {self.name} --hosts {count} failed:\n{completed.stdout}{completed.stderr}')
+        state = json.loads(completed.stdout)
+        self.hosts = {name: host['address'] for name, host in state['hosts'].items()}
+        self.key, self.known_hosts = state['key'], state['known_hosts']
+        self._write_ssh_config()
+        return round(time.monotonic() - started, 2)
+
+    def _write_ssh_config(self) -> None:
+        # What a user of the hand-written script has in ~/.ssh/config for the class's machines.
+        lines = []
+        for address in self.hosts.values():
+            lines += [
+                f'Host {address}',
+                '  User root',
+                f'  IdentityFile {self.key}',
+                '  IdentitiesOnly yes',
+                '  IdentityAgent none',
+                f'  UserKnownHostsFile {self.known_hosts}',
+                '  StrictHostKeyChecking yes',
+                '',
+            ]
+        self.ssh_config.write_text('\n'.join(lines), encoding='utf-8')
+
+    def down(self) -> None:
+        subprocess.run([str(LABCTL), 'down', '--lab', self.name], capture_output=True, text=True, check=False)
+
+
+# --------------------------------------------------------------------------- running things
+
+
+@dataclass
+class Runner:
+    workdir: Path
+    lab: Lab
+    log_dir: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+    counter: int = 0
+
+    def base_env(self, overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+        env = dict(os.environ)
+        env['PATH'] = f'{VENV_BIN}:{env.get("PATH", "")}'
+        env['ANSIBLE_CONFIG'] = str(REPO / 'ansible.cfg')
+        env['ANSIBLE_CALLBACK_PLUGINS'] = str(BENCH / 'callback_plugins')
+        env['ANSIBLE_CALLBACKS_ENABLED'] = 'unboxed.lab.lab_report,bench_timing'
+        env['UNBOXED_LAB_REPORT_DIR'] = str(self.workdir / 'lab_report')
+        env['ANSIBLE_NOCOLOR'] = '1'
+        env.update(self.extra_env)
+        env.update(overrides or {})
+        return env
+
+    def run(self, label: str, argv: Sequence[str], env: Mapping[str, str], timing_file: Path | None = None) -> float:
+        """Run argv, return its wall time in seconds; raise with the log's path when it fails."""
+        self.counter += 1
+        log = self.log_dir / f'{self.counter:03d}-{label}.log'
+        started = time.monotonic()
+        with log.open('w', encoding='utf-8') as handle:
+            completed = subprocess.run(list(argv), cwd=REPO, env=dict(env), stdout=handle, stderr=subprocess.STDOUT, check=False)
+        elapsed = time.monotonic() - started
+        if completed.returncode != 0:
+            raise BenchError(f'{label}: {" ".join(argv)} exited {completed.returncode}; see {log}')
+        return round(elapsed, 3)
+
+    def ansible(self, label: str, argv: Sequence[str], overrides: Mapping[str, str] | None = None,
+                control_dir: Path | None = None) -> tuple[float, dict | None]:
+        """One ansible/ansible-playbook run. Cold SSH unless a control_dir is passed: every invocation gets a
+        fresh ControlPath directory, and its masters are closed afterwards."""
+        timing_file = self.log_dir / f'{self.counter + 1:03d}-{label}.timing.json'
+        own_control_dir = control_dir is None
+        control_dir = control_dir or Path(tempfile.mkdtemp(prefix='cp-', dir=self.workdir))
+        env = self.base_env(overrides)
+        env['ANSIBLE_SSH_CONTROL_PATH_DIR'] = str(control_dir)
+        env['BENCH_TIMING_FILE'] = str(timing_file)
+        try:
+            seconds = self.run(label, argv, env)
+        finally:
+            if own_control_dir:
+                close_ssh_masters(control_dir)
+        timing = json.loads(timing_file.read_text(encoding='utf-8')) if timing_file.exists() else None
+        return seconds, timing
+
+    def playbook(self, label: str, playbook: str, *args: str, overrides: Mapping[str, str] | None = None,
+                 control_dir: Path | None = None) -> tuple[float, dict]:
+        seconds, timing = self.ansible(label, ['ansible-playbook', '-i', str(self.lab.inventory), playbook, *args],
+                                       overrides, control_dir)
+        if timing is None:
+            raise BenchError(f'{label}: the bench_timing callback wrote nothing (is it enabled?)')
+        return seconds, timing
+
+    def ping(self, label: str = 'ping', overrides: Mapping[str, str] | None = None) -> float:
+        seconds, _ = self.ansible(label, ['ansible', '-i', str(self.lab.inventory), 'all', '-m', 'ansible.builtin.ping'], overrides)
+        return seconds
+
+    def handwritten(self, label: str, *args: str) -> float:
+        argv = [str(HANDWRITTEN), '--ssh-config', str(self.lab.ssh_config), *args, *self.lab.hosts.values()]
+        return self.run(label, argv, self.base_env())
+
+
+def close_ssh_masters(control_dir: Path) -> None:
+    for socket in control_dir.iterdir():
+        subprocess.run(['ssh', '-o', f'ControlPath={socket}', '-O', 'exit', 'bench-control-master'],
+                       capture_output=True, check=False)
+    shutil.rmtree(control_dir, ignore_errors=True)
+
+
+def recap_totals(timing: Mapping) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for host_recap in timing['recap'].values():
+        for key, value in host_recap.items():
+            totals[key] = totals.get(key, 0) + value
+    return totals
+
+
+def require(label: str, timing: Mapping, hosts: int, *, changed: bool) -> None:
+    """A first converge changes every host; a rerun and a --check change none; nothing fails anywhere."""
+    recap = timing['recap']
+    if len(recap) != hosts:
+        raise BenchError(f'{label}: the recap lists {len(recap)} hosts, not {hosts}')
+    for host, counts in recap.items():
+        if counts['failures'] or counts['unreachable']:
+            raise BenchError(f'{label}: {host} failed or was unreachable: {counts}')
+        if changed and not counts['changed']:
+            raise BenchError(f'{label}: {host} changed nothing on what should be a first converge (was it clean?)')
+        if not changed and counts['changed']:
+            raise BenchError(f'{label}: {host} reported changed={counts["changed"]} where nothing should change')
+
+
+# --------------------------------------------------------------------------- clean hosts
+
+
+CLEAN_PROBE = (
+    'test ! -e /overlay && test ! -e /var/cache/unboxed/base && test ! -e /run/talk.pid'
+    ' && ! grep -q " overlay " /proc/mounts && ! pgrep -x tail >/dev/null && echo clean'
+)
+
+
+def clean_hosts(runner: Runner, device: str) -> dict[str, float]:
+    """Back to a fresh seat, whoever provisioned it: reset.yml (the container, the overlay, /overlay), the
+    hand-written script's own reset (its container and pidfile), and the host's copy of the base archive,
+    which reset.yml keeps on purpose. Then check that every host is clean, and let the disk settle."""
+    started = time.monotonic()
+    runner.playbook('reset', 'reset.yml')
+    runner.handwritten('handwritten-reset', '--reset')
+    runner.ansible('drop-host-archive', ['ansible', '-i', str(runner.lab.inventory), 'all', '-m', 'ansible.builtin.file',
+                                         '-a', 'path=/var/cache/unboxed/base state=absent'])
+    runner.ansible('check-clean', ['ansible', '-i', str(runner.lab.inventory), 'all', '-m', 'ansible.builtin.shell',
+                                   '-a', CLEAN_PROBE])
+    reset_seconds = round(time.monotonic() - started, 2)
+    return {'reset': reset_seconds, 'settle': settle(device)}
+
+
+# --------------------------------------------------------------------------- the two parts
+
+
+SCALING_MEASURES = ('ping', 'first', 'rerun', 'check', 'hand_first', 'hand_rerun')
+
+
+def measure_scaling_at(runner: Runner, device: str, count: int, runs: int, say: Callable[[str], None]) -> dict:
+    """Every scaling measure on `count` hosts, `runs` times, interleaved so that a drift of the machine's load
+    hits Ansible and the hand-written script alike."""
+    say(f'lab: {count} host(s), up in {runner.lab.up(count)} s')
+    runner.ping('warm-up-ping')  # the first connection to a new host, and Python's bytecode caches: not timed
+    series: dict[str, list] = {name: [] for name in SCALING_MEASURES}
+    series.update(load=[], reset=[], settle=[], first_tasks=[], rerun_tasks=[], check_tasks=[])
+    for run in range(1, runs + 1):
+        cleaned = clean_hosts(runner, device)
+        series['reset'].append(cleaned['reset'])
+        series['settle'].append(cleaned['settle'])
+        series['load'].append(load_average())
+        series['ping'].append(runner.ping())
+        seconds, timing = runner.playbook('first', 'site.yml')
+        require('first converge', timing, count, changed=True)
+        series['first'].append(seconds)
+        series['first_tasks'].append(timing)
+        seconds, timing = runner.playbook('rerun', 'site.yml')
+        require('rerun', timing, count, changed=False)
+        series['rerun'].append(seconds)
+        series['rerun_tasks'].append(timing)
+        seconds, timing = runner.playbook('check', 'site.yml', '--check')
+        require('--check', timing, count, changed=False)
+        series['check'].append(seconds)
+        series['check_tasks'].append(timing)
+        clean_hosts(runner, device)
+        archive = controller_archive()
+        series['hand_first'].append(runner.handwritten('hand-first', '--archive', str(archive)))
+        series['hand_rerun'].append(runner.handwritten('hand-rerun', '--archive', str(archive)))
+        say(f'  N={count} run {run}/{runs}: ' + ', '.join(f'{name} {series[name][-1]:.1f}s' for name in SCALING_MEASURES)
+            + f' (load {series["load"][-1]:.2f})')
+    return series
+
+
+def controller_archive() -> Path:
+    archives = sorted(CONTROLLER_ARCHIVE_DIR.glob(CONTROLLER_ARCHIVE_GLOB), key=lambda path: path.stat().st_mtime)
+    if not archives:
+        raise BenchError(f'no base archive in {CONTROLLER_ARCHIVE_DIR}: site.yml builds it (bench/run does so first)')
+    return archives[-1]
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    label: str
+    overrides: Mapping[str, str]
+    warm: bool = False  # SSH masters of a previous run still alive (ControlPersist long enough)
+
+
+def settings_to_measure(mitogen_strategy_dir: str | None) -> list[Setting]:
+    settings = [
+        Setting('baseline', 'ansible.cfg as committed: pipelining, ControlPersist=60s, forks=40, linear, cold SSH', {}),
+        Setting('warm_ssh', 'same, SSH masters still open from the previous run (ControlPersist outlives the pause)', {}, warm=True),
+        Setting('no_pipelining', 'pipelining off (ANSIBLE_PIPELINING=False)', {'ANSIBLE_PIPELINING': 'False'}),
+        Setting('no_multiplexing', 'no SSH multiplexing (ssh_args = -o ControlMaster=no)', {'ANSIBLE_SSH_ARGS': '-o ControlMaster=no'}),
+        Setting('forks_5', "forks=5 (Ansible's default)", {'ANSIBLE_FORKS': '5'}),
+        Setting('free', 'strategy free', {'ANSIBLE_STRATEGY': 'free'}),
+        Setting('no_lab_report', 'without the lab_report callback', {'ANSIBLE_CALLBACKS_ENABLED': 'bench_timing'}),
+    ]
+    if mitogen_strategy_dir:
+        settings.append(Setting('mitogen', 'Mitogen (strategy mitogen_linear)',
+                                {'ANSIBLE_STRATEGY_PLUGINS': mitogen_strategy_dir, 'ANSIBLE_STRATEGY': 'mitogen_linear'}))
+    return settings
+
+
+FIRST_CONVERGE_SETTINGS = ('baseline', 'no_pipelining', 'no_multiplexing', 'mitogen')
+
+
+def measure_settings(runner: Runner, device: str, count: int, runs: int, mitogen_strategy_dir: str | None,
+                     with_first: bool, say: Callable[[str], None]) -> dict:
+    say(f'settings: lab of {count} host(s), up in {runner.lab.up(count)} s')
+    runner.ping('warm-up-ping')
+    settings = settings_to_measure(mitogen_strategy_dir)
+    series: dict[str, dict[str, list]] = {setting.key: {'rerun': [], 'first': [], 'load': []} for setting in settings}
+    facts: dict[str, list[float]] = {'ping': [], 'setup_min': [], 'setup_full': [], 'play_gather': [], 'play_cached': []}
+    # Converge once with the committed settings; every rerun below starts from that state.
+    clean_hosts(runner, device)
+    runner.playbook('converge', 'site.yml')
+    for run in range(1, runs + 1):
+        for setting in settings:
+            control_dir = None
+            if setting.warm:
+                control_dir = Path(tempfile.mkdtemp(prefix='cp-warm-', dir=runner.workdir))
+                runner.playbook('warm-up-rerun', 'site.yml', overrides=setting.overrides, control_dir=control_dir)
+            try:
+                series[setting.key]['load'].append(load_average())
+                seconds, timing = runner.playbook(f'rerun-{setting.key}', 'site.yml', overrides=setting.overrides, control_dir=control_dir)
+            finally:
+                if control_dir is not None:
+                    close_ssh_masters(control_dir)
+            require(f'rerun ({setting.label})', timing, count, changed=False)
+            series[setting.key]['rerun'].append(seconds)
+        facts['ping'].append(runner.ping())
+        inventory = str(runner.lab.inventory)
+        facts['setup_min'].append(runner.ansible('setup-min', ['ansible', '-i', inventory, 'all', '-m', 'ansible.builtin.setup',
+                                                               '-a', 'gather_subset=min'])[0])
+        facts['setup_full'].append(runner.ansible('setup-full', ['ansible', '-i', inventory, 'all', '-m', 'ansible.builtin.setup'])[0])
+        cache_dir = Path(tempfile.mkdtemp(prefix='facts-', dir=runner.workdir))
+        cache = {'ANSIBLE_GATHERING': 'smart', 'ANSIBLE_CACHE_PLUGIN': 'ansible.builtin.jsonfile',
+                 'ANSIBLE_CACHE_PLUGIN_CONNECTION': str(cache_dir), 'ANSIBLE_CACHE_PLUGIN_TIMEOUT': '3600'}
+        facts['play_gather'].append(runner.playbook('facts-gather', 'bench/playbooks/facts.yml', overrides=cache)[0])
+        facts['play_cached'].append(runner.playbook('facts-cached', 'bench/playbooks/facts.yml', overrides=cache)[0])
+        shutil.rmtree(cache_dir, ignore_errors=True)
+        say(f'  settings run {run}/{runs}: ' + ', '.join(f'{key} {value["rerun"][-1]:.1f}s' for key, value in series.items()))
+    if with_first:
+        for run in range(1, runs + 1):
+            for setting in settings:
+                if setting.key not in FIRST_CONVERGE_SETTINGS:
+                    continue
+                clean_hosts(runner, device)
+                seconds, timing = runner.playbook(f'first-{setting.key}', 'site.yml', overrides=setting.overrides)
+                require(f'first converge ({setting.label})', timing, count, changed=True)
+                series[setting.key]['first'].append(seconds)
+            say(f'  settings first converge run {run}/{runs}: '
+                + ', '.join(f'{key} {value["first"][-1]:.1f}s' for key, value in series.items() if value['first']))
+    return {
+        'hosts': count,
+        'runs': runs,
+        'settings': [{'key': setting.key, 'label': setting.label, **series[setting.key]} for setting in settings],
+        'facts': facts,
+    }
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog='bench/run', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--hosts', default='1,5,10,20',
+                        help='host counts of the scaling part, N or N:RUNS each (default 1,5,10,20; 20:2 runs N=20 twice)')
+    parser.add_argument('--runs', type=int, default=3, help='runs of each measurement (default 3; the tables show medians)')
+    parser.add_argument('--part', choices=('all', 'scaling', 'settings', 'report'), default='all',
+                        help='what to measure (report: only re-render RESULTS.md and the plot from bench/results/)')
+    parser.add_argument('--settings-hosts', type=int, default=10, help='host count of the settings part (default 10)')
+    parser.add_argument('--settings-first', action='store_true', help='also time first converges per setting (slower)')
+    parser.add_argument('--mitogen-strategy-dir', default=os.environ.get('BENCH_MITOGEN_STRATEGY_DIR'),
+                        help='ansible_mitogen/plugins/strategy of a Mitogen install (bench/run sets it up)')
+    parser.add_argument('--lab', default='bench', help='name of the local lab the benchmark creates and removes (default bench)')
+    parser.add_argument('--keep-lab', action='store_true', help='leave the lab up at the end')
+    parser.add_argument('--output', type=Path, default=BENCH,
+                        help='where RESULTS.md, time_vs_hosts.png and results/*.json go (default bench/; a trial run can use a temp dir)')
+    return parser.parse_args(argv)
+
+
+def parse_host_counts(text: str, default_runs: int) -> dict[int, int]:
+    """'1,5,10,20:2' -> {1: runs, 5: runs, 10: runs, 20: 2}."""
+    runs_by_count = {}
+    for item in (item.strip() for item in text.split(',')):
+        if not item:
+            continue
+        count, _, runs = item.partition(':')
+        try:
+            runs_by_count[int(count)] = int(runs) if runs else default_runs
+        except ValueError:
+            raise SystemExit(f'bench/run: --hosts item "{item}" is not N or N:RUNS') from None
+    return runs_by_count
+
+
+def preflight(host_counts: Sequence[int]) -> list[int]:
+    if os.geteuid() != 0:
+        raise SystemExit('bench/run needs root: the local lab uses namespaces, veths and mounts')
+    free = shutil.disk_usage('/var/lib').free
+    available_kib = next(int(line.split()[1]) for line in Path('/proc/meminfo').read_text(encoding='utf-8').splitlines()
+                         if line.startswith('MemAvailable:'))
+    fitting = []
+    for count in host_counts:
+        if count * DISK_PER_HOST > free * 0.8 or count * MEMORY_PER_HOST > available_kib * 1024 * 0.5:
+            print(f'bench: skipping N={count}: {count} hosts need ~{count * DISK_PER_HOST / 1e9:.1f} GB of disk in /var/lib '
+                  f'(free {free / 1e9:.1f} GB)', file=sys.stderr)
+            continue
+        fitting.append(count)
+    return fitting
+
+
+def ensure_controller_archive(runner: Runner, say: Callable[[str], None]) -> None:
+    """Build the base once, before anything is timed: the benchmark times distribution, not mmdebstrap."""
+    try:
+        say(f'base archive: {controller_archive()}')
+    except BenchError:
+        say('base archive: building it on the controller (mmdebstrap, once; not timed)')
+        runner.playbook('build-base-archive', 'site.yml', '--tags', 'base_archive')
+        say(f'base archive: {controller_archive()}')
+
+
+def stop_on_sigterm(signum, frame) -> None:
+    raise SystemExit(f'bench: stopped by signal {signum}')  # so that `finally` takes the lab down
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    from report import write_report  # noqa: E402  (bench/report.py, beside this file)
+
+    output = args.output.resolve()
+    results_dir = output / 'results'
+    if args.part == 'report':
+        write_report(results_dir, output)
+        return 0
+    runs_by_count = parse_host_counts(args.hosts, args.runs)
+    host_counts = preflight(sorted(runs_by_count))
+    workdir = Path(tempfile.mkdtemp(prefix='unboxed-bench-'))
+    log_dir = workdir / 'logs'
+    log_dir.mkdir()
+    lab = Lab(args.lab, workdir)
+    runner = Runner(workdir, lab, log_dir)
+    device = block_device_of('/var/lib')
+    results_dir.mkdir(parents=True, exist_ok=True)
+
+    def say(message: str) -> None:
+        print(f'[{datetime.datetime.now():%H:%M:%S}] {message}', flush=True)
+
+    say(f'logs: {log_dir}')
+    measure_scaling = args.part in ('all', 'scaling')
+    measure_settings_now = args.part in ('all', 'settings')
+    try:
+        lab.up(min(host_counts) if measure_scaling and host_counts else args.settings_hosts)
+        ensure_controller_archive(runner, say)
+        scaling: dict = {'runs': args.runs, 'runs_by_hosts': {}, 'machine': machine_facts(), 'by_hosts': {}}
+        # Ascending, because `labctl up` adds hosts but removes those beyond the count asked for; the settings
+        # part runs on its own host count when the scaling part reaches it.
+        steps = sorted(set(host_counts if measure_scaling else []) | ({args.settings_hosts} if measure_settings_now else set()))
+        for count in steps:
+            if measure_scaling and count in host_counts:
+                scaling['runs_by_hosts'][str(count)] = runs_by_count[count]
+                scaling['by_hosts'][str(count)] = measure_scaling_at(runner, device, count, runs_by_count[count], say)
+                scaling['finished'] = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
+                (results_dir / 'scaling.json').write_text(json.dumps(scaling, indent=1), encoding='utf-8')
+                write_report(results_dir, output)
+            if measure_settings_now and count == args.settings_hosts:
+                settings = {'machine': machine_facts()}
+                settings.update(measure_settings(runner, device, count, args.runs, args.mitogen_strategy_dir,
+                                                 args.settings_first, say))
+                settings['mitogen'] = os.environ.get('BENCH_MITOGEN_VERSION', '')
+                settings['finished'] = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
+                (results_dir / 'settings.json').write_text(json.dumps(settings, indent=1), encoding='utf-8')
+                write_report(results_dir, output)
+    except BenchError as error:
+        say(f'FAILED: {error}')
+        return 1
+    finally:
+        if not args.keep_lab:
+            say('lab: down')
+            lab.down()
+    say(f'done: {output / "RESULTS.md"}, {output / "time_vs_hosts.png"} (logs kept in {log_dir})')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.path.insert(0, str(BENCH))
+    sys.exit(main(sys.argv[1:]))

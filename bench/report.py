@@ -1,0 +1,282 @@
+# Copyright: unboxed developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""RESULTS.md and time_vs_hosts.png from the JSON that bench/bench.py writes into results/."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+MEASURE_LABELS = {
+    'ping': 'ansible -m ping',
+    'first': 'site.yml first converge',
+    'rerun': 'site.yml rerun',
+    'check': 'site.yml --check',
+    'hand_first': 'hand-written first run',
+    'hand_rerun': 'hand-written rerun',
+}
+TOP_TASKS = 8
+
+
+def median(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def seconds(values: Sequence[float]) -> str:
+    """'12.3 s (11.9-13.0)': the median and the range of the runs."""
+    if not values:
+        return '-'
+    if len(values) == 1:
+        return f'{values[0]:.1f} s'
+    return f'{statistics.median(values):.1f} s ({min(values):.1f}-{max(values):.1f})'
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or not denominator:
+        return None
+    return numerator / denominator
+
+
+def verdict(met: bool | None) -> str:
+    return '-' if met is None else ('**met**' if met else '**not met**')
+
+
+def load_json(path: Path) -> dict | None:
+    return json.loads(path.read_text(encoding='utf-8')) if path.exists() else None
+
+
+def median_run(timings: Sequence[Mapping]) -> Mapping | None:
+    """The bench_timing document of the run whose wall time is the median one (the lower middle for an even count)."""
+    if not timings:
+        return None
+    ordered = sorted(timings, key=lambda timing: timing['wall'])
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def task_profile(timing: Mapping) -> dict:
+    """Wall time split into task time and the time between tasks, plus the slowest tasks, as a run saw them."""
+    tasks = timing['tasks']
+    worked = [task for task in tasks if any(host['status'] != 'skipped' for host in task['hosts'].values())]
+    in_tasks = sum(task['wall'] for task in tasks)
+    by_name: dict[str, float] = {}
+    for task in tasks:
+        name = task['name']  # Task.get_name() already starts with the role's name
+        by_name[name] = by_name.get(name, 0.0) + task['wall']
+    slowest = sorted(by_name.items(), key=lambda item: item[1], reverse=True)[:TOP_TASKS]
+    return {
+        'wall': timing['wall'],
+        'tasks': len(tasks),
+        'worked': len(worked),
+        'in_tasks': in_tasks,
+        'first_task_at': tasks[0]['start'] if tasks else 0.0,
+        'slowest': slowest,
+    }
+
+
+def machine_table(machine: Mapping, loads: Sequence[float]) -> list[str]:
+    rows = [
+        ('Date', machine.get('date', '?')),
+        ('CPU', f"{machine.get('cpu', '?')}, {machine.get('cores', '?')} cores"),
+        ('Memory', f"{machine.get('memory_gib', '?')} GiB"),
+        ('Kernel / OS', f"{machine.get('kernel', '?')} / {machine.get('os', '?')}"),
+        ('ansible-core / Python', f"{machine.get('ansible_core', '?')} / {machine.get('python', '?')}"),
+        ('OpenSSH', machine.get('openssh', '?')),
+    ]
+    if loads:
+        rows.append(('Load average (1 min) before each timed run', f'median {statistics.median(loads):.2f}, max {max(loads):.2f}'))
+    return ['| | |', '| --- | --- |'] + [f'| {key} | {value} |' for key, value in rows]
+
+
+def runs_text(scaling: Mapping) -> str:
+    runs = sorted(set(scaling.get('runs_by_hosts', {}).values()) or {scaling['runs']})
+    return f"{'-'.join(str(value) for value in runs)} runs"
+
+
+def scaling_section(scaling: Mapping) -> tuple[list[str], dict]:
+    by_hosts = {int(count): series for count, series in scaling['by_hosts'].items()}
+    counts = sorted(by_hosts)
+    lines = [
+        '## Time against the number of hosts',
+        '',
+        f"Median of {runs_text(scaling)} per cell, the range of the runs in brackets. Every Ansible command opens its SSH "
+        'connections cold (see How). The hand-written script is `bench/handwritten.sh`.',
+        '',
+        '| Hosts | ' + ' | '.join(MEASURE_LABELS.values()) + ' |',
+        '| ---: | ' + ' | '.join('---:' for _ in MEASURE_LABELS) + ' |',
+    ]
+    for count in counts:
+        lines.append(f'| {count} | ' + ' | '.join(seconds(by_hosts[count][key]) for key in MEASURE_LABELS) + ' |')
+    lines += ['', '![time against hosts](time_vs_hosts.png)', '']
+
+    def med(count: int, key: str) -> float | None:
+        return median(by_hosts[count][key]) if count in by_hosts else None
+
+    targets = ['## Targets (ratios measured side by side, in the same run)', '',
+               '| Target | Measured | Verdict |', '| --- | --- | --- |']
+    rerun_vs_ping = ratio(med(10, 'rerun'), med(10, 'ping'))
+    targets.append('| rerun on 10 hosts <= 3x `ansible -m ping` on those 10 | '
+                   + (f"{med(10, 'rerun'):.1f} s / {med(10, 'ping'):.1f} s = {rerun_vs_ping:.1f}x" if rerun_vs_ping else 'not measured')
+                   + f" | {verdict(None if rerun_vs_ping is None else rerun_vs_ping <= 3)} |")
+    first_growth = ratio(med(10, 'first'), med(1, 'first'))
+    targets.append('| first converge T(10)/T(1) <= 2.5 | '
+                   + (f"{med(10, 'first'):.1f} s / {med(1, 'first'):.1f} s = {first_growth:.2f}" if first_growth else 'not measured')
+                   + f" | {verdict(None if first_growth is None else first_growth <= 2.5)} |")
+    first_vs_hand = {count: ratio(med(count, 'first'), med(count, 'hand_first')) for count in counts}
+    targets.append('| first converge no slower than the hand-written script | '
+                   + ', '.join(f'N={count}: {value:.2f}x the script' for count, value in first_vs_hand.items() if value)
+                   + f" | {verdict(all(value <= 1 for value in first_vs_hand.values() if value) if first_vs_hand else None)} |")
+    hand_vs_rerun = {count: ratio(med(count, 'hand_rerun'), med(count, 'rerun')) for count in counts}
+    targets.append('| rerun at least 5x faster than the hand-written script\'s rerun | '
+                   + ', '.join(f'N={count}: script/rerun = {value:.2f}' for count, value in hand_vs_rerun.items() if value)
+                   + f" | {verdict(all(value >= 5 for value in hand_vs_rerun.values() if value) if hand_vs_rerun else None)} |")
+    lines += targets + ['']
+
+    profile_count = max((count for count in counts if count <= 10), default=counts[-1] if counts else None)
+    if profile_count is not None:
+        lines += [f'## Where the time goes ({profile_count} hosts, the median run of each kind)', '',
+                  'From `bench/callback_plugins/bench_timing.py`: a task\'s wall time runs from its start until its last host '
+                  'answered. "Start-up" is the time before the first task (Python, configuration, inventory, plugins); '
+                  '"between tasks" is the rest that no task accounts for (strategy, callbacks, templating of the next task).',
+                  '',
+                  '| Run | Wall (measured) | Start-up | In tasks | Between tasks | Tasks (doing work on some host) | Slowest tasks |',
+                  '| --- | ---: | ---: | ---: | ---: | ---: | --- |']
+        series = by_hosts[profile_count]
+        for key, label in (('first', 'first converge'), ('rerun', 'rerun'), ('check', '--check')):
+            timing = median_run(series.get(f'{key}_tasks', []))
+            if timing is None:
+                continue
+            measured = series[key][series[f'{key}_tasks'].index(timing)]
+            profile = task_profile(timing)
+            startup = measured - profile['wall'] + profile['first_task_at']
+            between = profile['wall'] - profile['first_task_at'] - profile['in_tasks']
+            slowest = '<br>'.join(f'{wall:.2f} s {name}' for name, wall in profile['slowest'][:5])
+            lines.append(f"| {label} | {measured:.1f} s | {startup:.1f} s | {profile['in_tasks']:.1f} s | {between:.1f} s | "
+                         f"{profile['tasks']} ({profile['worked']}) | {slowest} |")
+        lines.append('')
+    facts = {
+        'rerun_vs_ping': rerun_vs_ping,
+        'first_growth': first_growth,
+        'first_vs_hand': first_vs_hand,
+        'hand_vs_rerun': hand_vs_rerun,
+    }
+    return lines, facts
+
+
+def settings_section(settings: Mapping) -> list[str]:
+    entries = settings['settings']
+    baseline = next((median(entry['rerun']) for entry in entries if entry['key'] == 'baseline'), None)
+    with_first = any(entry['first'] for entry in entries)
+    lines = [f"## Speed settings ({settings['hosts']} hosts, {settings['runs']} runs, medians)", '',
+             'The hosts are converged once; then each setting times a `site.yml` rerun, the settings taking turns in every round'
+             + (' (first converges: hosts reset to clean before each)' if with_first else '') + '.'
+             + (f" Mitogen {settings['mitogen']}." if settings.get('mitogen') else ''), '',
+             '| Setting | Rerun | vs baseline |' + (' First converge |' if with_first else ''),
+             '| --- | ---: | ---: |' + (' ---: |' if with_first else '')]
+    for entry in entries:
+        rerun = median(entry['rerun'])
+        relative = f'{rerun / baseline:.2f}x' if rerun and baseline else '-'
+        lines.append(f"| {entry['label']} | {seconds(entry['rerun'])} | {relative} |"
+                     + (f" {seconds(entry['first'])} |" if with_first else ''))
+    facts = settings.get('facts', {})
+    if facts:
+        lines += ['', 'Fact gathering (the talk gathers none; this is what it would cost on the same hosts):', '',
+                  '| Command | Time |', '| --- | ---: |',
+                  f"| `ansible all -m ping` | {seconds(facts.get('ping', []))} |",
+                  f"| `ansible all -m setup -a gather_subset=min` | {seconds(facts.get('setup_min', []))} |",
+                  f"| `ansible all -m setup` (all facts) | {seconds(facts.get('setup_full', []))} |",
+                  f"| play with `gather_facts: true`, empty jsonfile cache (`gathering = smart`) | {seconds(facts.get('play_gather', []))} |",
+                  f"| the same play again, facts from the cache | {seconds(facts.get('play_cached', []))} |"]
+    lines.append('')
+    return lines
+
+
+def write_plot(scaling: Mapping, path: Path) -> str | None:
+    """Time against N, one line per measure, the range of the runs as error bars. None when it worked."""
+    try:
+        import matplotlib  # pylint: disable=import-outside-toplevel
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return 'matplotlib is not installed (bench/run installs it from bench/requirements.txt): no plot written'
+    by_hosts = {int(count): series for count, series in scaling['by_hosts'].items()}
+    counts = sorted(by_hosts)
+    styles = {
+        'first': ('tab:blue', '-', 'o'), 'rerun': ('tab:green', '-', 's'), 'check': ('tab:olive', '-', '^'),
+        'ping': ('tab:gray', ':', 'x'), 'hand_first': ('tab:red', '--', 'o'), 'hand_rerun': ('tab:orange', '--', 's'),
+    }
+    figure, axes = plt.subplots(figsize=(10, 5.2), dpi=110)
+    for key, label in MEASURE_LABELS.items():
+        medians = [statistics.median(by_hosts[count][key]) for count in counts]
+        below = [m - min(by_hosts[count][key]) for m, count in zip(medians, counts)]
+        above = [max(by_hosts[count][key]) - m for m, count in zip(medians, counts)]
+        color, linestyle, marker = styles[key]
+        axes.errorbar(counts, medians, yerr=[below, above], label=label, color=color, linestyle=linestyle, marker=marker,
+                      capsize=3)
+    machine = scaling.get('machine', {})
+    axes.set_title(f"unboxed: the talk on N local lab hosts (median of {runs_text(scaling)})\n"
+                   f"{machine.get('cores', '?')} cores, ansible-core {machine.get('ansible_core', '?')}, {machine.get('date', '')}",
+                   fontsize=10)
+    axes.set_xlabel('hosts (N)')
+    axes.set_ylabel('wall time (s)')
+    axes.set_xticks(counts)
+    axes.set_ylim(bottom=0)
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return None
+
+
+HOW = """## How it was measured
+
+- `bench/run` (this file is generated by it: rerun it rather than editing this file). Hosts are the local lab
+  (`scripts/labctl`, lab `bench`): Debian hosts in namespaces on this machine, reached over SSH with key login,
+  as a classroom seat is. The controller and every host share the machine's cores, so N hosts also means N sshd
+  and N module processes competing with the controller for them.
+- Every Ansible command is timed cold: it gets its own SSH ControlPath directory and its multiplexing masters are
+  closed afterwards, so no command profits from the previous one's connections. (Warm connections are a separate
+  setting below.) `ansible.cfg` is used as committed (pipelining, ControlPersist=60s, forks=40,
+  gathering=explicit, the `lab_report` callback), plus the benchmark's timing callback.
+- Before every first converge, Ansible's and the script's alike, the hosts are reset to a fresh seat by
+  `reset.yml`, then `handwritten.sh --reset`, then removing the host's copy of the base archive (reset.yml keeps
+  it on purpose, so that a reset seat gets its base back without a transfer; a fresh seat has none). A probe then
+  checks every host: no /overlay, no archive copy, no overlay mount, no `tail` process. Resetting instead of
+  recreating the lab: it returns exactly the state the talk starts from, while recreating would also copy and
+  delete the hosts' own 194 MB root file systems, and deletions on this disk (ext4 with `discard`) slow the writes
+  that follow for many seconds. For the same reason the benchmark then flushes and waits until the disk is idle
+  before it times anything.
+- The base archive is built on the controller before anything is timed (mmdebstrap, once per machine and
+  recipe, bound by the mirror): a first converge here is "push and unpack the cached base on fresh seats".
+- In each run the measures follow each other: ping, first converge, rerun, `--check` (of the converged hosts),
+  reset, the script's first run and rerun. Runs are repeated; tables give medians.
+- Every run is checked, not only timed: a first converge must change every host, a rerun and a `--check`
+  must report changed=0, nothing may fail or be unreachable, and the script must exit 0 on every host.
+"""
+
+
+def write_report(results_dir: Path, output_dir: Path) -> None:
+    scaling = load_json(results_dir / 'scaling.json')
+    settings = load_json(results_dir / 'settings.json')
+    lines = ['# Benchmark results', '']
+    notes = []
+    if scaling and scaling.get('by_hosts'):
+        loads = [load for series in scaling['by_hosts'].values() for load in series.get('load', [])]
+        lines += ['## Machine', ''] + machine_table(scaling.get('machine', {}), loads) + ['']
+        section, _ = scaling_section(scaling)
+        lines += section
+        problem = write_plot(scaling, output_dir / 'time_vs_hosts.png')
+        if problem:
+            notes.append(problem)
+    if settings:
+        if not scaling:
+            lines += ['## Machine', ''] + machine_table(settings.get('machine', {}), [
+                load for entry in settings['settings'] for load in entry.get('load', [])]) + ['']
+        elif settings.get('machine', {}).get('date') != scaling.get('machine', {}).get('date'):
+            lines += [f"(The settings below were measured on {settings['machine'].get('date', '?')}.)", '']
+        lines += settings_section(settings)
+    lines += [HOW]
+    lines += [f'Note: {note}' for note in notes]
+    (output_dir / 'RESULTS.md').write_text('\n'.join(lines).rstrip() + '\n', encoding='utf-8')
