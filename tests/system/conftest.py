@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 
@@ -41,10 +42,11 @@ class ModuleRunner:
         self.tmp_dir = tmp_dir
         self.calls = 0
 
-    def __call__(self, module, args, check=False, diff=False, extra=()):
+    def __call__(self, module, args, check=False, diff=False, extra=(), prefix=()):
+        """``prefix`` runs the ansible CLI under another command (e.g. inside a chroot)."""
         self.calls += 1
         record = os.path.join(self.tmp_dir, f'result-{self.calls}.jsonl')
-        argv = [os.path.join(BIN, 'ansible'), 'localhost', '-i', 'localhost,', '-c', 'local',
+        argv = list(prefix) + [os.path.join(BIN, 'ansible'), 'localhost', '-i', 'localhost,', '-c', 'local',
                 '-e', f'ansible_python_interpreter={sys.executable}',
                 '-m', f'unboxed.lab.{module}', '-a', json.dumps(args)]
         if check:
@@ -104,6 +106,10 @@ def make_busybox_rootfs(root):
     os.makedirs(os.path.join(root, 'bin'), exist_ok=True)
     for name in ('proc', 'sys', 'dev', 'tmp', 'etc', 'root'):
         os.makedirs(os.path.join(root, name), exist_ok=True)
+    # The talk's container runs `tail -f /dev/null`: the root needs its own /dev/null device node.
+    if not os.path.exists(os.path.join(root, 'dev', 'null')):
+        os.mknod(os.path.join(root, 'dev', 'null'), 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        os.chmod(os.path.join(root, 'dev', 'null'), 0o666)
     shutil.copy2(busybox, os.path.join(root, 'bin', 'busybox'))
     applets = subprocess.run([busybox, '--list'], capture_output=True, text=True, check=True).stdout.split()
     for applet in applets:

@@ -8,17 +8,15 @@ own root file system.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import signal
 import socket
-import stat
 import subprocess
 import sys
 
 import pytest
 
-from conftest import BIN, CALLBACK_DIR, REPO, _ansible_env, snapshot_tree
+from conftest import REPO, snapshot_tree
 from ansible_collections.unboxed.lab.plugins.module_utils import container
 from ansible_collections.unboxed.lab.plugins.module_utils import environ
 from ansible_collections.unboxed.lab.plugins.module_utils import paths
@@ -34,10 +32,7 @@ _names = itertools.count()
 
 @pytest.fixture
 def rootfs(busybox_rootfs):
-    """The busybox root file system with what `tail -f /dev/null` needs, and a directory to work in."""
-    null = os.path.join(busybox_rootfs, 'dev', 'null')
-    os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))
-    os.chmod(null, 0o666)
+    """The busybox root file system (with /dev/null for `tail -f /dev/null`) and a directory to work in."""
     os.mkdir(os.path.join(busybox_rootfs, 'app'))
     return busybox_rootfs
 
@@ -538,26 +533,18 @@ def test_a_command_that_exits_at_once_fails_with_its_output(run_module, containe
 
 # ---- the kernel refuses -----------------------------------------------------------------------------------------------
 
-def test_user_namespace_inside_a_chroot_is_explained(containers, tmp_path):
+def test_user_namespace_inside_a_chroot_is_explained(run_module, containers, tmp_path):
     """Ansible itself runs chrooted (into a bind of /, so every path still works); the kernel then refuses CLONE_NEWUSER."""
     name = containers.new_name()
     args = containers.args(name, namespaces=['pid', 'mount', 'user'])
-    record = str(tmp_path / 'result.jsonl')
     root = tmp_path / 'chroot'
     root.mkdir()
-    ansible = [os.path.join(BIN, 'ansible'), 'localhost', '-i', 'localhost,', '-c', 'local',
-               '-e', f'ansible_python_interpreter={sys.executable}', '-m', 'unboxed.lab.ns_container', '-a', json.dumps(args)]
-    env = _ansible_env(str(tmp_path))
-    env.update({'ANSIBLE_CALLBACK_PLUGINS': CALLBACK_DIR, 'ANSIBLE_CALLBACKS_ENABLED': 'record_results',
-                'UNBOXED_RECORD_RESULTS': record})
     # In a private mount namespace, / is bound at ROOT; sh stays outside the chroot and runs Ansible inside it
     # (unshare --root: chroot, then cd to the repository, with no new namespace).
-    run = subprocess.run(['unshare', '--mount', '--propagation', 'private', 'sh', '-c', 'mount --rbind / "$0" && "$@"',
-                          str(root), 'unshare', f'--root={root}', f'--wd={REPO}', *ansible],
-                         cwd=REPO, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300, check=False)
-    with open(record, encoding='utf-8') as handle:
-        entries = [json.loads(line) for line in handle]
-    assert [entry['status'] for entry in entries] == ['failed'], run.stdout
-    message = entries[0]['result']['msg']
+    in_chroot = ['unshare', '--mount', '--propagation', 'private', 'sh', '-c', 'mount --rbind / "$0" && "$@"',
+                 str(root), 'unshare', f'--root={root}', f'--wd={REPO}']
+    result = run_module('ns_container', args, prefix=in_chroot)
+    assert result['_status'] == 'failed', result['_stdout']
+    message = result['msg']
     assert 'This module runs inside a chroot' in message and 'EPERM' in message, message
     assert not os.path.exists(args['state_dir'])
