@@ -327,10 +327,19 @@ def _with_port(inventory_text: str, host: str, port: int) -> str:
     return inventory_text.replace(marker, f'{marker}          ansible_port: {port}\n', 1)
 
 
-def test_reset_leaves_hosts_clean_and_keeps_the_cached_base(talk_lab):
+def test_reset_leaves_hosts_clean_as_check_predicted_and_keeps_the_cached_base(talk_lab):
+    before = talk_lab.snapshot()
+    check = talk_lab.playbook('reset.yml', '--check')
+    assert_ok(check)
+    assert talk_lab.snapshot() == before
+
     reset = talk_lab.playbook('reset.yml')
 
     assert_ok(reset)
+    assert reset.changed() == check.changed()
+    for host in HOSTS:
+        assert (host, 'Stop and remove the container') in reset.changed()
+        assert (host, "Remove the lab's directory when nothing else is in it") in reset.changed()
     for host, text in talk_lab.snapshot().items():
         assert '/overlay absent' in text, f'{host}:\n{text}'
         assert '/run/unboxed/containers/talk' not in text, f'{host}:\n{text}'
