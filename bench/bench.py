@@ -278,10 +278,8 @@ def clean_hosts(runner: Runner, device: str) -> dict[str, float]:
     started = time.monotonic()
     runner.playbook('reset', 'reset.yml')
     runner.handwritten('handwritten-reset', '--reset')
-    runner.ansible('drop-host-archive', ['ansible', '-i', str(runner.lab.inventory), 'all', '-m', 'ansible.builtin.file',
-                                         '-a', 'path=/var/cache/unboxed/base state=absent'])
-    runner.ansible('check-clean', ['ansible', '-i', str(runner.lab.inventory), 'all', '-m', 'ansible.builtin.shell',
-                                   '-a', CLEAN_PROBE])
+    runner.ansible('drop-archive-and-check-clean', ['ansible', '-i', str(runner.lab.inventory), 'all', '-m', 'ansible.builtin.shell',
+                                                    '-a', f'rm -rf /var/cache/unboxed/base && {CLEAN_PROBE}'])
     reset_seconds = round(time.monotonic() - started, 2)
     return {'reset': reset_seconds, 'settle': settle(device)}
 
@@ -361,7 +359,7 @@ FIRST_CONVERGE_SETTINGS = ('baseline', 'no_pipelining', 'no_multiplexing', 'mito
 
 
 def measure_settings(runner: Runner, device: str, count: int, runs: int, mitogen_strategy_dir: str | None,
-                     with_first: bool, say: Callable[[str], None]) -> dict:
+                     first_runs: int, say: Callable[[str], None]) -> dict:
     say(f'settings: lab of {count} host(s), up in {runner.lab.up(count)} s')
     runner.ping('warm-up-ping')
     settings = settings_to_measure(mitogen_strategy_dir)
@@ -396,8 +394,8 @@ def measure_settings(runner: Runner, device: str, count: int, runs: int, mitogen
         facts['play_cached'].append(runner.playbook('facts-cached', 'bench/playbooks/facts.yml', overrides=cache)[0])
         shutil.rmtree(cache_dir, ignore_errors=True)
         say(f'  settings run {run}/{runs}: ' + ', '.join(f'{key} {value["rerun"][-1]:.1f}s' for key, value in series.items()))
-    if with_first:
-        for run in range(1, runs + 1):
+    if first_runs:
+        for run in range(1, first_runs + 1):
             for setting in settings:
                 if setting.key not in FIRST_CONVERGE_SETTINGS:
                     continue
@@ -405,11 +403,12 @@ def measure_settings(runner: Runner, device: str, count: int, runs: int, mitogen
                 seconds, timing = runner.playbook(f'first-{setting.key}', 'site.yml', overrides=setting.overrides)
                 require(f'first converge ({setting.label})', timing, count, changed=True)
                 series[setting.key]['first'].append(seconds)
-            say(f'  settings first converge run {run}/{runs}: '
+            say(f'  settings first converge run {run}/{first_runs}: '
                 + ', '.join(f'{key} {value["first"][-1]:.1f}s' for key, value in series.items() if value['first']))
     return {
         'hosts': count,
         'runs': runs,
+        'first_runs': first_runs,
         'settings': [{'key': setting.key, 'label': setting.label, **series[setting.key]} for setting in settings],
         'facts': facts,
     }
@@ -426,7 +425,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument('--part', choices=('all', 'scaling', 'settings', 'report'), default='all',
                         help='what to measure (report: only re-render RESULTS.md and the plot from bench/results/)')
     parser.add_argument('--settings-hosts', type=int, default=10, help='host count of the settings part (default 10)')
-    parser.add_argument('--settings-first', action='store_true', help='also time first converges per setting (slower)')
+    parser.add_argument('--settings-first-runs', type=int, default=0, metavar='RUNS',
+                        help='also time this many first converges per setting that matters there (pipelining, '
+                             'multiplexing, Mitogen); each needs a reset (default 0)')
     parser.add_argument('--mitogen-strategy-dir', default=os.environ.get('BENCH_MITOGEN_STRATEGY_DIR'),
                         help='ansible_mitogen/plugins/strategy of a Mitogen install (bench/run sets it up)')
     parser.add_argument('--lab', default='bench', help='name of the local lab the benchmark creates and removes (default bench)')
@@ -523,7 +524,7 @@ def main(argv: Sequence[str]) -> int:
             if measure_settings_now and count == args.settings_hosts:
                 settings = {'machine': machine_facts()}
                 settings.update(measure_settings(runner, device, count, args.runs, args.mitogen_strategy_dir,
-                                                 args.settings_first, say))
+                                                 args.settings_first_runs, say))
                 settings['mitogen'] = os.environ.get('BENCH_MITOGEN_VERSION', '')
                 settings['finished'] = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
                 (results_dir / 'settings.json').write_text(json.dumps(settings, indent=1), encoding='utf-8')

@@ -170,7 +170,8 @@ def settings_section(settings: Mapping) -> list[str]:
     with_first = any(entry['first'] for entry in entries)
     lines = [f"## Speed settings ({settings['hosts']} hosts, {settings['runs']} runs, medians)", '',
              'The hosts are converged once; then each setting times a `site.yml` rerun, the settings taking turns in every round'
-             + (' (first converges: hosts reset to clean before each)' if with_first else '') + '.'
+             + (f" (first converges: {settings.get('first_runs', '?')} run(s) of each, hosts reset to clean before each)"
+                if with_first else '') + '.'
              + (f" Mitogen {settings['mitogen']}." if settings.get('mitogen') else ''), '',
              '| Setting | Rerun | vs baseline |' + (' First converge |' if with_first else ''),
              '| --- | ---: | ---: |' + (' ---: |' if with_first else '')]
