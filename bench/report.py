@@ -155,6 +155,30 @@ def scaling_section(scaling: Mapping) -> tuple[list[str], dict]:
             lines.append(f"| {label} | {measured:.1f} s | {startup:.1f} s | {profile['in_tasks']:.1f} s | {between:.1f} s | "
                          f"{profile['tasks']} ({profile['worked']}) | {slowest} |")
         lines.append('')
+        lines += ['How the cost of one task grows with the number of hosts (median runs; time in tasks divided by the tasks '
+                  'that some host did not skip, argument validation and debug included):', '',
+                  '| Hosts | Rerun: start-up | Rerun: tasks not skipped | Rerun: seconds per task | '
+                  'First converge: seconds per task | ping |',
+                  '| ---: | ---: | ---: | ---: | ---: | ---: |']
+        for count in counts:
+            series = by_hosts[count]
+            cells = []
+            for key in ('rerun', 'first'):
+                timing = median_run(series.get(f'{key}_tasks', []))
+                if timing is None:
+                    cells.append(None)
+                    continue
+                measured = series[key][series[f'{key}_tasks'].index(timing)]
+                cells.append((measured, task_profile(timing)))
+            if cells[0] is None:
+                continue
+            rerun_measured, rerun_profile = cells[0]
+            startup = rerun_measured - rerun_profile['wall'] + rerun_profile['first_task_at']
+            per_task = rerun_profile['in_tasks'] / max(rerun_profile['worked'], 1)
+            first_per_task = (f"{cells[1][1]['in_tasks'] / max(cells[1][1]['worked'], 1):.2f} s" if cells[1] else '-')
+            lines.append(f"| {count} | {startup:.1f} s | {rerun_profile['worked']} | {per_task:.2f} s | {first_per_task} | "
+                         f"{seconds(series['ping'])} |")
+        lines.append('')
     facts = {
         'rerun_vs_ping': rerun_vs_ping,
         'first_growth': first_growth,
