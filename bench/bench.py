@@ -425,6 +425,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument('--part', choices=('all', 'scaling', 'settings', 'report'), default='all',
                         help='what to measure (report: only re-render RESULTS.md and the plot from bench/results/)')
     parser.add_argument('--settings-hosts', type=int, default=10, help='host count of the settings part (default 10)')
+    parser.add_argument('--settings-runs', type=int, help='rounds of reruns in the settings part (default: --runs)')
     parser.add_argument('--settings-first-runs', type=int, default=0, metavar='RUNS',
                         help='also time this many first converges per setting that matters there (pipelining, '
                              'multiplexing, Mitogen); each needs a reset (default 0)')
@@ -523,7 +524,7 @@ def main(argv: Sequence[str]) -> int:
                 write_report(results_dir, output)
             if measure_settings_now and count == args.settings_hosts:
                 settings = {'machine': machine_facts()}
-                settings.update(measure_settings(runner, device, count, args.runs, args.mitogen_strategy_dir,
+                settings.update(measure_settings(runner, device, count, args.settings_runs or args.runs, args.mitogen_strategy_dir,
                                                  args.settings_first_runs, say))
                 settings['mitogen'] = os.environ.get('BENCH_MITOGEN_VERSION', '')
                 settings['finished'] = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
