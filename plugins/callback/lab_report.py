@@ -11,7 +11,7 @@ type: aggregate
 short_description: Table of seats by lab stage at the end of a run, also written as HTML and JSON
 version_added: 0.1.0
 author:
-  - unboxed developers
+  - unboxed developers (@unboxed)
 description:
   - At the end of a playbook run, prints a table with one row per host (seat) and one column per stage of
     the lab (by default C(layers), C(overlay), C(chroot), C(namespaces), C(verify)), and writes the same

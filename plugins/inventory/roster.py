@@ -10,7 +10,7 @@ name: roster
 short_description: Classroom inventory from a roster of students and their seats (CSV or YAML)
 version_added: 0.1.0
 author:
-  - unboxed developers
+  - unboxed developers (@unboxed)
 description:
   - Reads a class roster and yields one host per student, so a whole classroom can be provisioned
     with C(ansible-playbook -i roster.csv site.yml).

@@ -65,7 +65,6 @@ def join_inside(root: str, inner: str) -> str:
     return os.path.join(root, inner.lstrip('/'))
 
 
-
 def resolve_inside(root: str, inner: str, max_links: int = 40) -> str | None:
     """The host path that ``inner`` names inside the root file system ``root``, following symlinks
     as the kernel would after chroot(root): absolute link targets restart at ``root``, ``..`` stops at it.

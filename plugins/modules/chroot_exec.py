@@ -201,6 +201,7 @@ PSEUDO_MOUNTS = {
 # Runs "$@" in the directory "$1": a fixed script that only ever sees its arguments as data.
 CHDIR_SCRIPT = 'cd -- "$1" || exit 127; shift; exec "$@"'
 
+
 def argument_spec():
     return dict(
         root=dict(type='path', required=True),

@@ -47,8 +47,8 @@ class ModuleRunner:
         self.calls += 1
         record = os.path.join(self.tmp_dir, f'result-{self.calls}.jsonl')
         argv = list(prefix) + [os.path.join(BIN, 'ansible'), 'localhost', '-i', 'localhost,', '-c', 'local',
-                '-e', f'ansible_python_interpreter={sys.executable}',
-                '-m', f'unboxed.lab.{module}', '-a', json.dumps(args)]
+                               '-e', f'ansible_python_interpreter={sys.executable}',
+                               '-m', f'unboxed.lab.{module}', '-a', json.dumps(args)]
         if check:
             argv.append('--check')
         if diff:
