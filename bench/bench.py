@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 # Copyright: unboxed developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """How long the talk takes to provision on N local lab hosts, beside Ansible's floor and a hand-written script.
@@ -102,7 +102,7 @@ def settle(device: str) -> float:
     started = time.monotonic()
     subprocess.run(['sync'], check=True)
     quiet_samples = 0
-    _, written = disk_activity(device)
+    written = disk_activity(device)[1]
     while quiet_samples < 2 and time.monotonic() - started < SETTLE_TIMEOUT:
         time.sleep(0.5)
         in_flight, now_written = disk_activity(device)
@@ -225,8 +225,7 @@ class Runner:
         return seconds, timing
 
     def ping(self, label: str = 'ping', overrides: Mapping[str, str] | None = None) -> float:
-        seconds, _ = self.ansible(label, ['ansible', '-i', str(self.lab.inventory), 'all', '-m', 'ansible.builtin.ping'], overrides)
-        return seconds
+        return self.ansible(label, ['ansible', '-i', str(self.lab.inventory), 'all', '-m', 'ansible.builtin.ping'], overrides)[0]
 
     def handwritten(self, label: str, *args: str) -> float:
         argv = [str(HANDWRITTEN), '--ssh-config', str(self.lab.ssh_config), *args, *self.lab.hosts.values()]
@@ -444,7 +443,7 @@ def parse_host_counts(text: str, default_runs: int) -> dict[int, int]:
     for item in (item.strip() for item in text.split(',')):
         if not item:
             continue
-        count, _, runs = item.partition(':')
+        count, _separator, runs = item.partition(':')
         try:
             runs_by_count[int(count)] = int(runs) if runs else default_runs
         except ValueError:

@@ -104,7 +104,7 @@ def scaling_section(scaling: Mapping) -> tuple[list[str], dict]:
         'connections cold (see How). The hand-written script is `bench/handwritten.sh`.',
         '',
         '| Hosts | ' + ' | '.join(MEASURE_LABELS.values()) + ' |',
-        '| ---: | ' + ' | '.join('---:' for _ in MEASURE_LABELS) + ' |',
+        '| ---: | ' + ' | '.join('---:' for _label in MEASURE_LABELS) + ' |',
     ]
     for count in counts:
         lines.append(f'| {count} | ' + ' | '.join(seconds(by_hosts[count][key]) for key in MEASURE_LABELS) + ' |')
@@ -290,7 +290,7 @@ def write_report(results_dir: Path, output_dir: Path) -> None:
     if scaling and scaling.get('by_hosts'):
         loads = [load for series in scaling['by_hosts'].values() for load in series.get('load', [])]
         lines += ['## Machine', ''] + machine_table(scaling.get('machine', {}), loads) + ['']
-        section, _ = scaling_section(scaling)
+        section = scaling_section(scaling)[0]
         lines += section
         problem = write_plot(scaling, output_dir / 'time_vs_hosts.png')
         if problem:
