@@ -338,7 +338,10 @@ class Setting:
     warm: bool = False  # SSH masters of a previous run still alive (ControlPersist long enough)
 
 
-def settings_to_measure(mitogen_strategy_dir: str | None) -> list[Setting]:
+DEFAULT_SETTINGS = 'baseline,warm_ssh,no_pipelining,no_multiplexing,forks_5,mitogen'
+
+
+def settings_to_measure(mitogen_strategy_dir: str | None, keys: Sequence[str]) -> list[Setting]:
     settings = [
         Setting('baseline', 'ansible.cfg as committed: pipelining, ControlPersist=60s, forks=40, linear, cold SSH', {}),
         Setting('warm_ssh', 'same, SSH masters still open from the previous run (ControlPersist outlives the pause)', {}, warm=True),
@@ -351,17 +354,22 @@ def settings_to_measure(mitogen_strategy_dir: str | None) -> list[Setting]:
     if mitogen_strategy_dir:
         settings.append(Setting('mitogen', 'Mitogen (strategy mitogen_linear)',
                                 {'ANSIBLE_STRATEGY_PLUGINS': mitogen_strategy_dir, 'ANSIBLE_STRATEGY': 'mitogen_linear'}))
-    return settings
+    unknown = set(keys) - {setting.key for setting in settings} - {'mitogen'}
+    if unknown:
+        raise SystemExit(f'bench/run: unknown settings {", ".join(sorted(unknown))}; known: '
+                         f'{", ".join(setting.key for setting in settings)}')
+    # The baseline first: it is what every other setting is compared with.
+    return [setting for setting in settings if setting.key in keys or setting.key == 'baseline']
 
 
 FIRST_CONVERGE_SETTINGS = ('baseline', 'no_pipelining', 'no_multiplexing', 'mitogen')
 
 
 def measure_settings(runner: Runner, device: str, count: int, runs: int, mitogen_strategy_dir: str | None,
-                     first_runs: int, say: Callable[[str], None]) -> dict:
+                     keys: Sequence[str], first_runs: int, say: Callable[[str], None]) -> dict:
     say(f'settings: lab of {count} host(s), up in {runner.lab.up(count)} s')
     runner.ping('warm-up-ping')
-    settings = settings_to_measure(mitogen_strategy_dir)
+    settings = settings_to_measure(mitogen_strategy_dir, keys)
     series: dict[str, dict[str, list]] = {setting.key: {'rerun': [], 'first': [], 'load': []} for setting in settings}
     facts: dict[str, list[float]] = {'ping': [], 'setup_min': [], 'setup_full': [], 'play_gather': [], 'play_cached': []}
     # Converge once with the committed settings; every rerun below starts from that state.
@@ -425,6 +433,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help='what to measure (report: only re-render RESULTS.md and the plot from bench/results/)')
     parser.add_argument('--settings-hosts', type=int, default=10, help='host count of the settings part (default 10)')
     parser.add_argument('--settings-runs', type=int, help='rounds of reruns in the settings part (default: --runs)')
+    parser.add_argument('--settings', default=DEFAULT_SETTINGS,
+                        help=f'settings to compare (default {DEFAULT_SETTINGS}; also: free, no_lab_report)')
     parser.add_argument('--settings-first-runs', type=int, default=0, metavar='RUNS',
                         help='also time this many first converges per setting that matters there (pipelining, '
                              'multiplexing, Mitogen); each needs a reset (default 0)')
@@ -524,7 +534,7 @@ def main(argv: Sequence[str]) -> int:
             if measure_settings_now and count == args.settings_hosts:
                 settings = {'machine': machine_facts()}
                 settings.update(measure_settings(runner, device, count, args.settings_runs or args.runs, args.mitogen_strategy_dir,
-                                                 args.settings_first_runs, say))
+                                                 args.settings.split(','), args.settings_first_runs, say))
                 settings['mitogen'] = os.environ.get('BENCH_MITOGEN_VERSION', '')
                 settings['finished'] = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
                 (results_dir / 'settings.json').write_text(json.dumps(settings, indent=1), encoding='utf-8')
