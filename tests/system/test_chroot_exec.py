@@ -104,3 +104,14 @@ def test_shell_form_without_a_shell_in_the_root_says_so(run_module, workdir):
     result = run_module('chroot_exec', {'root': str(root), 'cmd': 'echo hi'})
     assert result['failed'] is True
     assert result['msg'].startswith(f'/bin/sh not found inside {root}')
+
+
+def test_check_mode_before_the_root_exists_predicts_a_run(run_module, workdir):
+    missing = str(workdir / 'not-built-yet')
+    skipped = run_module('chroot_exec', {'root': missing, 'argv': ['ps', 'ax']}, check=True)
+    assert skipped['_status'] == 'skipped'
+    predicted = run_module('chroot_exec', {'root': missing, 'cmd': 'echo "Texto" > /file01.txt', 'creates': '/file01.txt'}, check=True)
+    assert predicted['changed'] is True and not predicted['failed']
+    assert any('does not exist yet' in warning for warning in predicted.get('warnings', []))
+    assert not os.path.exists(missing)
+    assert run_module('chroot_exec', {'root': missing, 'argv': ['ps', 'ax']})['failed'] is True

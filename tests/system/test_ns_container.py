@@ -548,3 +548,16 @@ def test_user_namespace_inside_a_chroot_is_explained(run_module, containers, tmp
     message = result['msg']
     assert 'This module runs inside a chroot' in message and 'EPERM' in message, message
     assert not os.path.exists(args['state_dir'])
+
+
+def test_check_mode_before_the_rootfs_exists_predicts_a_start(run_module, containers, tmp_path):
+    """In a --check run of the whole site, the overlay that becomes the rootfs is not mounted either."""
+    name = containers.new_name()
+    missing = str(tmp_path / 'merged-not-yet')
+    predicted = run_module('ns_container', containers.args(name, rootfs=missing), check=True)
+    assert predicted['changed'] is True and not predicted['failed']
+    assert any('does not exist yet' in warning for warning in predicted.get('warnings', []))
+    assert not os.path.exists(missing)
+    assert not os.path.exists(containers.args(name)['state_dir'])
+    real = run_module('ns_container', containers.args(name, rootfs=missing))
+    assert real['failed'] is True and 'does not exist' in real['msg']
