@@ -639,23 +639,6 @@ def used_subnets() -> list[ipaddress.IPv4Network]:
     return networks
 
 
-def signal_process(identity: process.ProcessIdentity, signum: int) -> bool:
-    """Signal the process only if it is still the one we started: a pidfd pins it against PID reuse."""
-    try:
-        pidfd = os.pidfd_open(identity.pid)
-    except ProcessLookupError:
-        return False
-    try:
-        if not process.is_same_process(identity):
-            return False
-        signal.pidfd_send_signal(pidfd, signum)
-        return True
-    except ProcessLookupError:
-        return False
-    finally:
-        os.close(pidfd)
-
-
 def wait_until(condition, timeout: float, interval: float = 0.05) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -1017,16 +1000,16 @@ def stop_host(host: HostRecord) -> None:
     # Without a record (a labctl interrupted between start and save), the init is found through its netns.
     inits += [identity for identity in namespace_inits_in_netns(host.netns) if identity not in inits]
     for init in inits:
-        signal_process(init, signal.SIGTERM)
+        process.send_signal(init, signal.SIGTERM)
     for init in inits:
         if not wait_until(lambda init=init: not process.is_running(init), STOP_TIMEOUT):
-            signal_process(init, signal.SIGKILL)
+            process.send_signal(init, signal.SIGKILL)
             wait_until(lambda init=init: not process.is_running(init), STOP_TIMEOUT)
     supervisor = host.supervisor
     if supervisor and process.is_same_process(supervisor):
         # unshare exits once its child is gone; a supervisor still there had no child to wait for.
         if not wait_until(lambda: not process.is_running(supervisor), STOP_TIMEOUT):
-            signal_process(supervisor, signal.SIGKILL)
+            process.send_signal(supervisor, signal.SIGKILL)
     host.init = None
     host.supervisor = None
 
@@ -1269,7 +1252,7 @@ def delete_link(name: str) -> None:
 
 def remove_stray_netns(name: str) -> None:
     for init in namespace_inits_in_netns(name):
-        signal_process(init, signal.SIGKILL)
+        process.send_signal(init, signal.SIGKILL)
         wait_until(lambda init=init: not process.is_running(init), STOP_TIMEOUT)
     run(['ip', 'netns', 'delete', name], f'remove the network namespace {name}')
 

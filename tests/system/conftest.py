@@ -22,16 +22,25 @@ BIN = os.path.dirname(sys.executable)
 CALLBACK_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'callback_plugins')
 
 
-def _ansible_env(tmp_dir):
+def ansible_env(tmp_dir, record_to=None):
+    """The environment every test runs Ansible with: the repository's ansible.cfg, Ansible's home and temp
+    files in the test's own directory, plain output, and the recording callback instead of the lab report
+    (which would write lab_report/ into the clone); with ``record_to`` whole results are recorded there."""
     env = dict(os.environ)
     env.update({
         'ANSIBLE_CONFIG': os.path.join(REPO, 'ansible.cfg'),
         'ANSIBLE_HOME': os.path.join(tmp_dir, 'ansible-home'),
         'ANSIBLE_LOCAL_TEMP': os.path.join(tmp_dir, 'ansible-tmp'),
         'ANSIBLE_NOCOLOR': '1',
+        'ANSIBLE_DEPRECATION_WARNINGS': '0',
         'ANSIBLE_LOAD_CALLBACK_PLUGINS': '1',
+        'ANSIBLE_STDOUT_CALLBACK': 'default',
+        'ANSIBLE_CALLBACK_PLUGINS': CALLBACK_DIR,
+        'ANSIBLE_CALLBACKS_ENABLED': 'record_results',
         'PATH': BIN + os.pathsep + env.get('PATH', ''),
     })
+    if record_to:
+        env['UNBOXED_RECORD_RESULTS'] = record_to
     return env
 
 
@@ -54,9 +63,7 @@ class ModuleRunner:
         if diff:
             argv.append('--diff')
         argv.extend(extra)
-        env = _ansible_env(self.tmp_dir)
-        env.update({'ANSIBLE_CALLBACK_PLUGINS': CALLBACK_DIR, 'ANSIBLE_CALLBACKS_ENABLED': 'record_results',
-                    'UNBOXED_RECORD_RESULTS': record})
+        env = ansible_env(self.tmp_dir, record_to=record)
         proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True,
                               text=True, stdin=subprocess.DEVNULL, timeout=300, check=False)
         if not os.path.exists(record):

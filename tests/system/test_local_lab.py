@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ansible_env
 
 from ansible_collections.unboxed.lab.plugins.module_utils import mountinfo
 from ansible_collections.unboxed.lab.plugins.module_utils import namespaces
@@ -41,16 +42,7 @@ class LabUnderTest:
     netns_mounted_before: bool
 
     def env(self) -> dict:
-        env = dict(os.environ)
-        env.update({
-            'ANSIBLE_CONFIG': os.path.join(REPO, 'ansible.cfg'),
-            'ANSIBLE_HOME': os.path.join(self.tmp, 'ansible-home'),
-            'ANSIBLE_LOCAL_TEMP': os.path.join(self.tmp, 'ansible-tmp'),
-            'ANSIBLE_NOCOLOR': '1',
-            'ANSIBLE_DEPRECATION_WARNINGS': '0',
-            'PATH': BIN + os.pathsep + env.get('PATH', ''),
-        })
-        return env
+        return ansible_env(self.tmp)
 
     def labctl(self, *args, lab=LAB) -> dict:
         completed = subprocess.run([sys.executable, LABCTL, *args, '--json', '--lab', lab], capture_output=True,

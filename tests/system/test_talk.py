@@ -18,13 +18,13 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ansible_env
 
 pytestmark = [pytest.mark.lab, pytest.mark.root]
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
 LABCTL = os.path.join(REPO, 'scripts', 'labctl')
-RECORDER_DIR = os.path.join(REPO, 'tests', 'system', 'callback_plugins')
 
 LAB = 'talktest'
 HOSTS = ['lab1', 'lab2', 'lab3']
@@ -93,21 +93,7 @@ class TalkLab:
     runs: int = 0
 
     def env(self, record_to: str | None = None) -> dict:
-        env = dict(os.environ)
-        env.update({
-            'ANSIBLE_CONFIG': os.path.join(REPO, 'ansible.cfg'),
-            'ANSIBLE_HOME': os.path.join(self.tmp, 'ansible-home'),
-            'ANSIBLE_LOCAL_TEMP': os.path.join(self.tmp, 'ansible-tmp'),
-            'ANSIBLE_NOCOLOR': '1',
-            'ANSIBLE_DEPRECATION_WARNINGS': '0',
-            'ANSIBLE_STDOUT_CALLBACK': 'default',
-            'ANSIBLE_CALLBACK_PLUGINS': RECORDER_DIR,
-            'ANSIBLE_CALLBACKS_ENABLED': 'record_results',
-            'PATH': BIN + os.pathsep + env.get('PATH', ''),
-        })
-        if record_to:
-            env['UNBOXED_RECORD_RESULTS'] = record_to
-        return env
+        return ansible_env(self.tmp, record_to=record_to)
 
     def labctl(self, *args) -> dict:
         completed = subprocess.run([LABCTL, *args, '--json', '--lab', LAB], capture_output=True, text=True,
