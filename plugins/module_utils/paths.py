@@ -23,7 +23,11 @@ OVERLAY_RESERVED = {':': 'a colon', ',': 'a comma', '\n': 'a newline'}
 
 
 def normalize(path: str) -> str:
-    return os.path.normpath(path) if path else path
+    if not path:
+        return path
+    normalized = os.path.normpath(path)
+    # POSIX lets normpath keep exactly two leading slashes; for Linux they name / like one.
+    return '/' + normalized.lstrip('/') if normalized.startswith('//') else normalized
 
 
 def absolute_path_problem(option: str, path: str) -> str | None:
@@ -52,6 +56,18 @@ def system_directory_problem(option: str, path: str) -> str | None:
         return (f'{option} is "{path}", a system directory: using it would hide or damage the running '
                 f'system. Use a directory of its own, such as /overlay/merged.')
     return None
+
+
+def root_directory_problem(option: str, path: str) -> str | None:
+    """A directory meant to become "/" for a chroot or a container: absolute, and neither the host's own
+    root nor a system directory."""
+    problem = absolute_path_problem(option, path)
+    if problem:
+        return problem
+    if normalize(path) == '/':
+        return (f'{option} is "/", the host\'s own root: the command would see and change every file of the host, '
+                f'which is no lesson in isolation. Give the directory of a root file system of its own, such as /overlay/merged.')
+    return system_directory_problem(option, normalize(path))
 
 
 def is_inside(path: str, parent: str) -> bool:

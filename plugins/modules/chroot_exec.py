@@ -238,13 +238,9 @@ def chroot_argv(env_bin, chroot_bin, root, argv, env, chdir=None):
 def request_problems(params):
     """Problems visible from the request alone. Pure, unit-tested."""
     problems = []
-    root = params['root']
-    problem = paths.absolute_path_problem('root', root)
+    problem = paths.root_directory_problem('root', params['root'])
     if problem:
         problems.append(problem)
-    elif paths.normalize(root) == '/':
-        problems.append('root is "/": chroot into the host\'s own root changes nothing. Give the directory of a root file '
-                        'system, such as /overlay/merged.')
     if params['argv'] is not None and params['cmd'] is not None:
         problems.append('argv and cmd are mutually exclusive: give the command either as a list (argv) or as one shell string (cmd).')
     elif not params['argv'] and not params['cmd']:

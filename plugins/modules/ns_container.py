@@ -353,16 +353,9 @@ def request_problems(params) -> list[str]:
 
     namespaces = set(params['namespaces'])
     rootfs = params['rootfs']
-    problem = paths.absolute_path_problem('rootfs', rootfs)
+    problem = paths.root_directory_problem('rootfs', rootfs)
     if problem:
         problems.append(problem)
-    elif paths.normalize(rootfs) == '/':
-        problems.append('rootfs is "/", the host\'s own root: the container would see and change every file of the host. '
-                        'Give the directory of a root file system of its own, such as /overlay/merged.')
-    else:
-        problem = paths.system_directory_problem('rootfs', paths.normalize(rootfs))
-        if problem:
-            problems.append(problem)
 
     command = params['command']
     if not command or not command[0]:

@@ -66,3 +66,14 @@ def test_an_absolute_link_never_resolves_to_the_hosts_file(root):
     # /usr/bin/abs -> /usr/bin/busybox exists on many hosts; inside root it must be root's own copy.
     resolved = paths.resolve_inside(str(root), '/usr/bin/abs')
     assert resolved.startswith(str(root) + os.sep)
+
+
+@pytest.mark.parametrize('value, fragment', [
+    ('merged', 'must be an absolute path'),
+    ('/', 'the host\'s own root'),
+    ('//', 'the host\'s own root'),
+    ('/usr', 'system directory'),
+])
+def test_root_directory_problems(value, fragment):
+    assert fragment in paths.root_directory_problem('rootfs', value)
+    assert paths.root_directory_problem('rootfs', '/overlay/merged') is None

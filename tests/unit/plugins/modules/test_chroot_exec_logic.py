@@ -14,7 +14,7 @@ def params(**overrides):
 
 @pytest.mark.parametrize('overrides, fragment', [
     (dict(root='overlay/merged'), 'root must be an absolute path'),
-    (dict(root='/'), 'changes nothing'),
+    (dict(root='/'), 'root is "/", the host\'s own root'),
     (dict(cmd='ps ax'), 'mutually exclusive'),
     (dict(argv=None), 'give the command to run'),
     (dict(argv=['']), 'argv[0]'),
