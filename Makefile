@@ -8,6 +8,7 @@ LAB_HOSTS ?= 3
 STAGE := .ci/stage
 export CI_STAGE_LOG ?= $(CURDIR)/tests/output/ci-stages.log
 
+.PHONY: bench
 .PHONY: setup demo test test-unit test-system lint sanity units molecule lab-up lab-down reset
 
 setup:
@@ -65,3 +66,7 @@ units:
 # Every molecule scenario (molecule/*), each on a local lab of its own.
 molecule:
 	molecule test --all
+
+# The classroom benchmark (issue: classroom scale): writes bench/RESULTS.md and bench/time_vs_hosts.png.
+bench: setup
+	bench/run
