@@ -108,6 +108,7 @@ def scaling_section(scaling: Mapping) -> tuple[list[str], dict]:
     ]
     for count in counts:
         lines.append(f'| {count} | ' + ' | '.join(seconds(by_hosts[count][key]) for key in MEASURE_LABELS) + ' |')
+    lines += [''] + [f'Note: {note}' for note in scaling.get('notes', [])]
     lines += ['', '![time against hosts](time_vs_hosts.png)', '']
 
     def med(count: int, key: str) -> float | None:
