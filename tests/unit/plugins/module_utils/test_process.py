@@ -111,16 +111,6 @@ def test_children_of_lists_direct_children_oldest_first(tmp_path):
     assert [child.pid for child in process.children_of(500, proc)] == [501, 502]
 
 
-@pytest.fixture
-def sleeper():
-    """A real process of our own, killed at the end whatever the test did."""
-    child = subprocess.Popen(['sleep', '300'])
-    yield child
-    if child.poll() is None:
-        child.kill()
-    child.wait()
-
-
 def test_send_signal_refuses_a_reused_pid(sleeper):
     real = process.identity_of(sleeper.pid)
     impostor = process.ProcessIdentity(real.pid, real.start_time + 1)

@@ -121,15 +121,6 @@ def test_a_state_file_that_cannot_be_trusted_raises(tmp_path, content):
     assert container.find_container_process(str(tmp_path)) is None
 
 
-@pytest.fixture
-def sleeper():
-    child = subprocess.Popen(['sleep', '300'])
-    yield child
-    if child.poll() is None:
-        child.kill()
-    child.wait()
-
-
 def test_find_container_process_checks_the_start_time(tmp_path, sleeper):
     real = process.identity_of(sleeper.pid)
     state_dir = str(tmp_path)
