@@ -10,6 +10,7 @@ the live one found here, never with /etc/fstab or os.path.ismount().
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 
 MOUNTINFO_PATH = '/proc/self/mountinfo'
@@ -133,3 +134,36 @@ def mount_containing(path: str, entries=None) -> MountEntry | None:
             if best is None or len(point) >= len(best.mount_point):
                 best = entry
     return best
+
+
+def overlay_layers(entry: MountEntry) -> dict:
+    """The layer directories of a live overlay mount: lowerdirs (top first), upperdir and workdir (None if absent)."""
+    lower = entry.option('lowerdir')
+    upper = entry.option('upperdir')
+    work = entry.option('workdir')
+    return {
+        'lowerdirs': lower.split(':') if isinstance(lower, str) else [],
+        'upperdir': upper if isinstance(upper, str) else None,
+        'workdir': work if isinstance(work, str) else None,
+    }
+
+
+def overlays_using(path: str, entries=None) -> list[tuple[MountEntry, str]]:
+    """Mounted overlays that use ``path`` (or a directory above it) as a layer, with the layer option that names it
+    ("lowerdir", "upperdir" or "workdir"). ``path`` must be normalised; symlinks are compared resolved."""
+    if entries is None:
+        entries = read_mountinfo()
+    real_path = os.path.realpath(path)
+    found = []
+    for entry in entries:
+        if entry.fstype != 'overlay':
+            continue
+        layers = overlay_layers(entry)
+        named = [('lowerdir', lower) for lower in layers['lowerdirs']]
+        named += [(key, layers[key]) for key in ('upperdir', 'workdir') if layers[key]]
+        for option, layer in named:
+            real_layer = os.path.realpath(layer).rstrip('/') or '/'
+            if real_path == real_layer or real_path.startswith(real_layer + '/'):
+                found.append((entry, option))
+                break
+    return found

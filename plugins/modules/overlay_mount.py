@@ -357,18 +357,10 @@ def _foreign_work_content(workdir):
 
 
 def overlay_from_entry(entry):
-    """The layer description of a live overlay mount."""
-    lower = entry.option('lowerdir')
-    upper = entry.option('upperdir')
-    work = entry.option('workdir')
+    """The layer description of a live overlay mount, with its other options."""
     extra = [key if value is None else f'{key}={value}'
              for key, value in entry.mount_options + entry.super_options if key not in LAYER_OPTIONS]
-    return {
-        'lowerdirs': lower.split(':') if isinstance(lower, str) else [],
-        'upperdir': upper if isinstance(upper, str) else None,
-        'workdir': work if isinstance(work, str) else None,
-        'options': list(dict.fromkeys(extra)),
-    }
+    return dict(mountinfo.overlay_layers(entry), options=list(dict.fromkeys(extra)))
 
 
 def _real(path):

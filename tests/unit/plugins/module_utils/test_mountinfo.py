@@ -88,3 +88,24 @@ def test_reads_this_machines_mountinfo():
     entries = mountinfo.read_mountinfo()
     assert mountinfo.find_mount('/', entries) is not None
     assert mountinfo.find_mount('/proc', entries).fstype == 'proc'
+
+
+OVERLAY_LINE = ('45 27 0:39 / /overlay/merged rw,relatime - overlay overlay '
+                'rw,lowerdir=/overlay/lower2-file:/overlay/lower1-base,upperdir=/overlay/upper,workdir=/overlay/work')
+EXT4_LINE = '27 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw'
+
+
+def test_overlay_layers_of_a_live_mount():
+    entry = mountinfo.parse_mountinfo_line(OVERLAY_LINE)
+    assert mountinfo.overlay_layers(entry) == {'lowerdirs': ['/overlay/lower2-file', '/overlay/lower1-base'],
+                                               'upperdir': '/overlay/upper', 'workdir': '/overlay/work'}
+
+
+@pytest.mark.parametrize('path, option', [
+    ('/overlay/lower2-file', 'lowerdir'), ('/overlay/lower1-base/etc', 'lowerdir'), ('/overlay/upper', 'upperdir'),
+    ('/overlay/work', 'workdir'), ('/overlay/merged', None), ('/overlay', None), ('/overlay/lower2', None),
+])
+def test_overlays_using_a_directory(path, option):
+    entries = mountinfo.parse_mountinfo('\n'.join([EXT4_LINE, OVERLAY_LINE]))
+    found = mountinfo.overlays_using(path, entries)
+    assert [used_as for _entry, used_as in found] == ([option] if option else [])
