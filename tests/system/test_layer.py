@@ -1,0 +1,146 @@
+"""layer on a real file system and under a real overlay mount, run through Ansible against localhost (root)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from conftest import snapshot_tree
+
+pytestmark = pytest.mark.root
+
+TALK_FILES = [{'path': '/file01.txt', 'content': 'Texto\n'}]
+
+
+def layer_args(path, files=None, **overrides):
+    args = {'path': str(path), 'files': files if files is not None else TALK_FILES}
+    args.update(overrides)
+    return args
+
+
+def test_check_mode_predicts_the_layer_and_then_it_holds(run_module, workdir):
+    layer = workdir / 'overlay' / 'lower2-file'
+    tree_before = snapshot_tree(workdir)
+    predicted = run_module('layer', layer_args(layer), check=True)
+    assert predicted['changed'] is True
+    assert snapshot_tree(workdir) == tree_before          # not even the directories
+    assert predicted['actions'] == [f'create directory {workdir}/overlay', f'create directory {layer}',
+                                    f'create {layer}/file01.txt']
+
+    real = run_module('layer', layer_args(layer))
+    assert real['changed'] is True and real['actions'] == predicted['actions']
+    assert (layer / 'file01.txt').read_text() == 'Texto\n'
+    assert oct(os.stat(layer / 'file01.txt').st_mode & 0o7777) == oct(0o644)
+    assert oct(os.stat(layer).st_mode & 0o7777) == oct(0o755)
+    assert real['command'] == f'mkdir -p {layer}; echo Texto > {layer}/file01.txt'
+
+    tree = snapshot_tree(workdir)
+    assert run_module('layer', layer_args(layer))['changed'] is False
+    assert run_module('layer', layer_args(layer), check=True)['changed'] is False
+    assert snapshot_tree(workdir) == tree
+
+
+def test_a_changed_content_is_shown_as_a_diff_and_replaced(run_module, workdir):
+    layer = workdir / 'layer'
+    run_module('layer', layer_args(layer))
+    inode = os.stat(layer / 'file01.txt').st_ino
+    changed = [{'path': 'file01.txt', 'content': 'Otro\n'}]
+
+    predicted = run_module('layer', layer_args(layer, changed), check=True, diff=True)
+    assert predicted['changed'] is True
+    assert predicted['diff'] == [{'before_header': f'{layer}/file01.txt', 'after_header': f'{layer}/file01.txt',
+                                  'before': 'Texto\n', 'after': 'Otro\n'}]
+    assert '-Texto' in predicted['_stdout'] and '+Otro' in predicted['_stdout']
+    assert (layer / 'file01.txt').read_text() == 'Texto\n'
+
+    result = run_module('layer', layer_args(layer, changed), diff=True)
+    assert result['changed'] is True and result['actions'] == [f'change content of {layer}/file01.txt']
+    assert (layer / 'file01.txt').read_text() == 'Otro\n'
+    assert os.stat(layer / 'file01.txt').st_ino != inode       # replaced by rename, never written in place
+    assert [name for name in os.listdir(layer) if name.startswith('.')] == []    # no temporary file left
+
+
+def test_mode_and_owner_change_without_rewriting(run_module, workdir):
+    layer = workdir / 'layer'
+    run_module('layer', layer_args(layer))
+    inode = os.stat(layer / 'file01.txt').st_ino
+    files = [{'path': '/file01.txt', 'content': 'Texto\n', 'mode': '0600', 'owner': '4242', 'group': '4343'}]
+    result = run_module('layer', layer_args(layer, files), diff=True)
+    assert result['changed'] is True
+    assert result['actions'] == [f'change mode, owner, group of {layer}/file01.txt']
+    assert 'diff' not in result or not result['diff']
+    info = os.stat(layer / 'file01.txt')
+    assert (info.st_ino, info.st_mode & 0o7777, info.st_uid, info.st_gid) == (inode, 0o600, 4242, 4343)
+    assert run_module('layer', layer_args(layer, files))['changed'] is False
+
+
+def test_files_in_subdirectories_and_what_a_user_left_in_the_layer(run_module, workdir):
+    layer = workdir / 'layer'
+    layer.mkdir()
+    (layer / 'notes.txt').write_text('mine\n')
+    files = TALK_FILES + [{'path': 'usr/local/bin/hello', 'content': '#!/bin/sh\necho hello\n', 'mode': '0755'}]
+    result = run_module('layer', layer_args(layer, files))
+    assert result['changed'] is True
+    assert result['unlisted'] == ['notes.txt']
+    assert (layer / 'notes.txt').read_text() == 'mine\n'                   # never deleted
+    assert os.access(layer / 'usr' / 'local' / 'bin' / 'hello', os.X_OK)
+    assert oct(os.stat(layer / 'usr' / 'local').st_mode & 0o7777) == oct(0o755)
+
+
+def test_a_mounted_overlay_stops_a_change_of_its_layer_but_not_a_rerun(run_module, workdir):
+    base = workdir / 'overlay'
+    run_module('layer', layer_args(base / 'lower2-file'))
+    (base / 'lower1-base' / 'etc').mkdir(parents=True)
+    for name in ('upper', 'work', 'merged'):
+        (base / name).mkdir()
+    subprocess.run(['mount', '-t', 'overlay', 'overlay', '-o',
+                    f'lowerdir={base}/lower2-file:{base}/lower1-base,upperdir={base}/upper,workdir={base}/work',
+                    str(base / 'merged')], check=True)
+    tree = snapshot_tree(base / 'lower2-file')
+
+    assert run_module('layer', layer_args(base / 'lower2-file'))['changed'] is False
+    for check in (True, False):
+        refused = run_module('layer', layer_args(base / 'lower2-file', [{'path': '/file01.txt', 'content': 'Otro\n'}]),
+                             check=check)
+        assert refused['failed'] is True and refused['changed'] is False
+        assert f'{base}/merged (as lowerdir)' in refused['msg'] and 'Unmount the overlay first' in refused['msg']
+    upper = run_module('layer', layer_args(base / 'upper', [{'path': '/x', 'content': 'x\n'}]))
+    assert upper['failed'] is True and f'{base}/merged (as upperdir)' in upper['msg']
+    assert snapshot_tree(base / 'lower2-file') == tree
+    assert not (base / 'upper' / 'x').exists()
+
+
+def test_a_symlink_out_of_the_layer_is_refused(run_module, workdir):
+    layer = workdir / 'layer'
+    outside = workdir / 'outside'
+    outside.mkdir()
+    layer.mkdir()
+    (layer / 'etc').symlink_to(outside)
+    result = run_module('layer', layer_args(layer, [{'path': '/etc/motd', 'content': 'x\n'}]))
+    assert result['failed'] is True
+    assert f'{layer}/etc is a symbolic link' in result['msg']
+    assert os.listdir(outside) == []
+
+
+@pytest.mark.parametrize('args, fragment', [
+    ({'files': [{'path': '../escape', 'content': 'x'}]}, 'contains ".."'),
+    ({'files': [{'path': '/a', 'content': 'x', 'mode': 'u+rwx'}]}, "octal mode such as '0644'"),
+    ({'files': [{'path': '/a', 'content': 'x', 'owner': 'no-such-user-xyz'}]}, 'does not exist on this host'),
+    ({'files': []}, 'files is empty'),
+    ({'files': [{'path': '/a'}]}, 'content'),
+    ({'directory_mode': 'rwx'}, 'directory_mode must be an octal mode'),
+])
+def test_bad_input_fails_with_the_reason_and_creates_nothing(run_module, workdir, args, fragment):
+    layer = workdir / 'layer'
+    result = run_module('layer', layer_args(layer, **args))
+    assert result['failed'] is True, result
+    assert fragment in result['msg'], result['msg']
+    assert not layer.exists()
+
+
+def test_a_system_directory_is_no_layer(run_module):
+    result = run_module('layer', layer_args('/etc', [{'path': '/unboxed-test', 'content': 'x'}]))
+    assert result['failed'] is True and 'system directory' in result['msg']
+    assert not os.path.exists('/etc/unboxed-test')
