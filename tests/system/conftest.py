@@ -12,6 +12,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -42,6 +43,22 @@ def ansible_env(tmp_dir, record_to=None):
     if record_to:
         env['UNBOXED_RECORD_RESULTS'] = record_to
     return env
+
+
+def run_adhoc(tmp_dir, inventory, pattern, module, args=None, extra=(), env=None):
+    """``ansible PATTERN -m MODULE`` against a lab inventory; returns (exit code, {host: result}, completed process).
+    Each host's whole result comes from the tree callback (-t), in a directory of its own below ``tmp_dir``."""
+    tree = tempfile.mkdtemp(prefix='tree-', dir=tmp_dir)
+    argv = [os.path.join(BIN, 'ansible'), pattern, '-i', inventory, '-m', module, '-t', tree, *extra]
+    if args is not None:
+        argv += ['-a', args]
+    completed = subprocess.run(argv, cwd=REPO, env=env or ansible_env(tmp_dir), capture_output=True, text=True,
+                               check=False, timeout=300, stdin=subprocess.DEVNULL)
+    results = {}
+    for host in os.listdir(tree):
+        with open(os.path.join(tree, host), encoding='utf-8') as handle:
+            results[host] = json.load(handle)
+    return completed.returncode, results, completed
 
 
 class ModuleRunner:

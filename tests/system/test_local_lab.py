@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ansible_env
+from conftest import ansible_env, run_adhoc
 
 from ansible_collections.unboxed.lab.plugins.module_utils import mountinfo
 from ansible_collections.unboxed.lab.plugins.module_utils import namespaces
@@ -59,18 +59,9 @@ class LabUnderTest:
 
     def adhoc(self, module: str, args: str | None = None, *extra, inventory=None) -> tuple[int, dict]:
         """Run one module on every lab host; returns ansible's exit code and each host's result."""
-        tree = os.path.join(self.tmp, f'tree-{len(os.listdir(self.tmp))}')
-        argv = [os.path.join(BIN, 'ansible'), 'all', '-i', inventory or self.inventory, '-m', module, '-t', tree, *extra]
-        if args is not None:
-            argv += ['-a', args]
-        completed = subprocess.run(argv, cwd=REPO, env=self.env(), capture_output=True, text=True, check=False,
-                                   timeout=300, stdin=subprocess.DEVNULL)
-        results = {}
-        for host in os.listdir(tree) if os.path.isdir(tree) else []:
-            with open(os.path.join(tree, host), encoding='utf-8') as handle:
-                results[host] = json.load(handle)
-        assert results, f'ansible gave no result (rc={completed.returncode}):\n{completed.stdout}\n{completed.stderr}'
-        return completed.returncode, results
+        rc, results, completed = run_adhoc(self.tmp, inventory or self.inventory, 'all', module, args, extra, self.env())
+        assert results, f'ansible gave no result (rc={rc}):\n{completed.stdout}\n{completed.stderr}'
+        return rc, results
 
 
 def recap_changed(output: str) -> int:

@@ -18,7 +18,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ansible_env
+from conftest import ansible_env, run_adhoc
 
 pytestmark = [pytest.mark.lab, pytest.mark.root]
 
@@ -113,21 +113,13 @@ class TalkLab:
             with open(record, encoding='utf-8') as handle:
                 results = [json.loads(line) for line in handle]
         for entry in results:
-            # "unboxed.lab.layers : Create the layer directories" -> "Create the layer directories"
+            # "unboxed.lab.overlay : Show the mount command of this slide" -> "Show the mount command of this slide"
             entry['task'] = entry['task'].rpartition(' : ')[2]
         return Run(argv, completed.returncode, completed.stdout, completed.stderr, results)
 
     def adhoc(self, module: str, args: str, host: str = 'all') -> dict:
         """One module on every lab host (or on one); each host's result."""
-        self.runs += 1
-        tree = os.path.join(self.tmp, f'tree-{self.runs}')
-        argv = [os.path.join(BIN, 'ansible'), host, '-i', self.inventory, '-m', module, '-a', args, '-t', tree]
-        completed = subprocess.run(argv, cwd=REPO, env=self.env(), capture_output=True, text=True, check=False,
-                                   timeout=300, stdin=subprocess.DEVNULL)
-        results = {}
-        for name in os.listdir(tree) if os.path.isdir(tree) else []:
-            with open(os.path.join(tree, name), encoding='utf-8') as handle:
-                results[name] = json.load(handle)
+        _rc, results, completed = run_adhoc(self.tmp, self.inventory, host, module, args, env=self.env())
         expected = HOSTS if host == 'all' else [host]
         assert sorted(results) == expected, f'ansible {module} gave no result for {expected}:\n{completed.stdout}\n{completed.stderr}'
         return results
