@@ -13,11 +13,17 @@ bench/results/ and both rendered into bench/RESULTS.md and bench/time_vs_hosts.p
 
 This is a measurement script, not a test: it asserts what each run must have done (changed on a first
 converge, changed=0 on a rerun and a --check), never how long it may take.
+
+Stopping: SIGTERM, SIGINT (Ctrl-C) or SIGHUP, to the bench or to its whole process group, ends the step that
+is running with all its processes, takes the lab down (a further signal cannot interrupt that) and exits with
+128 + the signal's number. Results reach RESULTS.md, the plot and results/*.json only when a run completes;
+until then they are kept beside the logs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -47,6 +53,143 @@ SETTLE_TIMEOUT = 90.0
 
 class BenchError(RuntimeError):
     """A run did not do what it must (failed, or a rerun that changed something): its timing means nothing."""
+
+
+def say(message: str) -> None:
+    try:
+        print(f'[{datetime.datetime.now():%H:%M:%S}] {message}', flush=True)
+    except BrokenPipeError:
+        # stdout was a pipe whose reader is gone, e.g. `bench/run | tee log` and the whole process group was sent
+        # SIGTERM: tee died first. Carry on without stdout (as Python's documentation advises): the lab must still
+        # go down, and an exception here would skip that.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def tell(message: str) -> None:
+    """One line on stderr, written directly: safe inside a signal handler, and when stderr is gone."""
+    with contextlib.suppress(OSError):
+        os.write(sys.stderr.fileno(), f'{message}\n'.encode())
+
+
+# --------------------------------------------------------------------------- stopping
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# After SIGTERM, how long a child's process group has to exit before the rest of it gets SIGKILL.
+CHILD_STOP_GRACE = 10.0
+
+
+class Stopped(BaseException):
+    """The bench was told to stop by a signal. A BaseException, like KeyboardInterrupt, so that no handler of
+    ordinary errors takes it for a failed run."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class StopSignals:
+    """Turns the first SIGTERM, SIGINT or SIGHUP into Stopped, once.
+
+    Where it is raised, the bench is usually waiting for a child: run_child then ends the child's process group,
+    and run_bench() takes the lab down. Every later signal is only reported, so that nothing cuts that cleanup short
+    (a `labctl down` killed halfway leaves the lab behind). Inside held(), the first signal is raised only when
+    the section ends: a child must not be left running without a Popen object to stop it by.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.armed = True
+        self.holding = 0
+
+    def install(self) -> None:
+        for signum in STOP_SIGNALS:
+            # A signal ignored by whoever started the bench stays ignored (nohup, `bench/run &` in a script).
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                signal.signal(signum, self._handle)
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.received).name if self.received else ''
+
+    def _handle(self, signum: int, _frame) -> None:
+        if self.received is None:
+            self.received = signum
+            if self.armed:
+                if self.holding:
+                    return  # raised when the held section ends
+                self.armed = False
+                raise Stopped(signum)
+        tell(f'bench: {signal.Signals(signum).name} noted; the bench takes its lab down first, and nothing interrupts that')
+
+    @contextlib.contextmanager
+    def held(self):
+        self.holding += 1
+        try:
+            yield
+        finally:
+            self.holding -= 1
+        if self.received is not None and self.armed and not self.holding:
+            self.armed = False
+            raise Stopped(self.received)
+
+    def disarm(self) -> None:
+        """From here on (the cleanup), signals are noted and never raised."""
+        self.armed = False
+
+
+# Signal dispositions belong to the process; so does this.
+STOP = StopSignals()
+
+
+def run_child(argv: Sequence[str], **popen_kwargs) -> subprocess.CompletedProcess:
+    """Run argv in a session (and process group) of its own and wait for it; stdin is /dev/null.
+
+    Its own group, so that a signal to the bench's group cannot kill the child that takes the lab down, and so
+    that a stopped child's own children (ansible's workers and ssh clients, the tar of `labctl up`) are ended
+    with it rather than orphaned, racing the `labctl down` that follows.
+    """
+    process = None
+    try:
+        with STOP.held():
+            process = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, start_new_session=True, **popen_kwargs)
+        stdout, stderr = process.communicate()
+    except BaseException:
+        if process is not None:
+            end_process_group(process)
+        raise
+    finally:
+        for pipe in (process.stdout, process.stderr) if process is not None else ():
+            if pipe is not None:
+                pipe.close()
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def end_process_group(process: subprocess.Popen) -> None:
+    """SIGTERM to the child's process group; SIGKILL to whatever is left of it once the child has exited or
+    CHILD_STOP_GRACE has passed; then reap the child.
+
+    The group's ID is the child's PID, and the child is reaped last: until then that PID cannot be given to
+    another process, so these signals reach the bench's own processes only.
+    """
+    if process.returncode is not None:
+        return  # reaped already: its PID may be somebody else's by now
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + CHILD_STOP_GRACE
+    while not has_exited(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def has_exited(pid: int) -> bool:
+    """Whether a child of ours has exited, without reaping it (WNOWAIT)."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True  # reaped already
 
 
 # --------------------------------------------------------------------------- the machine
@@ -121,6 +264,7 @@ class Lab:
     hosts: dict[str, str] = field(default_factory=dict)  # name -> address
     key: str = ''
     known_hosts: str = ''
+    touched: bool = False  # `labctl up` has been run
 
     @property
     def inventory(self) -> Path:
@@ -132,9 +276,10 @@ class Lab:
 
     def up(self, count: int) -> float:
         started = time.monotonic()
-        completed = subprocess.run(
+        self.touched = True  # from now on there may be something to take down, even if this `up` is cut short
+        completed = run_child(
             [str(LABCTL), 'up', '--lab', self.name, '--hosts', str(count), '--inventory', str(self.inventory), '--json'],
-            capture_output=True, text=True, check=False)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         if completed.returncode != 0:
             raise BenchError(f'labctl up --lab {self.name} --hosts {count} failed:\n{completed.stdout}{completed.stderr}')
         state = json.loads(completed.stdout)
@@ -159,8 +304,13 @@ class Lab:
             ]
         self.ssh_config.write_text('\n'.join(lines), encoding='utf-8')
 
-    def down(self) -> None:
-        subprocess.run([str(LABCTL), 'down', '--lab', self.name], capture_output=True, text=True, check=False)
+    def down(self) -> str | None:
+        """Remove the lab; what went wrong, or None once it is gone."""
+        completed = run_child([str(LABCTL), 'down', '--lab', self.name], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if completed.returncode != 0:
+            last_line = (completed.stdout.strip().splitlines() or ['no output'])[-1]
+            return f'`labctl down --lab {self.name}` failed (exit {completed.returncode}): {last_line}'
+        return None
 
 
 # --------------------------------------------------------------------------- running things
@@ -192,7 +342,7 @@ class Runner:
         log = self.log_dir / f'{self.counter:03d}-{label}.log'
         started = time.monotonic()
         with log.open('w', encoding='utf-8') as handle:
-            completed = subprocess.run(list(argv), cwd=REPO, env=dict(env), stdout=handle, stderr=subprocess.STDOUT, check=False)
+            completed = run_child(argv, cwd=REPO, env=dict(env), stdout=handle, stderr=subprocess.STDOUT)
         elapsed = time.monotonic() - started
         if completed.returncode != 0:
             raise BenchError(f'{label}: {" ".join(argv)} exited {completed.returncode}; see {log}')
@@ -234,8 +384,8 @@ class Runner:
 
 def close_ssh_masters(control_dir: Path) -> None:
     for socket in control_dir.iterdir():
-        subprocess.run(['ssh', '-o', f'ControlPath={socket}', '-O', 'exit', 'bench-control-master'],
-                       capture_output=True, check=False)
+        run_child(['ssh', '-o', f'ControlPath={socket}', '-O', 'exit', 'bench-control-master'],
+                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     shutil.rmtree(control_dir, ignore_errors=True)
 
 
@@ -487,13 +637,39 @@ def ensure_controller_archive(runner: Runner, say: Callable[[str], None]) -> Non
         say(f'base archive: {controller_archive()}')
 
 
-def stop_on_sigterm(signum, frame) -> None:
-    raise SystemExit(f'bench: stopped by signal {signum}')  # so that `finally` takes the lab down
+def measure(args: argparse.Namespace, runner: Runner, device: str, runs_by_count: Mapping[int, int], host_counts: Sequence[int],
+            progress_dir: Path) -> dict[str, dict]:
+    """Both parts as asked; each finished step's document is saved in progress_dir, so a failed or stopped run
+    keeps what it measured (beside its logs, never over the committed results)."""
+    measure_scaling = args.part in ('all', 'scaling')
+    measure_settings_now = args.part in ('all', 'settings')
+    documents: dict[str, dict] = {}
+    runner.lab.up(min(host_counts) if measure_scaling and host_counts else args.settings_hosts)
+    ensure_controller_archive(runner, say)
+    scaling: dict = {'runs': args.runs, 'runs_by_hosts': {}, 'machine': machine_facts(), 'by_hosts': {}}
+    # Ascending, because `labctl up` adds hosts but removes those beyond the count asked for; the settings
+    # part runs on its own host count when the scaling part reaches it.
+    steps = sorted(set(host_counts if measure_scaling else []) | ({args.settings_hosts} if measure_settings_now else set()))
+    for count in steps:
+        if measure_scaling and count in host_counts:
+            scaling['runs_by_hosts'][str(count)] = runs_by_count[count]
+            scaling['by_hosts'][str(count)] = measure_scaling_at(runner, device, count, runs_by_count[count], say)
+            scaling['finished'] = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
+            documents['scaling'] = scaling
+            (progress_dir / 'scaling.json').write_text(json.dumps(scaling, indent=1), encoding='utf-8')
+        if measure_settings_now and count == args.settings_hosts:
+            settings = {'machine': machine_facts()}
+            settings.update(measure_settings(runner, device, count, args.settings_runs or args.runs, args.mitogen_strategy_dir,
+                                             args.settings.split(','), args.settings_first_runs, say))
+            settings['mitogen'] = os.environ.get('BENCH_MITOGEN_VERSION', '')
+            settings['finished'] = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
+            documents['settings'] = settings
+            (progress_dir / 'settings.json').write_text(json.dumps(settings, indent=1), encoding='utf-8')
+    return documents
 
 
 def main(argv: Sequence[str]) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
     from report import write_report  # noqa: E402  (bench/report.py, beside this file)
 
     output = args.output.resolve()
@@ -501,51 +677,60 @@ def main(argv: Sequence[str]) -> int:
     if args.part == 'report':
         write_report(results_dir, output)
         return 0
+    STOP.install()
+    try:
+        return run_bench(args, output, write_report)
+    except Stopped as stopped:  # before the lab was touched: nothing to take down
+        tell(f'bench: stopped by {signal.Signals(stopped.signum).name}')
+        return 128 + stopped.signum
+
+
+def run_bench(args: argparse.Namespace, output: Path, write_report: Callable[[Path, Path], None]) -> int:
     runs_by_count = parse_host_counts(args.hosts, args.runs)
     host_counts = preflight(sorted(runs_by_count))
     workdir = Path(tempfile.mkdtemp(prefix='unboxed-bench-'))
     log_dir = workdir / 'logs'
     log_dir.mkdir()
+    progress_dir = workdir / 'results'
+    progress_dir.mkdir()
     lab = Lab(args.lab, workdir)
     runner = Runner(workdir, lab, log_dir)
     device = block_device_of('/var/lib')
-    results_dir.mkdir(parents=True, exist_ok=True)
-
-    def say(message: str) -> None:
-        print(f'[{datetime.datetime.now():%H:%M:%S}] {message}', flush=True)
-
     say(f'logs: {log_dir}')
-    measure_scaling = args.part in ('all', 'scaling')
-    measure_settings_now = args.part in ('all', 'settings')
+    failure = lab_problem = None
     try:
-        lab.up(min(host_counts) if measure_scaling and host_counts else args.settings_hosts)
-        ensure_controller_archive(runner, say)
-        scaling: dict = {'runs': args.runs, 'runs_by_hosts': {}, 'machine': machine_facts(), 'by_hosts': {}}
-        # Ascending, because `labctl up` adds hosts but removes those beyond the count asked for; the settings
-        # part runs on its own host count when the scaling part reaches it.
-        steps = sorted(set(host_counts if measure_scaling else []) | ({args.settings_hosts} if measure_settings_now else set()))
-        for count in steps:
-            if measure_scaling and count in host_counts:
-                scaling['runs_by_hosts'][str(count)] = runs_by_count[count]
-                scaling['by_hosts'][str(count)] = measure_scaling_at(runner, device, count, runs_by_count[count], say)
-                scaling['finished'] = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
-                (results_dir / 'scaling.json').write_text(json.dumps(scaling, indent=1), encoding='utf-8')
-                write_report(results_dir, output)
-            if measure_settings_now and count == args.settings_hosts:
-                settings = {'machine': machine_facts()}
-                settings.update(measure_settings(runner, device, count, args.settings_runs or args.runs, args.mitogen_strategy_dir,
-                                                 args.settings.split(','), args.settings_first_runs, say))
-                settings['mitogen'] = os.environ.get('BENCH_MITOGEN_VERSION', '')
-                settings['finished'] = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
-                (results_dir / 'settings.json').write_text(json.dumps(settings, indent=1), encoding='utf-8')
-                write_report(results_dir, output)
+        documents = measure(args, runner, device, runs_by_count, host_counts, progress_dir)
+        # Only a complete run replaces the results, and a signal now waits until they are all written.
+        with STOP.held():
+            results_dir = output / 'results'
+            results_dir.mkdir(parents=True, exist_ok=True)
+            for name, document in documents.items():
+                (results_dir / f'{name}.json').write_text(json.dumps(document, indent=1), encoding='utf-8')
+            write_report(results_dir, output)
     except BenchError as error:
-        say(f'FAILED: {error}')
-        return 1
+        failure = f'FAILED: {error}'
+    except Stopped:
+        pass  # reported below, once the lab is down
     finally:
-        if not args.keep_lab:
-            say('lab: down')
-            lab.down()
+        # However the run ended, its lab goes down, and no further signal interrupts that.
+        STOP.disarm()
+        if lab.touched and not args.keep_lab:
+            say(f'lab: taking "{lab.name}" down')
+            lab_problem = lab.down()
+    if not lab.touched:
+        lab_state = 'no lab was brought up'
+    else:
+        lab_state = lab_problem or (f'lab "{lab.name}" kept (--keep-lab)' if args.keep_lab else f'lab "{lab.name}" removed')
+    if STOP.received:
+        tell(f'bench: stopped by {STOP.name}; {lab_state}; logs and what was measured so far in {workdir}')
+        return 128 + STOP.received
+    if failure:
+        say(failure)
+        tell(f'bench: failed; {lab_state}; logs and what was measured so far in {workdir}')
+        return 1
+    if lab_problem:
+        tell(f'bench: {lab_problem}')
+        return 1
     say(f'done: {output / "RESULTS.md"}, {output / "time_vs_hosts.png"} (logs kept in {log_dir})')
     return 0
 
