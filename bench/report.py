@@ -132,6 +132,12 @@ def scaling_section(scaling: Mapping) -> tuple[list[str], dict]:
     targets.append('| rerun at least 5x faster than the hand-written script\'s rerun | '
                    + ', '.join(f'N={count}: script/rerun = {value:.2f}' for count, value in hand_vs_rerun.items() if value)
                    + f" | {verdict(all(value >= 5 for value in hand_vs_rerun.values() if value) if hand_vs_rerun else None)} |")
+    # The target's other reading: a script that runs the talk's commands does the talk's work each time it runs
+    # (its first run here); an idempotent rerun is what Ansible does instead.
+    hand_work_vs_rerun = {count: ratio(med(count, 'hand_first'), med(count, 'rerun')) for count in counts}
+    targets.append('| (other reading) rerun at least 5x faster than the script doing the talk\'s work (its first run) | '
+                   + ', '.join(f'N={count}: script/rerun = {value:.2f}' for count, value in hand_work_vs_rerun.items() if value)
+                   + f" | {verdict(all(value >= 5 for value in hand_work_vs_rerun.values() if value) if hand_work_vs_rerun else None)} |")
     lines += targets + ['']
 
     profile_count = max((count for count in counts if count <= 10), default=counts[-1] if counts else None)
