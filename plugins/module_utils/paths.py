@@ -81,6 +81,15 @@ def join_inside(root: str, inner: str) -> str:
     return os.path.join(root, inner.lstrip('/'))
 
 
+def missing_directories(path: str) -> list[str]:
+    """The directories ``mkdir -p path`` would create, outermost first (empty when ``path`` exists)."""
+    missing = []
+    while not os.path.exists(path):
+        missing.insert(0, path)
+        path = os.path.dirname(path)
+    return missing
+
+
 def resolve_inside(root: str, inner: str, max_links: int = 40) -> str | None:
     """The host path that ``inner`` names inside the root file system ``root``, following symlinks
     as the kernel would after chroot(root): absolute link targets restart at ``root``, ``..`` stops at it.

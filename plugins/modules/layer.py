@@ -215,12 +215,10 @@ def request_problems(params):
     """Everything wrong with the request that can be told without touching the file system, and the files parsed."""
     problems = []
     layer = params['path']
-    problem = paths.absolute_path_problem('path', layer)
-    if problem is None and paths.normalize(layer) == '/':
-        problem = 'path is "/", the host\'s own root: a layer is a directory of its own, such as /overlay/lower2-file.'
-    problems.extend(filter(None, [problem or paths.system_directory_problem('path', layer)]))
-    directory_mode, problem = parse_mode('directory_mode', params['directory_mode'])
-    problems.extend(filter(None, [problem]))
+    # "/" is one of the system directories.
+    problem = paths.absolute_path_problem('path', layer) or paths.system_directory_problem('path', layer)
+    directory_mode, mode_problem = parse_mode('directory_mode', params['directory_mode'])
+    problems.extend(filter(None, [problem, mode_problem]))
     if not params['files']:
         problems.append('files is empty: list at least one file for the layer (path and content).')
     wanted = []
@@ -278,18 +276,10 @@ def path_problems(layer: str, wanted) -> list[str]:
 
 def missing_directories(layer: str, wanted) -> list[str]:
     """Directories to create, parents first: the layer's missing ancestors, the layer, directories on the way."""
-    missing = []
-    probe = layer
-    while not os.path.exists(probe):
-        missing.insert(0, probe)
-        probe = os.path.dirname(probe)
+    missing = paths.missing_directories(layer)
     for item in wanted:
         parent = os.path.dirname(paths.join_inside(layer, item['inner']))
-        chain = []
-        while parent != layer and not os.path.isdir(parent) and parent not in missing:
-            chain.insert(0, parent)
-            parent = os.path.dirname(parent)
-        missing.extend(directory for directory in chain if directory not in missing)
+        missing.extend(directory for directory in paths.missing_directories(parent) if directory not in missing)
     return missing
 
 

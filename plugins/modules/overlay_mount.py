@@ -504,12 +504,7 @@ class OverlayMount:
                     self._makedirs(directory)
 
     def _makedirs(self, directory):
-        missing = []
-        probe = directory
-        while not os.path.exists(probe):
-            missing.append(probe)
-            probe = os.path.dirname(probe)
-        for new_dir in reversed(missing):
+        for new_dir in paths.missing_directories(directory):
             try:
                 os.mkdir(new_dir, 0o755)
             except OSError as error:

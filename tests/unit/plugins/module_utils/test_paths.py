@@ -77,3 +77,8 @@ def test_an_absolute_link_never_resolves_to_the_hosts_file(root):
 def test_root_directory_problems(value, fragment):
     assert fragment in paths.root_directory_problem('rootfs', value)
     assert paths.root_directory_problem('rootfs', '/overlay/merged') is None
+
+
+def test_missing_directories_outermost_first(tmp_path):
+    assert paths.missing_directories(str(tmp_path)) == []
+    assert paths.missing_directories(str(tmp_path / 'a' / 'b')) == [str(tmp_path / 'a'), str(tmp_path / 'a' / 'b')]
