@@ -326,6 +326,9 @@ def equivalent_command(layer: str, wanted) -> str:
         if parent != layer:
             lines.append(cmd.shell_join(['mkdir', '-p', parent]))
         lines.append(describe_write(host_path, item['content']))
+        if item['uid'] is not None or item['gid'] is not None:
+            owner = '' if item['uid'] is None else str(item['uid'])
+            lines.append(cmd.shell_join(['chown', owner if item['gid'] is None else f'{owner}:{item["gid"]}', host_path]))
         if item['mode'] != 0o644:
             lines.append(cmd.shell_join(['chmod', format(item['mode'], '04o'), host_path]))
     return '; '.join(lines)
@@ -350,9 +353,10 @@ def write_file(host_path: str, item) -> None:
             handle.write(item['content'])
             handle.flush()
             os.fsync(handle.fileno())
-            os.fchmod(handle.fileno(), item['mode'])
+            # Owner first, then mode: chown clears the setuid and setgid bits, so a mode set before it would not hold.
             if item['uid'] is not None or item['gid'] is not None:
                 os.fchown(handle.fileno(), -1 if item['uid'] is None else item['uid'], -1 if item['gid'] is None else item['gid'])
+            os.fchmod(handle.fileno(), item['mode'])
         os.rename(temporary, host_path)
     except BaseException:
         if os.path.lexists(temporary):

@@ -144,3 +144,49 @@ def test_a_system_directory_is_no_layer(run_module):
     result = run_module('layer', layer_args('/etc', [{'path': '/unboxed-test', 'content': 'x'}]))
     assert result['failed'] is True and 'system directory' in result['msg']
     assert not os.path.exists('/etc/unboxed-test')
+
+
+SPECIAL_BIT_FILES = [
+    # An owner that exists by name, a group that exists nowhere: numbers are taken as they are.
+    {'path': '/usr/local/bin/setuid-tool', 'content': '#!/bin/sh\nid\n', 'mode': '4755', 'owner': 'nobody', 'group': '4343'},
+    {'path': '/usr/local/bin/setgid-tool', 'content': '#!/bin/sh\nid\n', 'mode': '2755', 'owner': '4242', 'group': '4343'},
+    {'path': '/usr/local/bin/both', 'content': '#!/bin/sh\nid\n', 'mode': '6750', 'owner': '4242', 'group': 'nogroup'},
+]
+
+
+def special_bits(layer):
+    """(mode, uid, gid) of each file of SPECIAL_BIT_FILES, as stat shows them."""
+    found = []
+    for item in SPECIAL_BIT_FILES:
+        info = os.stat(layer / item['path'].lstrip('/'))
+        found.append((oct(info.st_mode & 0o7777), info.st_uid, info.st_gid))
+    return found
+
+
+def test_setuid_and_setgid_files_of_another_owner_converge_in_one_run(run_module, workdir):
+    # chown(2) clears the setuid and setgid bits: the owner must be set before the mode, or run 2 changes the mode again.
+    import grp
+    import pwd
+    nobody, nogroup = pwd.getpwnam('nobody').pw_uid, grp.getgrnam('nogroup').gr_gid
+    expected = [(oct(0o4755), nobody, 4343), (oct(0o2755), 4242, 4343), (oct(0o6750), 4242, nogroup)]
+    layer = workdir / 'layer'
+
+    predicted = run_module('layer', layer_args(layer, SPECIAL_BIT_FILES), check=True)
+    assert predicted['changed'] is True and not layer.exists()
+    first = run_module('layer', layer_args(layer, SPECIAL_BIT_FILES))
+    assert first['changed'] is True and first['actions'] == predicted['actions']
+    assert special_bits(layer) == expected
+    assert f'chown {nobody}:4343 {layer}/usr/local/bin/setuid-tool; chmod 4755 {layer}/usr/local/bin/setuid-tool' \
+        in first['command']
+    assert run_module('layer', layer_args(layer, SPECIAL_BIT_FILES))['changed'] is False
+    assert run_module('layer', layer_args(layer, SPECIAL_BIT_FILES), check=True)['changed'] is False
+
+    # The same on files that exist already, owned by root with plain modes: changed in place, in one run.
+    plain = [dict(item, mode='0644', owner='0', group='0') for item in SPECIAL_BIT_FILES]
+    assert run_module('layer', layer_args(layer, plain))['changed'] is True
+    assert special_bits(layer) == [(oct(0o644), 0, 0)] * 3
+    assert run_module('layer', layer_args(layer, SPECIAL_BIT_FILES), check=True)['changed'] is True
+    again = run_module('layer', layer_args(layer, SPECIAL_BIT_FILES))
+    assert again['actions'] == [f'change mode, owner, group of {layer}{item["path"]}' for item in SPECIAL_BIT_FILES]
+    assert special_bits(layer) == expected
+    assert run_module('layer', layer_args(layer, SPECIAL_BIT_FILES))['changed'] is False

@@ -141,3 +141,11 @@ def test_symlinks_and_non_directories_on_the_way_are_refused(tmp_path):
         f'{tmp_path}/dir exists and is not a regular file; the module replaces files only.',
     ]
     assert layer.path_problems(str(tmp_path / 'file'), [wanted_item()]) == [f'path "{tmp_path}/file" exists and is not a directory.']
+
+
+def test_the_equivalent_command_sets_the_owner_before_the_mode():
+    # chown clears setuid and setgid: typed the other way round, the mode would not hold.
+    _problems, wanted, _mode = layer.request_problems(params([file_item('/s', 'x\n', mode='4755', owner='4242', group='4343'),
+                                                              file_item('/g', 'x\n', group='4343')]))
+    assert layer.equivalent_command('/l', wanted) == (
+        'mkdir -p /l; echo x > /l/s; chown 4242:4343 /l/s; chmod 4755 /l/s; echo x > /l/g; chown :4343 /l/g')
