@@ -148,6 +148,18 @@ def overlay_layers(entry: MountEntry) -> dict:
     }
 
 
+def _named_layers(entry: MountEntry) -> list[tuple[str, str]]:
+    """("lowerdir", dir) for each lower layer, then upperdir and workdir when set."""
+    layers = overlay_layers(entry)
+    named = [('lowerdir', lower) for lower in layers['lowerdirs']]
+    return named + [(key, layers[key]) for key in ('upperdir', 'workdir') if layers[key]]
+
+
+def _is_at_or_below(path: str, directory: str) -> bool:
+    directory = directory.rstrip('/') or '/'
+    return path == directory or path.startswith(directory.rstrip('/') + '/')
+
+
 def overlays_using(path: str, entries=None) -> list[tuple[MountEntry, str]]:
     """Mounted overlays that use ``path`` (or a directory above it) as a layer, with the layer option that names it
     ("lowerdir", "upperdir" or "workdir"). ``path`` must be normalised; symlinks are compared resolved."""
@@ -158,12 +170,39 @@ def overlays_using(path: str, entries=None) -> list[tuple[MountEntry, str]]:
     for entry in entries:
         if entry.fstype != 'overlay':
             continue
-        layers = overlay_layers(entry)
-        named = [('lowerdir', lower) for lower in layers['lowerdirs']]
-        named += [(key, layers[key]) for key in ('upperdir', 'workdir') if layers[key]]
-        for option, layer in named:
-            real_layer = os.path.realpath(layer).rstrip('/') or '/'
-            if real_path == real_layer or real_path.startswith(real_layer + '/'):
+        for option, layer in _named_layers(entry):
+            if _is_at_or_below(real_path, os.path.realpath(layer)):
                 found.append((entry, option))
                 break
+    return found
+
+
+@dataclasses.dataclass(frozen=True)
+class TreeUse:
+    """One way a mount keeps a directory tree in use."""
+
+    entry: MountEntry
+    use: str        # "mount point", "mounted inside", or the overlay's "lowerdir", "upperdir", "workdir"
+    directory: str  # the mount point, or the overlay's layer directory
+
+
+def uses_of_tree(path: str, entries=None) -> list[TreeUse]:
+    """Everything mounted that keeps the directory tree at ``path`` in use, in mountinfo order: a mount at ``path``,
+    mounts below it, and mounted overlays with a layer at, above or below ``path`` (each such layer once).
+    ``path`` must be normalised; symlinks are compared resolved. Empty: the tree may be changed or removed."""
+    if entries is None:
+        entries = read_mountinfo()
+    real_path = os.path.realpath(path)
+    found = []
+    for entry in entries:
+        if entry.mount_point == real_path:
+            found.append(TreeUse(entry, 'mount point', entry.mount_point))
+        elif _is_at_or_below(entry.mount_point, real_path):
+            found.append(TreeUse(entry, 'mounted inside', entry.mount_point))
+        if entry.fstype != 'overlay':
+            continue
+        for option, layer in _named_layers(entry):
+            real_layer = os.path.realpath(layer)
+            if _is_at_or_below(real_path, real_layer) or _is_at_or_below(real_layer, real_path):
+                found.append(TreeUse(entry, option, layer))
     return found

@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: layer
-short_description: Write the files that one build step adds into an image layer's directory
+short_description: Write the files that one build step adds into an image layer's directory, or remove a layer
 version_added: 0.1.0
 description:
   - An image layer is a directory holding the files that one step of a Dockerfile added or changed.
@@ -17,8 +17,13 @@ description:
   - This module creates the layer directory O(path) and makes every file of O(files) hold the given content, mode and
     owner - all of them in one task, as one build step writes them. Each file is replaced atomically (written to a
     temporary file beside it, then renamed), so a reader never sees it half written.
-  - Files already in the layer that O(files) does not list are left alone and returned in RV(unlisted). The module
-    never deletes anything.
+  - Files already in the layer that O(files) does not list are left alone and returned in RV(unlisted). With
+    O(state=present) the module never deletes anything.
+  - O(state=absent) removes the layer directory O(path) and everything in it, as C(rm -rf --one-file-system) does.
+    A symbolic link inside the layer is removed, never followed, so nothing outside the layer is touched.
+    It refuses, naming the mount, while the layer is in use - O(path) is a mount point, something is mounted at or
+    below it, or a mounted overlay uses O(path), a directory above it or a directory below it as a lower, upper or
+    work directory. Unmount first; then run it again. A missing O(path) is no change.
   - It refuses to change a layer that a mounted overlay uses (as a lower, upper or work directory), since the kernel
     documents changes to a layer under a mounted overlay as undefined behaviour. Unmount the overlay first. A layer
     that already holds what is asked needs no change, so a mounted overlay does not stop a rerun.
@@ -29,24 +34,37 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
+    details:
+      - With O(state=absent), a layer that a mount keeps in use is a warning in check mode, not an error, and the
+        removal is predicted - in a C(--check) run of a whole playbook the task that unmounts it has not run either.
+        A real run refuses while the layer is in use.
   diff_mode:
     support: full
-    details: One diff per file that is created or whose content changes.
+    details:
+      - O(state=present) - one diff per file that is created or whose content changes.
+      - O(state=absent) - the layer directory before (with its number of files and directories) and after.
   platform:
     platforms: posix
 options:
   path:
     description:
       - The layer directory, for example C(/overlay/lower2-file). Created with its missing parents (mode O(directory_mode)).
-      - Must not be C(/) or a system directory such as C(/etc).
+      - Must not be C(/) or a system directory such as C(/etc), and with O(state=absent) must not be a symbolic link.
     type: path
     required: true
+  state:
+    description:
+      - V(present) makes the layer hold O(files).
+      - V(absent) removes the layer directory O(path) with everything in it, unless a mount keeps it in use (see above).
+    type: str
+    choices: [present, absent]
+    default: present
   files:
     description:
       - The files of the layer.
+      - Required with O(state=present); not allowed with O(state=absent).
     type: list
     elements: dict
-    required: true
     suboptions:
       path:
         description:
@@ -78,7 +96,7 @@ options:
   directory_mode:
     description:
       - Permissions, in octal, of the directories this module creates (the layer directory and any directory on the
-        way to a file). Existing directories are left as they are.
+        way to a file). Existing directories are left as they are. Not used with O(state=absent).
     type: raw
     default: '0755'
 notes:
@@ -107,6 +125,12 @@ EXAMPLES = r"""
           #!/bin/sh
           echo "hello from $(hostname)"
         mode: '0755'
+
+- name: Remove the talk's layers again (after the overlay is unmounted)
+  unboxed.lab.layer:
+    path: "{{ item }}"
+    state: absent
+  loop: [/overlay/lower2-file, /overlay/lower1-base, /overlay/upper, /overlay/work, /overlay/merged]
 """
 
 RETURN = r"""
@@ -117,7 +141,7 @@ path:
   sample: /overlay/lower2-file
 files:
   description: The files of the layer, as host paths, in the order of O(files).
-  returned: always
+  returned: when O(state=present)
   type: list
   elements: str
   sample: [/overlay/lower2-file/file01.txt]
@@ -129,10 +153,28 @@ actions:
   sample: [create directory /overlay/lower2-file, create /overlay/lower2-file/file01.txt]
 unlisted:
   description: Entries at the top of the layer that no file of O(files) accounts for (left alone).
-  returned: always
+  returned: when O(state=present)
   type: list
   elements: str
   sample: [notes.txt]
+removed:
+  description:
+    - What the removal took away (in check mode, would take away) - C(files) counts every entry that is not a
+      directory (regular files, symbolic links, device nodes...), C(directories) the directories, the layer itself
+      included. Both 0 when O(path) did not exist.
+  returned: when O(state=absent)
+  type: dict
+  sample: {files: 1, directories: 1}
+in_use:
+  description:
+    - The mounts that keep the layer in use - C(use) is V(mount point) (mounted at O(path)), V(mounted inside)
+      (mounted below it), or V(lowerdir), V(upperdir), V(workdir) (a mounted overlay's layer C(directory) at, above or
+      below O(path)). Not empty means a real run refuses.
+  returned: when O(state=absent)
+  type: list
+  elements: dict
+  sample:
+    - {mount_point: /overlay/merged, fstype: overlay, use: lowerdir, directory: /overlay/lower1-base}
 command:
   description: The equivalent shell commands.
   returned: always
@@ -160,7 +202,8 @@ OCTAL_MODE = re.compile(r'^0?[0-7]{3}$|^[0-7]{4}$')
 def argument_spec():
     return dict(
         path=dict(type='path', required=True),
-        files=dict(type='list', elements='dict', required=True, options=dict(
+        state=dict(type='str', choices=['present', 'absent'], default='present'),
+        files=dict(type='list', elements='dict', options=dict(
             path=dict(type='str', required=True),
             content=dict(type='str', required=True),
             mode=dict(type='raw', default='0644'),
@@ -219,6 +262,11 @@ def request_problems(params):
     problem = paths.absolute_path_problem('path', layer) or paths.system_directory_problem('path', layer)
     directory_mode, mode_problem = parse_mode('directory_mode', params['directory_mode'])
     problems.extend(filter(None, [problem, mode_problem]))
+    if params['state'] == 'absent':
+        if params['files'] is not None:
+            problems.append('files lists what to write into the layer; state=absent removes the whole layer directory, '
+                            'so leave files out.')
+        return problems, [], directory_mode
     if not params['files']:
         problems.append('files is empty: list at least one file for the layer (path and content).')
     wanted = []
@@ -371,10 +419,158 @@ def top_level_unlisted(layer: str, wanted) -> list[str]:
     return sorted(name for name in os.listdir(layer) if name not in accounted)
 
 
+def absent_path_problems(layer: str) -> list[str]:
+    """What makes an existing path no layer directory to remove: a symbolic link, a file, a system directory behind links."""
+    if os.path.islink(layer):
+        return [f'path {layer} is a symbolic link (to {os.readlink(layer)}), not a layer directory: state=absent never '
+                f'follows links. Give the directory itself, or remove the link with ansible.builtin.file.']
+    if not os.path.isdir(layer):
+        return [f'path {layer} exists and is not a directory: state=absent removes layer directories only.']
+    real = os.path.realpath(layer)
+    if real != layer:
+        problem = paths.system_directory_problem('path', real)
+        if problem:
+            return [f'path {layer} leads to {real} through a symbolic link on the way: {problem}']
+    return []
+
+
+def in_use_problems(layer: str, uses) -> list[str]:
+    """One sentence per mount that keeps the layer in use, naming the mount and what to do about it."""
+    problems = []
+    overlays = {}
+    for use in uses:
+        if use.use == 'mount point':
+            problems.append(f'{layer} is a mount point ({use.entry.fstype} from {use.entry.source}): removing it would '
+                            f'delete the files of the mounted file system. Unmount it first (umount {use.directory}).')
+        elif use.use == 'mounted inside':
+            problems.append(f'{use.directory} ({use.entry.fstype}) is mounted inside {layer}: removing {layer} would '
+                            f'delete through the mount. Unmount it first (umount {use.directory}).')
+        else:
+            overlays.setdefault(use.entry.mount_point, []).append(f'{use.directory} as {use.use}')
+    for mount_point, layers in overlays.items():
+        problems.append(f'the overlay mounted at {mount_point} uses {", ".join(layers)}: removing a layer under a mounted '
+                        f'overlay is undefined behaviour. Unmount the overlay first (reset.yml, or unboxed.lab.overlay_mount '
+                        f'path={mount_point} state=unmounted).')
+    return problems
+
+
+def _entries_below(directory_fd: int) -> list[tuple[str, bool]]:
+    """(name, is a directory) of each entry; a symbolic link is never a directory here, so nothing is followed."""
+    with os.scandir(directory_fd) as entries:
+        return [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in entries]
+
+
+def _open_directory(name: str, dir_fd=None) -> int:
+    return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+
+
+def count_tree(layer: str) -> dict:
+    """What rm -rf --one-file-system would remove: {'files': entries that are not directories, 'directories':
+    directories, the layer itself included}. A file system mounted inside counts as its mount point only."""
+    counts = {'files': 0, 'directories': 0}
+    top = _open_directory(layer)
+    device = os.fstat(top).st_dev
+
+    def walk(directory_fd):
+        counts['directories'] += 1
+        for name, is_directory in _entries_below(directory_fd):
+            if not is_directory:
+                counts['files'] += 1
+                continue
+            child = _open_directory(name, directory_fd)
+            try:
+                if os.fstat(child).st_dev == device:
+                    walk(child)
+                else:
+                    counts['directories'] += 1
+            finally:
+                os.close(child)
+
+    try:
+        walk(top)
+    finally:
+        os.close(top)
+    return counts
+
+
+class MountCrossed(OSError):
+    """A directory of another file system turned up inside the tree while it was being removed."""
+
+
+def remove_tree(layer: str) -> None:
+    """rm -rf --one-file-system: every entry through directory descriptors opened without following links, so a
+    symbolic link is removed and never followed, and a file system mounted meanwhile is left alone."""
+    top = _open_directory(layer)
+    device = os.fstat(top).st_dev
+
+    def empty(directory_fd, shown):
+        for name, is_directory in _entries_below(directory_fd):
+            if not is_directory:
+                os.unlink(name, dir_fd=directory_fd)
+                continue
+            child = _open_directory(name, directory_fd)
+            try:
+                if os.fstat(child).st_dev != device:
+                    raise MountCrossed(f'{shown}/{name} is on another file system (mounted there meanwhile); it was left alone')
+                empty(child, f'{shown}/{name}')
+            finally:
+                os.close(child)
+            os.rmdir(name, dir_fd=directory_fd)
+
+    try:
+        empty(top, layer)
+    finally:
+        os.close(top)
+    os.rmdir(layer)
+
+
+def plural(count: int, one: str, many: str | None = None) -> str:
+    return f'{count} {one if count == 1 else many or one + "s"}'
+
+
+def layer_absent(module, layer: str):
+    """state=absent: remove the layer directory tree, unless a mount keeps it in use."""
+    result = dict(path=layer, actions=[], removed={'files': 0, 'directories': 0}, in_use=[],
+                  command=cmd.shell_join(['rm', '-rf', '--one-file-system', layer]))
+    gone = {'path': layer, 'state': 'absent'}
+    if not os.path.lexists(layer):
+        module.exit_json(changed=False, diff={'before': gone, 'after': gone}, **result)
+    problems = absent_path_problems(layer)
+    if problems:
+        module.fail_json(msg=' '.join(problems), problems=problems, changed=False, **result)
+
+    uses = mountinfo.uses_of_tree(layer)
+    counts = count_tree(layer)
+    result.update(removed=counts, actions=[f'remove directory {layer} ({plural(counts["files"], "file")}, '
+                                           f'{plural(counts["directories"], "directory", "directories")})'])
+    result['in_use'] = [{'mount_point': use.entry.mount_point, 'fstype': use.entry.fstype, 'use': use.use,
+                         'directory': use.directory} for use in uses]
+    result['diff'] = {'before': dict(path=layer, state='directory', **counts), 'after': gone}
+    problems = in_use_problems(layer, uses)
+    if problems and module.check_mode:
+        # In a --check run of reset.yml the overlay is unmounted by an earlier task, which only predicted it.
+        module.warn(f'{" ".join(problems)} Check mode assumes an earlier task of this run unmounts it; a real run '
+                    f'refuses to remove {layer} while it is in use.')
+    elif problems:
+        module.fail_json(msg=' '.join(problems), problems=problems, changed=False, **result)
+    if module.check_mode:
+        module.exit_json(changed=True, **result)
+    try:
+        remove_tree(layer)
+    except OSError as error:
+        where = f' ({error.filename})' if error.filename else ''
+        module.fail_json(msg=f'Could not remove {layer}: {error.strerror or error}{where}. What could be removed is gone.',
+                         changed=True, **result)
+    module.exit_json(changed=True, **result)
+
+
 def main():
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    module = AnsibleModule(argument_spec=argument_spec(), required_if=[('state', 'present', ('files',))],
+                           supports_check_mode=True)
     problems, wanted, directory_mode = request_problems(module.params)
     layer = paths.normalize(module.params['path']) if module.params['path'] else ''
+    if not problems and module.params['state'] == 'absent':
+        layer_absent(module, layer)
     if not problems:
         problems = path_problems(layer, wanted)
     if problems:

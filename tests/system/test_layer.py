@@ -190,3 +190,132 @@ def test_setuid_and_setgid_files_of_another_owner_converge_in_one_run(run_module
     assert again['actions'] == [f'change mode, owner, group of {layer}{item["path"]}' for item in SPECIAL_BIT_FILES]
     assert special_bits(layer) == expected
     assert run_module('layer', layer_args(layer, SPECIAL_BIT_FILES))['changed'] is False
+
+
+def absent_args(path, **overrides):
+    return dict({'path': str(path), 'state': 'absent'}, **overrides)
+
+
+def test_absent_removes_the_tree_and_never_follows_a_link_out_of_it(run_module, workdir):
+    layer = workdir / 'overlay' / 'lower2-file'
+    run_module('layer', layer_args(layer, TALK_FILES + [{'path': '/etc/motd', 'content': 'hi\n'}]))
+    outside = workdir / 'outside'
+    outside.mkdir()
+    (outside / 'keep.txt').write_text('not the layer\'s\n')
+    (layer / 'etc' / 'elsewhere').symlink_to(outside)                 # a link to a directory outside the layer
+    (layer / 'keep-link').symlink_to(outside / 'keep.txt')            # a link to a file outside the layer
+    tree = snapshot_tree(workdir)
+    gone = {'path': str(layer), 'state': 'absent'}
+
+    predicted = run_module('layer', absent_args(layer), check=True, diff=True)
+    assert predicted['changed'] is True and snapshot_tree(workdir) == tree
+    assert predicted['removed'] == {'files': 4, 'directories': 2} and predicted['in_use'] == []
+    assert predicted['diff'] == {'before': {'path': str(layer), 'state': 'directory', 'files': 4, 'directories': 2},
+                                 'after': gone}
+    assert predicted['actions'] == [f'remove directory {layer} (4 files, 2 directories)']
+    assert '-    state: directory\n+    state: absent' in predicted['_stdout']
+    assert predicted['command'] == f'rm -rf --one-file-system {layer}'
+
+    removed = run_module('layer', absent_args(layer), diff=True)
+    assert removed['changed'] is True
+    assert {key: removed[key] for key in ('removed', 'actions', 'diff', 'command')} == \
+        {key: predicted[key] for key in ('removed', 'actions', 'diff', 'command')}
+    assert not os.path.lexists(layer) and (workdir / 'overlay').is_dir()        # the parent stays
+    assert (outside / 'keep.txt').read_text() == 'not the layer\'s\n'
+
+    for check in (True, False):
+        again = run_module('layer', absent_args(layer), check=check, diff=True)
+        assert again['changed'] is False and again['actions'] == [] and again['diff'] == {'before': gone, 'after': gone}
+        assert again['removed'] == {'files': 0, 'directories': 0}
+
+
+def mount_talk_overlay(base):
+    for name in ('upper', 'work', 'merged'):
+        (base / name).mkdir(exist_ok=True)
+    subprocess.run(['mount', '-t', 'overlay', 'overlay', '-o',
+                    f'lowerdir={base}/lower2-file:{base}/lower1-base,upperdir={base}/upper,workdir={base}/work',
+                    str(base / 'merged')], check=True)
+
+
+def test_absent_refuses_while_an_overlay_uses_the_layers_and_removes_them_after_unmount(run_module, workdir):
+    base = workdir / 'overlay'
+    run_module('layer', layer_args(base / 'lower2-file'))
+    run_module('layer', layer_args(base / 'lower1-base', [{'path': '/etc/os-release', 'content': 'ID=debian\n'}]))
+    mount_talk_overlay(base)
+    (base / 'merged' / 'student.txt').write_text('written in the container\n')     # lands in upper
+    layers = ('lower2-file', 'lower1-base', 'upper', 'work')
+    trees = {name: snapshot_tree(base / name) for name in layers}
+    merged = f'{base}/merged'
+
+    expected = {
+        'lower1-base': [f'the overlay mounted at {merged} uses {base}/lower1-base as lowerdir'],
+        'upper': [f'the overlay mounted at {merged} uses {base}/upper as upperdir'],
+        'merged': [f'{base}/merged is a mount point (overlay from overlay)'],
+        '.': [f'{merged} (overlay) is mounted inside {base}',
+              f'the overlay mounted at {merged} uses {base}/lower2-file as lowerdir, {base}/lower1-base as lowerdir, '
+              f'{base}/upper as upperdir, {base}/work as workdir'],
+    }
+    for name, fragments in expected.items():
+        path = os.path.normpath(base / name)
+        refused = run_module('layer', absent_args(path))
+        assert refused['failed'] is True and refused['changed'] is False, refused
+        assert len(refused['problems']) == len(fragments)
+        for problem, fragment in zip(refused['problems'], fragments):
+            assert problem.startswith(fragment), (problem, fragment)
+        assert 'Unmount' in refused['msg'] and refused['in_use']
+        # Check mode: a warning, and the removal predicted (an earlier task of a --check run would unmount).
+        predicted = run_module('layer', absent_args(path), check=True)
+        assert predicted['changed'] is True and not predicted['failed']
+        assert any('a real run refuses' in warning for warning in predicted['warnings'])
+    assert {name: snapshot_tree(base / name) for name in layers} == trees      # byte for byte
+    assert (base / 'merged' / 'student.txt').read_text() == 'written in the container\n'
+
+    subprocess.run(['umount', merged], check=True)
+    for name in layers + ('merged',):
+        predicted = run_module('layer', absent_args(base / name), check=True)
+        assert predicted['changed'] is True and 'warnings' not in predicted and predicted['in_use'] == []
+        assert run_module('layer', absent_args(base / name))['changed'] is True
+        assert not os.path.lexists(base / name)
+        assert run_module('layer', absent_args(base / name))['changed'] is False
+    assert os.listdir(base) == []
+    last = run_module('layer', absent_args(base))
+    assert last['removed'] == {'files': 0, 'directories': 1} and last['actions'] == [f'remove directory {base} (0 files, 1 directory)']
+    assert not os.path.lexists(base)
+
+
+def test_absent_refuses_a_mount_point_of_its_own_and_a_mount_inside(run_module, workdir):
+    lab = workdir / 'lab'
+    (lab / 'inside').mkdir(parents=True)
+    (lab / 'file.txt').write_text('x\n')
+    subprocess.run(['mount', '-t', 'tmpfs', 'unboxed-test', str(lab / 'inside')], check=True)
+    (lab / 'inside' / 'on-tmpfs.txt').write_text('y\n')
+    tree = snapshot_tree(lab)
+    refused = run_module('layer', absent_args(lab))
+    assert refused['failed'] is True
+    assert refused['msg'] == (f'{lab}/inside (tmpfs) is mounted inside {lab}: removing {lab} would delete through the '
+                              f'mount. Unmount it first (umount {lab}/inside).')
+    assert refused['in_use'] == [{'mount_point': f'{lab}/inside', 'fstype': 'tmpfs', 'use': 'mounted inside',
+                                  'directory': f'{lab}/inside'}]
+    refused = run_module('layer', absent_args(lab / 'inside'))
+    assert refused['msg'].startswith(f'{lab}/inside is a mount point (tmpfs from unboxed-test): removing it would delete')
+    assert snapshot_tree(lab) == tree
+
+
+@pytest.mark.parametrize('make_path, args, fragment', [
+    (lambda w: w / 'layer', {'files': TALK_FILES}, 'state=absent removes the whole layer directory, so leave files out'),
+    (lambda w: w / 'link', {}, 'is a symbolic link (to '),
+    (lambda w: w / 'file', {}, 'exists and is not a directory'),
+    (lambda w: w / 'to-root' / 'etc', {}, 'through a symbolic link on the way'),
+    (lambda w: 'relative/layer', {}, 'path must be an absolute path'),
+    (lambda w: '/var/lib', {}, 'system directory'),
+])
+def test_absent_bad_input_names_the_problem_and_removes_nothing(run_module, workdir, make_path, args, fragment):
+    (workdir / 'layer').mkdir()
+    (workdir / 'layer' / 'f').write_text('x\n')
+    (workdir / 'link').symlink_to(workdir / 'layer')
+    (workdir / 'file').write_text('x\n')
+    (workdir / 'to-root').symlink_to('/')
+    tree = snapshot_tree(workdir)
+    result = run_module('layer', absent_args(make_path(workdir), **args))
+    assert result['failed'] is True and fragment in result['msg'], result['msg']
+    assert snapshot_tree(workdir) == tree and os.path.isdir('/etc') and os.path.isdir('/var/lib')

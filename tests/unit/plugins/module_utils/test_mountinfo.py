@@ -109,3 +109,30 @@ def test_overlays_using_a_directory(path, option):
     entries = mountinfo.parse_mountinfo('\n'.join([EXT4_LINE, OVERLAY_LINE]))
     found = mountinfo.overlays_using(path, entries)
     assert [used_as for _entry, used_as in found] == ([option] if option else [])
+
+
+PROC_IN_MERGED = '46 45 0:5 / /overlay/merged/proc rw - proc proc rw'
+TMPFS_LAB = '40 27 0:41 / /overlay rw - tmpfs tmpfs rw'
+
+
+@pytest.mark.parametrize('path, uses', [
+    # The talk's layout while its overlay is mounted, with a /proc inside the merged view.
+    ('/overlay/lower1-base', [('lowerdir', '/overlay/lower1-base')]),
+    ('/overlay/lower1-base/etc', [('lowerdir', '/overlay/lower1-base')]),
+    ('/overlay/upper', [('upperdir', '/overlay/upper')]),
+    ('/overlay/merged', [('mount point', '/overlay/merged'), ('mounted inside', '/overlay/merged/proc')]),
+    ('/overlay', [('mounted inside', '/overlay/merged'), ('lowerdir', '/overlay/lower2-file'),
+                  ('lowerdir', '/overlay/lower1-base'), ('upperdir', '/overlay/upper'), ('workdir', '/overlay/work'),
+                  ('mounted inside', '/overlay/merged/proc')]),
+    ('/overlay/lower2', []), ('/overlay/merged2', []), ('/srv', []),
+])
+def test_uses_of_a_tree_name_every_mount_that_keeps_it_in_use(path, uses):
+    entries = mountinfo.parse_mountinfo('\n'.join([EXT4_LINE, OVERLAY_LINE, PROC_IN_MERGED]))
+    assert [(use.use, use.directory) for use in mountinfo.uses_of_tree(path, entries)] == uses
+
+
+def test_a_tree_that_is_a_mount_point_of_its_own_is_in_use():
+    entries = mountinfo.parse_mountinfo('\n'.join([EXT4_LINE, TMPFS_LAB]))
+    found = mountinfo.uses_of_tree('/overlay', entries)
+    assert [(use.use, use.entry.fstype) for use in found] == [('mount point', 'tmpfs')]
+    assert mountinfo.uses_of_tree('/', entries)[0].use == 'mount point'

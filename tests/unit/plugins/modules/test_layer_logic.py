@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import pytest
 
+from ansible_collections.unboxed.lab.plugins.module_utils import mountinfo
 from ansible_collections.unboxed.lab.plugins.modules import layer
 
 
 def params(files=None, **overrides):
-    base = dict(path='/overlay/lower2-file', directory_mode='0755',
+    base = dict(path='/overlay/lower2-file', state='present', directory_mode='0755',
                 files=files if files is not None else [file_item('/file01.txt', 'Texto\n')])
     base.update(overrides)
     return base
@@ -149,3 +150,56 @@ def test_the_equivalent_command_sets_the_owner_before_the_mode():
                                                               file_item('/g', 'x\n', group='4343')]))
     assert layer.equivalent_command('/l', wanted) == (
         'mkdir -p /l; echo x > /l/s; chown 4242:4343 /l/s; chmod 4755 /l/s; echo x > /l/g; chown :4343 /l/g')
+
+
+@pytest.mark.parametrize('overrides, problems', [
+    (dict(files=None), []),
+    (dict(files=[file_item('/a', 'x')]), ['files lists what to write into the layer; state=absent removes the whole layer directory, so leave files out.']),
+    (dict(files=None, path='/var/lib'), ['path is "/var/lib", a system directory: using it would hide or damage the running '
+                                         'system. Use a directory of its own, such as /overlay/merged.']),
+    (dict(files=None, path='overlay'), ['path must be an absolute path, got "overlay" (write it from /, e.g. /overlay/overlay).']),
+])
+def test_what_state_absent_accepts(overrides, problems):
+    request = params(state='absent')
+    request.update(overrides)
+    assert layer.request_problems(request)[0] == problems
+
+
+TALK_MOUNTS = mountinfo.parse_mountinfo('\n'.join([
+    '27 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw',
+    '45 27 0:39 / /overlay/merged rw,relatime - overlay overlay '
+    'rw,lowerdir=/overlay/lower2-file:/overlay/lower1-base,upperdir=/overlay/upper,workdir=/overlay/work',
+]))
+
+
+@pytest.mark.parametrize('path, problems', [
+    ('/overlay/lower2-file', ['the overlay mounted at /overlay/merged uses /overlay/lower2-file as lowerdir: removing a '
+                              'layer under a mounted overlay is undefined behaviour. Unmount the overlay first (reset.yml, '
+                              'or unboxed.lab.overlay_mount path=/overlay/merged state=unmounted).']),
+    ('/overlay/merged', ['/overlay/merged is a mount point (overlay from overlay): removing it would delete the files of '
+                         'the mounted file system. Unmount it first (umount /overlay/merged).']),
+    ('/overlay', ['/overlay/merged (overlay) is mounted inside /overlay: removing /overlay would delete through the mount. '
+                  'Unmount it first (umount /overlay/merged).',
+                  'the overlay mounted at /overlay/merged uses /overlay/lower2-file as lowerdir, /overlay/lower1-base as '
+                  'lowerdir, /overlay/upper as upperdir, /overlay/work as workdir: removing a layer under a mounted overlay '
+                  'is undefined behaviour. Unmount the overlay first (reset.yml, or unboxed.lab.overlay_mount '
+                  'path=/overlay/merged state=unmounted).']),
+    ('/overlay/lower3', []),
+])
+def test_a_layer_in_use_is_refused_naming_the_mount(path, problems):
+    assert layer.in_use_problems(path, mountinfo.uses_of_tree(path, TALK_MOUNTS)) == problems
+
+
+def test_remove_tree_removes_links_and_never_what_they_point_to(tmp_path):
+    outside = tmp_path / 'outside'
+    outside.mkdir()
+    (outside / 'keep').write_text('x')
+    tree = tmp_path / 'layer'
+    (tree / 'a' / 'b').mkdir(parents=True)
+    (tree / 'a' / 'b' / 'f').write_text('x')
+    (tree / 'a' / 'to-dir').symlink_to(outside)
+    (tree / 'to-file').symlink_to(outside / 'keep')
+    (tree / 'dangling').symlink_to(tmp_path / 'nowhere')
+    assert layer.count_tree(str(tree)) == {'files': 4, 'directories': 3}
+    layer.remove_tree(str(tree))
+    assert not tree.exists() and (outside / 'keep').read_text() == 'x'
