@@ -1,0 +1,141 @@
+# -*- coding: utf-8 -*-
+# Copyright: unboxed developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""labctl: the unboxed local lab, Debian hosts in Linux namespaces on this one machine, reached over SSH.
+
+    labctl up     [--lab NAME] [--hosts N] [--inventory PATH] [--subnet CIDR] [--check] [--json]
+    labctl down   [--lab NAME] [--purge] [--check] [--json]
+    labctl stop   [--lab NAME] HOST...        stop hosts; the next `up` starts them again
+    labctl status [--lab NAME] [--json]
+    labctl list   [--json]                     the labs on this machine
+    labctl build-base [--check] [--json]
+
+The command line: options, and how a result is printed (one JSON object with --json, lines for a person
+otherwise). commands.py does the work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from . import addresses, boot, commands, image, inventory, state
+from .system import LabError
+
+DEFAULT_LAB = 'default'
+DEFAULT_HOST_COUNT = 3
+DEFAULT_HOST_PREFIX = 'lab'
+
+
+def lab_name(value: str) -> str:
+    problem = state.name_problem('The lab name', value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
+def host_prefix(value: str) -> str:
+    problem = state.name_problem('The host prefix', value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
+def host_count(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'the host count must be a whole number, got "{value}"') from None
+    if not 1 <= count <= addresses.MAX_HOSTS:
+        raise argparse.ArgumentTypeError(f'the host count must be between 1 and {addresses.MAX_HOSTS}, got {count}')
+    return count
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog='labctl', description=__doc__.split('\n\n', maxsplit=1)[0],
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    subcommands = top.add_subparsers(dest='command', required=True, metavar='COMMAND')
+
+    def add(name, help_text, check=True):
+        sub = subcommands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument('--lab', type=lab_name, default=DEFAULT_LAB, help=f'lab name (default: {DEFAULT_LAB})')
+        sub.add_argument('--json', action='store_true', help='print the result as one JSON object')
+        if check:
+            sub.add_argument('--check', action='store_true', help='print what would change and change nothing')
+        return sub
+
+    up = add('up', 'create or complete the lab and start its hosts')
+    up.add_argument('--hosts', type=host_count, default=DEFAULT_HOST_COUNT, help=f'number of hosts (default: {DEFAULT_HOST_COUNT})')
+    up.add_argument('--inventory', help='inventory file to write (default: '
+                                        f'{os.path.relpath(inventory.DEFAULT_INVENTORY, inventory.REPO)})')
+    up.add_argument('--subnet', help=f'private IPv4 network for the lab (default: a free /24 of {addresses.ADDRESS_POOL})')
+    up.add_argument('--host-prefix', type=host_prefix, default=DEFAULT_HOST_PREFIX,
+                    help=f'hosts are named PREFIX1, PREFIX2... (default: {DEFAULT_HOST_PREFIX})')
+    up.set_defaults(handler=commands.command_up)
+
+    down = add('down', 'stop the hosts and remove the lab; the cached base stays unless --purge')
+    down.add_argument('--purge', action='store_true', help=f'also remove the cached base root file systems ({image.CACHE_DIR})')
+    down.set_defaults(handler=commands.command_down)
+
+    stop = add('stop', 'stop hosts (their files and network stay; the next up starts them)')
+    stop.add_argument('host', nargs='+', help='host names, e.g. lab2')
+    stop.set_defaults(handler=commands.command_stop)
+
+    status = add('status', 'show the lab, its hosts and their memory', check=False)
+    status.set_defaults(handler=commands.command_status)
+
+    listing = subcommands.add_parser('list', help='list the labs on this machine')
+    listing.add_argument('--json', action='store_true', help='print the result as one JSON object')
+    listing.set_defaults(handler=commands.command_list)
+
+    build = subcommands.add_parser('build-base', help='build the cached base root file system now')
+    build.add_argument('--json', action='store_true')
+    build.add_argument('--check', action='store_true')
+    build.set_defaults(handler=commands.command_build_base)
+
+    boot_parser = subcommands.add_parser('_boot')  # internal: PID 1 of a new host
+    boot_parser.add_argument('--root', required=True)
+    boot_parser.add_argument('--hostname', required=True)
+    boot_parser.set_defaults(handler=None)
+    return top
+
+
+def print_human(command: str, result: dict) -> None:
+    prefix = 'would ' if result.get('check') else ''
+    if command in ('up', 'down', 'stop', 'build-base'):
+        for change in result.get('changes', []):
+            print(f'  {prefix}{change}')
+        if not result.get('changes'):
+            print('  nothing to change')
+    for name, lab in result.get('labs', {}).items():
+        print(f"  {name:<24} {lab['subnet']:<18} {len(lab['hosts'])} hosts   {lab['inventory']}")
+    for name, host in result.get('hosts', {}).items():
+        running = 'running' if host['running'] else 'stopped'
+        memory = f", {host['memory_kib'] / 1024:.1f} MiB" if host.get('memory_kib') else ''
+        print(f"  {name:<8} {host['address']:<15} {running}{memory}")
+    if result.get('inventory') and result.get('hosts'):
+        print(f"  inventory: {result['inventory']}")
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == '_boot':
+        try:
+            boot.boot(args.root, args.hostname)
+        except (LabError, OSError) as error:
+            print(f'labctl _boot: {error}', file=sys.stderr)
+        return 1
+    try:
+        result = args.handler(args)
+    except LabError as error:
+        if args.json:
+            print(json.dumps({'failed': True, 'changed': False, 'msg': str(error)}))
+        print(f'labctl: {error}', file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print_human(args.command, result)
+    return 0

@@ -1,0 +1,93 @@
+# -*- coding: utf-8 -*-
+# Copyright: unboxed developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The base every lab host is copied from: a Debian root file system built once with mmdebstrap, cached as a
+tarball named after what it was built from (suite, packages, mirrors, dpkg options)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import time
+
+from ansible_collections.unboxed.lab.plugins.module_utils.command import shell_join
+
+from . import apt
+from .changes import Changes
+from .system import LabError, run, write_file_atomically
+
+CACHE_DIR = '/var/cache/unboxed/lab-base'
+SUITE = 'bookworm'
+# What Ansible and the talk need on a lab host. tini is PID 1 (it reaps orphans, as `docker run --init`).
+BASE_PACKAGES = ('python3', 'python3-apt', 'iproute2', 'procps', 'util-linux', 'openssh-server', 'tini')
+# Nobody reads man pages, documentation or translations on a lab host; every copy is smaller without them.
+DPKG_OPTIONS = (
+    'path-exclude=/usr/share/man/*',
+    'path-exclude=/usr/share/locale/*',
+    'path-exclude=/usr/share/doc/*',
+    'path-include=/usr/share/doc/*/copyright',
+)
+# Bump when the way the base is built changes, so old cached tarballs are not reused.
+BASE_FORMAT = 1
+
+
+def base_key(suite: str, packages, mirrors, dpkg_options) -> str:
+    """What the cached base depends on, hashed: a change in any of them builds a new base."""
+    recipe = {'format': BASE_FORMAT, 'suite': suite, 'packages': sorted(packages),
+              'mirrors': list(mirrors), 'dpkg_options': list(dpkg_options)}
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseImage:
+    key: str
+    mirrors: tuple
+
+    @property
+    def tarball(self) -> str:
+        return os.path.join(CACHE_DIR, f'{SUITE}-{self.key}.tar')
+
+    @property
+    def manifest(self) -> str:
+        return os.path.join(CACHE_DIR, f'{SUITE}-{self.key}.json')
+
+
+def base_image() -> BaseImage:
+    mirrors = apt.mirror_lines(apt.host_apt_sources(), SUITE)
+    if not mirrors:
+        raise LabError(f'No Debian mirror for {SUITE} in {", ".join(apt.APT_SOURCE_FILES)}: labctl builds the lab hosts '
+                       f'from the mirror apt already uses. Add one, e.g. "deb http://deb.debian.org/debian {SUITE} main".')
+    return BaseImage(key=base_key(SUITE, BASE_PACKAGES, mirrors, DPKG_OPTIONS), mirrors=tuple(mirrors))
+
+
+def build_base(base: BaseImage) -> None:
+    mmdebstrap = shutil.which('mmdebstrap')
+    if not mmdebstrap:
+        raise LabError('mmdebstrap is not installed: run `make setup` (or `apt-get install mmdebstrap`).')
+    os.makedirs(CACHE_DIR, mode=0o755, exist_ok=True)
+    partial = base.tarball + '.partial'
+    argv = [mmdebstrap, '--variant=minbase', '--mode=root', '--format=tar', f'--include={",".join(BASE_PACKAGES)}']
+    argv += [f'--dpkgopt={option}' for option in DPKG_OPTIONS]
+    argv += [SUITE, partial, *base.mirrors]
+    try:
+        run(argv, f'build the {SUITE} base root file system with mmdebstrap')
+    except LabError:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+        raise
+    os.replace(partial, base.tarball)
+    manifest = {'suite': SUITE, 'packages': list(BASE_PACKAGES), 'mirrors': list(base.mirrors),
+                'dpkg_options': list(DPKG_OPTIONS), 'built_at': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
+                'bytes': os.path.getsize(base.tarball), 'command': shell_join(argv)}
+    write_file_atomically(base.manifest, json.dumps(manifest, indent=2) + '\n')
+
+
+def ensure_base(changes: Changes) -> BaseImage:
+    base = base_image()
+    if not os.path.isfile(base.tarball):
+        changes.make(f'build the {SUITE} base with mmdebstrap into {base.tarball}', build_base, base)
+    return base

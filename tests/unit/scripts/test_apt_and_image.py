@@ -1,0 +1,98 @@
+"""Which mirror the lab hosts come from (local_lab/apt.py) and what the cached base is keyed by (image.py)."""
+
+from __future__ import annotations
+
+from local_lab import apt, image
+
+# This machine's /etc/apt/sources.list.d/debian.sources, verbatim.
+DEB822 = """\
+Types: deb
+# http://snapshot.debian.org/archive/debian/20250520T000000Z
+URIs: http://deb.debian.org/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+# http://snapshot.debian.org/archive/debian-security/20250520T000000Z
+URIs: http://deb.debian.org/debian-security
+Suites: bookworm-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+"""
+
+# A deb822 stanza whose Signed-By holds the key itself, one that is disabled, and a source package stanza.
+DEB822_INLINE_KEY = """\
+Types: deb deb-src
+URIs: https://mirror.example.edu/debian/
+Suites: bookworm
+Components: main contrib
+Signed-By:
+ -----BEGIN PGP PUBLIC KEY BLOCK-----
+ .
+ mDMEY865UxYJKwYBBAHaRw8BAQdAd7Z0srwuhlB6JKFkcf4HU4SSS/xcRfwEQWzr
+ -----END PGP PUBLIC KEY BLOCK-----
+
+Types: deb
+URIs: http://old.example.org/debian
+Suites: bookworm
+Components: main
+Enabled: no
+
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: bookworm
+Components: main
+"""
+
+# A classic /etc/apt/sources.list of a Debian 12 installation.
+ONE_LINE = """\
+#deb cdrom:[Debian GNU/Linux 12.5.0 _Bookworm_ - Official amd64 NETINST with firmware 20240210-11:27]/ bookworm contrib main non-free-firmware
+
+deb http://ftp.fr.debian.org/debian/ bookworm main non-free-firmware
+deb-src http://ftp.fr.debian.org/debian/ bookworm main non-free-firmware
+
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg arch=amd64] http://security.debian.org/debian-security bookworm-security main non-free-firmware
+deb http://ftp.fr.debian.org/debian/ bookworm-updates main non-free-firmware  # updates
+deb https://packages.cloud.google.com/apt cloud-sdk-bookworm main
+"""
+
+
+def test_deb822_sources_of_this_machine_give_three_mirror_lines():
+    lines = apt.mirror_lines(apt.parse_deb822_sources(DEB822), 'bookworm')
+    key = '[signed-by=/usr/share/keyrings/debian-archive-keyring.gpg]'
+    assert lines == [
+        f'deb {key} http://deb.debian.org/debian bookworm main',
+        f'deb {key} http://deb.debian.org/debian bookworm-updates main',
+        f'deb {key} http://deb.debian.org/debian-security bookworm-security main',
+    ]
+
+
+def test_deb822_inline_key_is_not_passed_on_and_disabled_or_source_stanzas_are_skipped():
+    sources = apt.parse_deb822_sources(DEB822_INLINE_KEY)
+    assert [source.uris for source in sources] == [('https://mirror.example.edu/debian/',), ('http://deb.debian.org/debian',)]
+    assert sources[0].signed_by is None
+    assert apt.mirror_lines(sources, 'bookworm') == ['deb https://mirror.example.edu/debian/ bookworm main contrib']
+
+
+def test_one_line_sources_keep_options_and_ignore_comments_sources_and_other_suites():
+    lines = apt.mirror_lines(apt.parse_one_line_sources(ONE_LINE), 'bookworm')
+    assert lines == [
+        'deb http://ftp.fr.debian.org/debian/ bookworm main non-free-firmware',
+        'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://security.debian.org/debian-security '
+        'bookworm-security main non-free-firmware',
+        'deb http://ftp.fr.debian.org/debian/ bookworm-updates main non-free-firmware',
+    ]
+
+
+def test_no_mirror_for_another_suite():
+    assert apt.mirror_lines(apt.parse_deb822_sources(DEB822), 'trixie') == []
+
+
+def test_base_key_changes_with_the_recipe_only():
+    mirrors = ['deb http://deb.debian.org/debian bookworm main']
+    key = image.base_key('bookworm', ['python3', 'tini'], mirrors, [])
+    assert key == image.base_key('bookworm', ['tini', 'python3'], mirrors, [])
+    assert key != image.base_key('bookworm', ['python3', 'tini', 'rsync'], mirrors, [])
+    assert key != image.base_key('trixie', ['python3', 'tini'], mirrors, [])
+    assert len(key) == 12
