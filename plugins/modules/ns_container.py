@@ -44,7 +44,11 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: Nothing is started, stopped, written or removed; the reported C(changed) is what the real run would report.
+    details:
+      - Nothing is started, stopped, written or removed; the reported C(changed) is what the real run would report.
+      - An O(rootfs) that does not exist yet, or is an empty directory (an overlay's merged directory before the overlay
+        is mounted), is a warning in check mode and a start is predicted - in a C(--check) run of a whole playbook the
+        task that builds or mounts it has not run either. A real run fails while it is not a root file system.
   diff_mode:
     support: full
     details: Before and after show the container's state, its PID and its spec.
@@ -396,6 +400,16 @@ def desired_spec(params) -> container.ContainerSpec:
     )
 
 
+def rootfs_not_built(rootfs: str) -> str | None:
+    """Why ``rootfs`` is no root file system yet - missing, or an empty directory (an overlay's merged directory before
+    the overlay is mounted) - or None. In check mode an earlier task of the same run may still build it."""
+    if not os.path.lexists(rootfs):
+        return 'does not exist yet'
+    if os.path.isdir(rootfs) and not os.listdir(rootfs):
+        return 'is an empty directory (as an overlay\'s merged directory is before the overlay is mounted)'
+    return None
+
+
 def filesystem_problems(spec: container.ContainerSpec, state_dir: str) -> list[str]:
     """Problems with the root file system and the state directory, as they are on disk now."""
     rootfs = spec.rootfs
@@ -404,6 +418,9 @@ def filesystem_problems(spec: container.ContainerSpec, state_dir: str) -> list[s
                 f'(for example with unboxed.lab.overlay_mount).']
     if not os.path.isdir(rootfs):
         return [f'rootfs {rootfs} is not a directory.']
+    if not os.listdir(rootfs):
+        return [f'rootfs {rootfs} is an empty directory, not a root file system: is the overlay mounted? Build or mount '
+                f'the root file system first (for example with unboxed.lab.overlay_mount).']
     problems = []
     if os.path.realpath(rootfs) == '/':
         problems.append(f'rootfs {rootfs} leads to "/", the host\'s own root (through a symbolic link).')
@@ -692,10 +709,11 @@ class NsContainer:
             self.module.fail_json(msg=problem, problems=[problem])
         if params['state'] in ('started', 'restarted'):
             self.desired = desired_spec(params)
-            if self.module.check_mode and not os.path.lexists(self.desired.rootfs):
-                # In a --check run of a whole playbook the task that builds the rootfs has not run either.
-                self.module.warn(f'rootfs {self.desired.rootfs} does not exist yet: check mode assumes an earlier task '
-                                 f'of this run creates it; a real run fails if it still does not exist.')
+            not_built = rootfs_not_built(self.desired.rootfs)
+            if self.module.check_mode and not_built:
+                # In a --check run of a whole playbook the task that builds or mounts the rootfs has not run either.
+                self.module.warn(f'rootfs {self.desired.rootfs} {not_built}: check mode assumes an earlier task of this '
+                                 f'run builds or mounts it; a real run fails if it is still not a root file system.')
                 problems = []
             else:
                 problems = filesystem_problems(self.desired, self.state_dir)

@@ -561,3 +561,24 @@ def test_check_mode_before_the_rootfs_exists_predicts_a_start(run_module, contai
     assert not os.path.exists(containers.args(name)['state_dir'])
     real = run_module('ns_container', containers.args(name, rootfs=missing))
     assert real['failed'] is True and 'does not exist' in real['msg']
+
+
+def test_check_mode_on_an_empty_merged_directory_predicts_a_start(run_module, containers, tmp_path):
+    """The overlay's merged directory exists (created by an earlier site.yml or by hand) but the overlay is not mounted."""
+    name = containers.new_name()
+    merged = tmp_path / 'merged'
+    merged.mkdir()
+    args = containers.args(name, rootfs=str(merged))
+    predicted = run_module('ns_container', args, check=True, diff=True)
+    assert predicted['changed'] is True and not predicted['failed'] and predicted['state'] == 'started'
+    assert predicted['msg'] == 'Would be started: no container was recorded.'
+    assert [warning for warning in predicted['warnings'] if 'empty directory' in warning] == [
+        f'rootfs {merged} is an empty directory (as an overlay\'s merged directory is before the overlay is mounted): '
+        f'check mode assumes an earlier task of this run builds or mounts it; a real run fails if it is still not a root '
+        f'file system.']
+    assert os.listdir(merged) == [] and not os.path.exists(args['state_dir'])
+    real = run_module('ns_container', args)
+    assert real['failed'] is True and real['changed'] is False
+    assert real['msg'] == (f'rootfs {merged} is an empty directory, not a root file system: is the overlay mounted? Build '
+                           f'or mount the root file system first (for example with unboxed.lab.overlay_mount).')
+    assert os.listdir(merged) == [] and not os.path.exists(args['state_dir'])
