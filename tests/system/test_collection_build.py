@@ -1,8 +1,9 @@
 """unboxed.lab as a built collection, the way Galaxy users get it.
 
 `ansible-galaxy collection build` makes the artifact, which must hold the collection and nothing local
-(virtualenvs, caches, reports, the collections/ link back to the root); it is installed into a temporary
-collections path. From there, away from the clone and its ansible.cfg, ansible-doc documents every module,
+(virtualenvs, caches, reports, the collections/ link back to the root) nor the repository's development tools
+(the local lab, scripts/labctl, and what runs it; the benchmark), and nothing it ships may need what was left
+out; it is installed into a temporary collections path. From there, away from the clone and its ansible.cfg, ansible-doc documents every module,
 plugin and role, and `ansible-playbook unboxed.lab.site` converges a lab host exactly as the clone's
 site.yml converges its neighbour.
 """
@@ -27,6 +28,12 @@ LAB = 'buildtest'
 PLUGIN_TYPES = {'modules': 'module', 'inventory': 'inventory', 'callback': 'callback'}
 RECAP_LINE = re.compile(r'^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)'
                         r'\s+failed=(?P<failed>\d+)')
+
+
+# Tools for developing this repository, never in the artifact (galaxy.yml's build_ignore says why).
+DEVELOPMENT_TOOLS = ('scripts/', 'bench/', 'molecule/', '.config/', 'tests/system/', 'tests/unit/scripts/', 'inventories/local/')
+DEVELOPMENT_FILES = ('Makefile', 'playbooks/local_lab.yml', 'local_lab.yml')
+IMPORT_PLAYBOOK = ('ansible.builtin.import_playbook', 'import_playbook')
 
 
 def run(argv, timeout=1200, **kwargs):
@@ -105,6 +112,36 @@ def test_artifact_holds_only_tracked_files_and_the_whole_collection(artifact):
                  for name in plugins_on_disk()[plugin_type]}
     expected |= {f'roles/{role}/meta/argument_specs.yml' for role in roles_on_disk()}
     assert expected - files == set()
+
+
+def shipped_text(archive: tarfile.TarFile, name: str) -> str:
+    return archive.extractfile(name).read().decode('utf-8')
+
+
+def test_artifact_leaves_out_the_development_tools_and_ships_nothing_that_needs_them(artifact):
+    with tarfile.open(artifact) as archive:
+        files = {member.name for member in archive.getmembers() if member.isfile()}
+        left_in = sorted(name for name in files if name.startswith(DEVELOPMENT_TOOLS) or name in DEVELOPMENT_FILES)
+        assert not left_in, f'development tools in the artifact: {left_in[:10]}'
+        # Both exist in the clone: the test would pass for nothing if they did not.
+        assert os.path.isfile(os.path.join(REPO, 'scripts', 'labctl')) and os.path.isdir(os.path.join(REPO, 'bench'))
+        content = sorted(name for name in files if name.startswith(('playbooks/', 'roles/', 'plugins/', 'meta/'))
+                         or ('/' not in name and name.endswith('.yml')))
+        assert 'playbooks/site.yml' in content and 'site.yml' in content
+        for name in content:
+            text = shipped_text(archive, name)
+            assert 'scripts/' not in text and 'bench/' not in text, f'{name} refers to a development tool left out'
+            if not name.endswith('.yml'):
+                continue
+            for play in yaml.safe_load(text) or []:
+                imported = next((play[key] for key in IMPORT_PLAYBOOK if isinstance(play, dict) and key in play), None)
+                if imported is None:
+                    continue
+                if imported.startswith('unboxed.lab.'):
+                    target = f"playbooks/{imported[len('unboxed.lab.'):]}.yml"
+                else:
+                    target = os.path.normpath(os.path.join(os.path.dirname(name), imported))
+                assert target in files, f'{name} imports {imported}, which the artifact does not hold'
 
 
 def test_ansible_doc_documents_every_module_and_plugin_of_the_installed_collection(installed):
