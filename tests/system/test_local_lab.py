@@ -146,6 +146,13 @@ def test_up_creates_three_running_hosts(lab):
     assert len(set(addresses)) == len(HOSTS)
 
 
+def test_the_written_inventory_is_clean_for_make_lint(lab):
+    # The default lab writes it into the repository, where `make lint` runs yamllint --strict on it.
+    completed = subprocess.run([os.path.join(BIN, 'yamllint'), '--strict', '-c', os.path.join(REPO, '.yamllint'), lab.inventory],
+                               capture_output=True, text=True, check=False)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+
+
 def test_second_up_changes_nothing_and_check_agrees(lab):
     again = lab.playbook()
     assert again.returncode == 0, again.stdout + again.stderr
