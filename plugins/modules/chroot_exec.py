@@ -129,10 +129,15 @@ cmd:
   elements: str
   sample: [ps, ax]
 command:
-  description: The equivalent shell commands, as a student would type them on the host.
+  description:
+    - The equivalent shell commands, as a student would type them on the host - the argument lists the module runs,
+      with program names instead of absolute paths. C(env -i) gives the command its clean environment.
   returned: always
   type: str
-  sample: mount -t proc proc /overlay/merged/proc; chroot /overlay/merged ps ax; umount /overlay/merged/proc
+  sample: >-
+    mount -t proc proc /overlay/merged/proc;
+    env -i HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin chroot /overlay/merged ps ax;
+    umount /overlay/merged/proc
 rc:
   description: The command's exit status (0 when it was not run).
   returned: always
@@ -187,7 +192,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.unboxed.lab.plugins.module_utils import command as cmd_utils
+from ansible_collections.unboxed.lab.plugins.module_utils import command as cmd
 from ansible_collections.unboxed.lab.plugins.module_utils import environ
 from ansible_collections.unboxed.lab.plugins.module_utils import mountinfo
 from ansible_collections.unboxed.lab.plugins.module_utils import paths
@@ -201,6 +206,9 @@ PSEUDO_MOUNTS = {
 
 # Runs "$@" in the directory "$1": a fixed script that only ever sees its arguments as data.
 CHDIR_SCRIPT = 'cd -- "$1" || exit 127; shift; exec "$@"'
+
+# The host programs the module runs, by the names a student types; a real run uses their absolute paths.
+DISPLAY_PROGRAMS = {'env': 'env', 'chroot': 'chroot', 'mount': 'mount', 'umount': 'umount'}
 
 
 def argument_spec():
@@ -218,6 +226,11 @@ def argument_spec():
     )
 
 
+def constraints():
+    """What AnsibleModule checks for us: exactly one of argv and cmd."""
+    return dict(mutually_exclusive=[('argv', 'cmd')], required_one_of=[('argv', 'cmd')])
+
+
 def inner_argv(params):
     """The command as run inside the root: argv as given, or the root's /bin/sh -c for cmd."""
     return list(params['argv']) if params['argv'] else ['/bin/sh', '-c', params['cmd']]
@@ -227,26 +240,34 @@ def environment(params):
     return environ.clean_environment(params['env'])
 
 
-def chroot_argv(env_bin, chroot_bin, root, argv, env, chdir=None):
+def chroot_argv(programs, root, argv, env, chdir=None):
     """env -i K=V... chroot ROOT [sh -c CHDIR_SCRIPT unboxed-chdir DIR] ARGV: clean environment, no host shell."""
-    prefix = [env_bin, '-i'] + [f'{key}={value}' for key, value in sorted(env.items())] + [chroot_bin, root]
+    prefix = [programs['env'], '-i'] + [f'{key}={value}' for key, value in sorted(env.items())] + [programs['chroot'], root]
     if chdir:
         prefix += ['/bin/sh', '-c', CHDIR_SCRIPT, 'unboxed-chdir', chdir]
     return prefix + argv
 
 
+def pseudo_mount_argv(programs, name, target):
+    return [programs['mount']] + PSEUDO_MOUNTS[name] + [target]
+
+
+def umount_argv(programs, target):
+    return [programs['umount'], target]
+
+
 def request_problems(params):
-    """Problems visible from the request alone. Pure, unit-tested."""
+    """Problems visible from the request alone, all at once. Pure, unit-tested."""
     problems = []
     problem = paths.root_directory_problem('root', params['root'])
     if problem:
         problems.append(problem)
-    if params['argv'] is not None and params['cmd'] is not None:
-        problems.append('argv and cmd are mutually exclusive: give the command either as a list (argv) or as one shell string (cmd).')
-    elif not params['argv'] and not params['cmd']:
-        problems.append('give the command to run inside the root, as argv (a list, e.g. [ps, ax]) or as cmd (a shell string).')
-    if params['argv'] is not None and params['argv'] and not params['argv'][0]:
+    if params['argv'] is not None and not params['argv']:
+        problems.append('argv is empty: give the program and its arguments as a list, e.g. [ps, ax].')
+    elif params['argv'] and not params['argv'][0]:
         problems.append('argv[0], the program to run, is empty.')
+    if params['cmd'] is not None and not params['cmd'].strip():
+        problems.append('cmd is empty: give the shell command line to run inside the root, e.g. "ps ax".')
     for option in ('chdir', 'creates', 'removes'):
         if params[option] is not None and not params[option].startswith('/'):
             problems.append(f'{option} is a path inside the root and must be absolute, got "{params[option]}".')
@@ -279,64 +300,76 @@ def root_problems(params, argv, env):
     return problems
 
 
-def pseudo_mount_argv(mount_bin, name, target):
-    return [mount_bin] + PSEUDO_MOUNTS[name] + [target]
+def differences(params, root):
+    """Whether the command still has work to do, as creates and removes tell: (True, why) to run it,
+    (False, why not) when its work is done. Both the change test and the message."""
+    creates, removes = params['creates'], params['removes']
+    if creates and paths.resolve_inside(root, creates):
+        return False, f"'{creates}' exists inside {root}"
+    if removes and not paths.resolve_inside(root, removes):
+        return False, f"'{removes}' does not exist inside {root}"
+    reasons = ([f"'{creates}' does not exist inside {root}"] if creates else []) + \
+        ([f"'{removes}' exists inside {root}"] if removes else [])
+    return True, ' and '.join(reasons) or 'no creates or removes to say its work is done'
+
+
+def command_steps(programs, params, root, argv, env):
+    """Every command of a run, in order: mount each pseudo file system, chroot, unmount them again."""
+    targets = [os.path.join(root, name) for name in params['mounts']]
+    return ([pseudo_mount_argv(programs, name, target) for name, target in zip(params['mounts'], targets)]
+            + [chroot_argv(programs, root, argv, env, params['chdir'])]
+            + [umount_argv(programs, target) for target in reversed(targets)])
+
+
+def equivalent_command(params, root, argv, env):
+    """The run's commands as a student types them: the argv lists the module runs, with program names."""
+    return '; '.join(cmd.shell_join(step) for step in command_steps(DISPLAY_PROGRAMS, params, root, argv, env))
 
 
 class PseudoMounts:
     """Mounts /proc, /sys, /dev inside the root for one command and always takes them down again."""
 
-    def __init__(self, module, root, names):
+    def __init__(self, module, programs, root, names):
         self.module = module
+        self.programs = programs
         self.root = root
         self.names = names
         self.ours = []
 
-    def targets(self):
-        return [(name, os.path.join(self.root, name)) for name in self.names]
-
     def __enter__(self):
-        mount_bin = self.module.get_bin_path('mount', required=True)
         entries = mountinfo.read_mountinfo()
-        for name, target in self.targets():
+        for name in self.names:
+            target = os.path.join(self.root, name)
             if mountinfo.find_mount(os.path.realpath(target), entries) is not None:
                 continue
-            argv = pseudo_mount_argv(mount_bin, name, target)
-            rc, _stdout, stderr = self.module.run_command(argv, environ_update={'LC_ALL': 'C'})
-            if rc != 0:
-                self.__exit__(None, None, None)
-                self.module.fail_json(msg=f'Could not mount {name} at {target}: {stderr.strip()}', cmd=cmd_utils.shell_join(argv))
+            cmd.run_checked(self.module, pseudo_mount_argv(self.programs, name, target), f'mount {name} at {target}',
+                            fail=self.fail)
             self.ours.append(target)
         return self
 
+    def fail(self, **result):
+        self.__exit__(None, None, None)
+        self.module.fail_json(**result)
+
     def __exit__(self, *exc_info):
-        umount_bin = self.module.get_bin_path('umount', required=True)
         for target in reversed(self.ours):
-            rc, _stdout, stderr = self.module.run_command([umount_bin, target], environ_update={'LC_ALL': 'C'})
-            if rc != 0:
-                # A process the command left behind may still use it: detach it rather than leave it in place.
-                self.module.run_command([umount_bin, '-l', target])
-                self.module.warn(f'{target} was busy after the command ({stderr.strip()}); it was detached with umount -l.')
+            rc, stdout, stderr = cmd.run(self.module, umount_argv(self.programs, target))
+            if rc == 0:
+                continue
+            # A process the command left behind may still use it: detach it rather than leave it in place.
+            busy = cmd.failure_detail(rc, stdout, stderr)
+            rc, stdout, stderr = cmd.run(self.module, [self.programs['umount'], '-l', target])
+            if rc == 0:
+                self.module.warn(f'{target} was busy after the command ({busy}); it was detached with umount -l.')
+            else:
+                self.module.warn(f'{target} was busy after the command ({busy}) and could not be detached either '
+                                 f'({cmd.failure_detail(rc, stdout, stderr)}): it is still mounted.')
         self.ours = []
         return False
 
 
-def equivalent_command(params, argv, env):
-    root = params['root']
-    visible_env = {key: value for key, value in env.items() if key in params['env']}
-    steps = [cmd_utils.shell_join(['mount'] + pseudo_mount_argv('', name, os.path.join(root, name))[1:]) for name in params['mounts']]
-    chroot_line = ['chroot', root]
-    if params['chdir']:
-        chroot_line += ['/bin/sh', '-c', f'cd {params["chdir"]} && exec "$@"', 'sh']
-    chroot_line += argv
-    prefix = [f'{key}={value}' for key, value in sorted(visible_env.items())]
-    steps.append(cmd_utils.shell_join(['env'] + prefix + chroot_line) if prefix else cmd_utils.shell_join(chroot_line))
-    steps += [cmd_utils.shell_join(['umount', os.path.join(root, name)]) for name in reversed(params['mounts'])]
-    return '; '.join(steps)
-
-
 def main():
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True, **constraints())
     params = module.params
     problems = request_problems(params)
     if problems:
@@ -345,7 +378,7 @@ def main():
     argv = inner_argv(params)
     env = environment(params)
     result = {'changed': False, 'stdout': '', 'stderr': '', 'rc': None, 'cmd': argv, 'start': None, 'end': None,
-              'delta': None, 'msg': '', 'command': equivalent_command(params, argv, env)}
+              'delta': None, 'msg': '', 'command': equivalent_command(params, root, argv, env)}
 
     if module.check_mode and not os.path.lexists(root):
         # As ansible.builtin.command in check mode: in a --check run of a whole playbook, the task that builds
@@ -357,26 +390,23 @@ def main():
     if problems:
         module.fail_json(msg=' '.join(problems), problems=problems, **{k: v for k, v in result.items() if k != 'msg'})
 
-    would = 'Would' if module.check_mode else 'Did'
-    if params['creates'] and paths.resolve_inside(root, params['creates']):
-        result.update(rc=0, msg=f"{would} not run command since '{params['creates']}' exists inside {root}")
-        module.exit_json(**result)
-    if params['removes'] and not paths.resolve_inside(root, params['removes']):
-        result.update(rc=0, msg=f"{would} not run command since '{params['removes']}' does not exist inside {root}")
+    must_run, reason = differences(params, root)
+    if not must_run:
+        result.update(rc=0, msg=f"{'Would' if module.check_mode else 'Did'} not run command since {reason}")
         module.exit_json(**result)
 
     result['changed'] = True
     if module.check_mode:
-        result.update(rc=0, msg='Command would have run if not in check mode')
+        result.update(rc=0, msg=f'Command would have run if not in check mode ({reason})')
         if params['creates'] is None and params['removes'] is None:
             result.update(skipped=True, changed=False)
         module.exit_json(**result)
 
-    full_argv = chroot_argv(module.get_bin_path('env', required=True), module.get_bin_path('chroot', required=True),
-                            root, argv, env, params['chdir'])
-    with PseudoMounts(module, root, params['mounts']):
+    programs = {name: module.get_bin_path(name, required=True) for name in DISPLAY_PROGRAMS}
+    with PseudoMounts(module, programs, root, params['mounts']):
         start = datetime.datetime.now()
-        rc, stdout, stderr = module.run_command(full_argv, data=params['stdin'], binary_data=not params['stdin_add_newline'])
+        rc, stdout, stderr = cmd.run(module, chroot_argv(programs, root, argv, env, params['chdir']),
+                                     data=params['stdin'], binary_data=not params['stdin_add_newline'])
         end = datetime.datetime.now()
     result.update(rc=rc, stdout=stdout.rstrip('\n'), stderr=stderr.rstrip('\n'), start=str(start), end=str(end), delta=str(end - start))
     if rc != 0:

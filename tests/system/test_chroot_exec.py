@@ -7,6 +7,7 @@ import os
 import pytest
 
 from conftest import snapshot_mounts, snapshot_tree
+from ansible_collections.unboxed.lab.plugins.module_utils import environ
 
 pytestmark = pytest.mark.root
 
@@ -17,7 +18,8 @@ def test_chroot_is_not_isolation_host_processes_and_interfaces_are_visible(run_m
     assert ps['rc'] == 0 and ps['changed'] is True
     # The test runner itself is a host process: chroot does not hide it.
     assert any(line.split()[0] == str(os.getpid()) for line in ps['stdout_lines'][1:])
-    assert ps['command'] == f'mount -t proc proc {busybox_rootfs}/proc; chroot {busybox_rootfs} ps; umount {busybox_rootfs}/proc'
+    assert ps['command'] == (f'mount -t proc proc {busybox_rootfs}/proc; env -i HOME=/root PATH={environ.DEFAULT_PATH} '
+                             f'chroot {busybox_rootfs} ps; umount {busybox_rootfs}/proc')
     assert snapshot_mounts(busybox_rootfs) == mounts        # /proc was unmounted again
 
     ip = run_module('chroot_exec', {'root': busybox_rootfs, 'argv': ['ip', 'addr']})
@@ -30,6 +32,7 @@ def test_shell_form_runs_inside_and_creates_makes_it_idempotent(run_module, busy
     args = {'root': busybox_rootfs, 'cmd': 'echo "Texto" > /file01.txt', 'creates': '/file01.txt'}
     predicted = run_module('chroot_exec', args, check=True)
     assert predicted['changed'] is True and not os.path.exists(f'{busybox_rootfs}/file01.txt')
+    assert predicted['msg'] == f"Command would have run if not in check mode ('/file01.txt' does not exist inside {busybox_rootfs})"
     first = run_module('chroot_exec', args)
     assert first['changed'] is True and first['cmd'] == ['/bin/sh', '-c', 'echo "Texto" > /file01.txt']
     with open(f'{busybox_rootfs}/file01.txt', encoding='utf-8') as handle:
@@ -56,16 +59,17 @@ def test_chdir_env_and_stdin_reach_the_command(run_module, busybox_rootfs):
     result = run_module('chroot_exec', {'root': busybox_rootfs, 'cmd': 'pwd; echo "$GREETING $HOME"; cat', 'chdir': '/etc',
                                         'env': {'GREETING': 'hola mundo'}, 'stdin': 'from stdin'})
     assert result['stdout_lines'] == ['/etc', 'hola mundo /root', 'from stdin']
+    assert result['command'] == (f'env -i \'GREETING=hola mundo\' HOME=/root PATH={environ.DEFAULT_PATH} chroot {busybox_rootfs} '
+                                 f'/bin/sh -c \'cd -- "$1" || exit 127; shift; exec "$@"\' unboxed-chdir /etc '
+                                 f'/bin/sh -c \'pwd; echo "$GREETING $HOME"; cat\'')
 
 
 def test_environment_is_clean_not_the_modules(run_module, busybox_rootfs, monkeypatch):
     # The local connection hands this variable to the module process; the chrooted command must not see it.
     monkeypatch.setenv('UNBOXED_HOST_ONLY', 'leaked')
+    monkeypatch.setenv('TERM', 'xterm')
     result = run_module('chroot_exec', {'root': busybox_rootfs, 'argv': ['env']})
-    names = sorted(line.split('=', 1)[0] for line in result['stdout_lines'])
-    assert 'UNBOXED_HOST_ONLY' not in names
-    assert names == ['HOME', 'PATH'] or names == ['HOME', 'PATH', 'TERM']
-    assert 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' in result['stdout_lines']
+    assert sorted(result['stdout_lines']) == ['HOME=/root', 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin']
 
 
 def test_a_failing_command_fails_and_still_unmounts(run_module, busybox_rootfs):
@@ -86,7 +90,9 @@ def test_existing_mount_is_reused_and_left_in_place(run_module, busybox_rootfs):
 @pytest.mark.parametrize('make_args, fragment', [
     (lambda r: {'root': r, 'argv': ['nosuchprogram']}, 'nosuchprogram (searched in PATH='),
     (lambda r: {'root': r + '-missing', 'argv': ['ls']}, 'does not exist: build or mount the root file system first'),
-    (lambda r: {'root': r, 'argv': ['ls'], 'cmd': 'ls'}, 'mutually exclusive'),
+    (lambda r: {'root': r, 'argv': ['ls'], 'cmd': 'ls'}, 'parameters are mutually exclusive: argv|cmd'),
+    (lambda r: {'root': r, 'chdir': '/etc'}, 'one of the following is required: argv, cmd'),
+    (lambda r: {'root': r, 'argv': [], 'mounts': ['proc']}, 'argv is empty'),
     (lambda r: {'root': r, 'argv': ['ls'], 'chdir': '/no/such/dir'}, 'is not a directory inside'),
     (lambda r: {'root': r, 'argv': ['ls'], 'mounts': ['proc'], 'env': {'1BAD': 'x'}}, 'not a valid name'),
     (lambda r: {'root': 'relative/root', 'argv': ['ls']}, 'root must be an absolute path'),

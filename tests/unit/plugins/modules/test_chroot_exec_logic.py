@@ -1,8 +1,12 @@
 from __future__ import annotations
 
 import pytest
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.unboxed.lab.plugins.modules import chroot_exec
+
+PROGRAMS = {'env': '/usr/bin/env', 'chroot': '/usr/sbin/chroot', 'mount': '/usr/bin/mount', 'umount': '/usr/bin/umount'}
+CLEAN = 'env -i HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 
 
 def params(**overrides):
@@ -12,19 +16,34 @@ def params(**overrides):
     return base
 
 
-@pytest.mark.parametrize('overrides, fragment', [
-    (dict(root='overlay/merged'), 'root must be an absolute path'),
-    (dict(root='/'), 'root is "/", the host\'s own root'),
-    (dict(cmd='ps ax'), 'mutually exclusive'),
-    (dict(argv=None), 'give the command to run'),
-    (dict(argv=['']), 'argv[0]'),
-    (dict(chdir='tmp'), 'chdir is a path inside the root and must be absolute'),
-    (dict(creates='file01.txt'), 'creates is a path inside the root'),
-    (dict(env={'BAD-NAME': 'x'}), 'not a valid name'),
+@pytest.mark.parametrize('overrides, problems', [
+    (dict(), []),
+    (dict(argv=None, cmd='echo "Texto" > /file01.txt'), []),
+    (dict(root='overlay/merged'), ['root must be an absolute path, got "overlay/merged" (write it from /, e.g. /overlay/merged).']),
+    (dict(argv=[]), ['argv is empty: give the program and its arguments as a list, e.g. [ps, ax].']),
+    (dict(argv=['']), ['argv[0], the program to run, is empty.']),
+    (dict(argv=None, cmd='  '), ['cmd is empty: give the shell command line to run inside the root, e.g. "ps ax".']),
+    (dict(chdir='tmp', creates='file01.txt'), ['chdir is a path inside the root and must be absolute, got "tmp".',
+                                               'creates is a path inside the root and must be absolute, got "file01.txt".']),
+    (dict(env={'BAD-NAME': 'x'}), ['env has the variable name "BAD-NAME", which is not a valid name (letters, digits and _, '
+                                   'not starting with a digit).']),
 ])
-def test_bad_requests_name_the_problem(overrides, fragment):
-    problems = chroot_exec.request_problems(params(**overrides))
-    assert any(fragment in problem for problem in problems), problems
+def test_request_problems_are_collected_at_once(overrides, problems):
+    assert chroot_exec.request_problems(params(**overrides)) == problems
+
+
+def test_the_host_root_is_refused():
+    assert chroot_exec.request_problems(params(root='/'))[0].startswith('root is "/", the host\'s own root')
+
+
+@pytest.mark.parametrize('args, error', [
+    ({'root': '/r', 'argv': ['ls'], 'cmd': 'ls'}, 'parameters are mutually exclusive: argv|cmd'),
+    ({'root': '/r'}, 'one of the following is required: argv, cmd'),
+    ({'root': '/r', 'cmd': 'ls'}, None),
+])
+def test_argument_spec_declares_exactly_one_of_argv_and_cmd(args, error):
+    result = ArgumentSpecValidator(chroot_exec.argument_spec(), **chroot_exec.constraints()).validate(args)
+    assert result.error_messages == ([error] if error else [])
 
 
 def test_shell_form_runs_the_roots_shell():
@@ -32,22 +51,49 @@ def test_shell_form_runs_the_roots_shell():
 
 
 def test_argv_starts_clean_and_never_uses_a_host_shell():
-    argv = chroot_exec.chroot_argv('/usr/bin/env', '/usr/sbin/chroot', '/r', ['ls', '$HOME; rm -rf /'], {'PATH': '/bin', 'A': '1'})
+    argv = chroot_exec.chroot_argv(PROGRAMS, '/r', ['ls', '$HOME; rm -rf /'], {'PATH': '/bin', 'A': '1'})
     assert argv == ['/usr/bin/env', '-i', 'A=1', 'PATH=/bin', '/usr/sbin/chroot', '/r', 'ls', '$HOME; rm -rf /']
 
 
 def test_chdir_goes_through_a_fixed_script_with_the_directory_as_data():
-    argv = chroot_exec.chroot_argv('env', 'chroot', '/r', ['ls'], {}, chdir='/tmp; reboot')
+    argv = chroot_exec.chroot_argv(PROGRAMS, '/r', ['ls'], {}, chdir='/tmp; reboot')
     assert argv[-6:] == ['/bin/sh', '-c', chroot_exec.CHDIR_SCRIPT, 'unboxed-chdir', '/tmp; reboot', 'ls']
 
 
 def test_environment_defaults_and_overrides(monkeypatch):
-    monkeypatch.delenv('TERM', raising=False)
+    monkeypatch.setenv('TERM', 'xterm')
     env = chroot_exec.environment(params(env={'PATH': '/opt/bin', 'N': 3}))
     assert env == {'PATH': '/opt/bin', 'HOME': '/root', 'N': '3'}
 
 
-def test_equivalent_command_shows_the_mounts_around_the_chroot():
-    shown = chroot_exec.equivalent_command(params(mounts=['proc', 'dev']), ['ps', 'ax'], {})
+def test_equivalent_command_is_what_runs_mounts_around_the_chroot():
+    request = params(mounts=['proc', 'dev'])
+    env = chroot_exec.environment(request)
+    shown = chroot_exec.equivalent_command(request, '/overlay/merged', ['ps', 'ax'], env)
     assert shown == ('mount -t proc proc /overlay/merged/proc; mount --bind /dev /overlay/merged/dev; '
-                     'chroot /overlay/merged ps ax; umount /overlay/merged/dev; umount /overlay/merged/proc')
+                     f'{CLEAN} chroot /overlay/merged ps ax; umount /overlay/merged/dev; umount /overlay/merged/proc')
+    # A real run runs the same argv lists, with the programs' absolute paths.
+    run = chroot_exec.command_steps(PROGRAMS, request, '/overlay/merged', ['ps', 'ax'], env)
+    by_name = {path: name for name, path in PROGRAMS.items()}
+    assert '; '.join(chroot_exec.cmd.shell_join(by_name.get(arg, arg) for arg in step) for step in run) == shown
+
+
+def test_equivalent_command_with_chdir_shows_the_script_that_runs():
+    request = params(argv=['ls'], chdir='/etc', env={'LANG': 'C.UTF-8'})
+    shown = chroot_exec.equivalent_command(request, '/r', ['ls'], chroot_exec.environment(request))
+    assert shown == ('env -i HOME=/root LANG=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin '
+                     'chroot /r /bin/sh -c \'cd -- "$1" || exit 127; shift; exec "$@"\' unboxed-chdir /etc ls')
+
+
+@pytest.mark.parametrize('overrides, expected', [
+    (dict(), (True, 'no creates or removes to say its work is done')),
+    (dict(creates='/file01.txt'), (False, "'/file01.txt' exists inside {root}")),
+    (dict(creates='/new.txt'), (True, "'/new.txt' does not exist inside {root}")),
+    (dict(removes='/gone'), (False, "'/gone' does not exist inside {root}")),
+    (dict(removes='/file01.txt', creates='/new.txt'),
+     (True, "'/new.txt' does not exist inside {root} and '/file01.txt' exists inside {root}")),
+])
+def test_differences_decide_the_run_and_say_why(tmp_path, overrides, expected):
+    (tmp_path / 'file01.txt').write_text('Texto\n')
+    must_run, reason = chroot_exec.differences(params(**overrides), str(tmp_path))
+    assert (must_run, reason) == (expected[0], expected[1].format(root=tmp_path))
