@@ -232,6 +232,14 @@ def argument_spec():
     )
 
 
+def constraints():
+    """What AnsibleModule checks for us: the layers of a mount, and upperdir with workdir."""
+    return dict(
+        required_if=[('state', 'mounted', ('lowerdirs',)), ('persist', True, ('lowerdirs',))],
+        required_together=[('upperdir', 'workdir')],
+    )
+
+
 def desired_from_params(params):
     """The overlay asked for, with normalised paths (None for parts that were not given)."""
     return {
@@ -262,8 +270,9 @@ def request_problems(params):
     if problem:
         problems.append(problem)
     lowerdirs = params['lowerdirs'] or []
+    # AnsibleModule's required_if and required_together count an option given as null or [] as given.
     if want_layers and not lowerdirs:
-        problems.append('lowerdirs is required to mount an overlay (or to persist it): give at least one lower layer, top layer first.')
+        problems.append('lowerdirs is empty: mounting (or persisting) an overlay needs at least one lower layer, top layer first.')
     for index, lower in enumerate(lowerdirs):
         problem = paths.overlay_path_problem(f'lowerdirs[{index}]', lower)
         if problem:
@@ -274,10 +283,10 @@ def request_problems(params):
     upper, work = params['upperdir'], params['workdir']
     if bool(upper) != bool(work):
         given, missing = ('upperdir', 'workdir') if upper else ('workdir', 'upperdir')
-        problems.append(f'{given} is set but {missing} is not: a writable overlay needs both an upper layer and an '
+        problems.append(f'{given} is set but {missing} is empty: a writable overlay needs both an upper layer and an '
                         f'empty work directory on the same file system (leave both out for a read-only overlay).')
     for option in ('upperdir', 'workdir'):
-        if params[option]:
+        if params[option] is not None:
             problem = paths.overlay_path_problem(option, params[option])
             if problem:
                 problems.append(problem)
@@ -518,40 +527,36 @@ class OverlayMount:
             return
         submounts = mountinfo.mounts_below(path)
         holders = process.processes_using(path)
-        rc, _stdout, stderr = self.module.run_command([self.module.get_bin_path('umount', required=True), path],
-                                                      environ_update={'LC_ALL': 'C'})
-        if rc != 0:
+
+        def who_holds_it():
             detail = []
             if holders:
                 detail.append(f'used by {process.describe_holders(holders)}')
             if submounts:
                 detail.append('with mounts inside it: ' + ', '.join(entry.mount_point for entry in submounts))
-            hint = ('; '.join(detail) + '. Stop those processes (for a container: unboxed.lab.ns_container state=stopped) '
-                    'or unmount what is inside first.') if detail else ''
-            self.fail(f'Could not unmount {path}: {stderr.strip().rstrip(".")}. {hint}'.strip(), holders=holders)
+            return ('; '.join(detail) + '. Stop those processes (for a container: unboxed.lab.ns_container state=stopped) '
+                    'or unmount what is inside first.') if detail else None
+
+        cmd.run_checked(self.module, [self.module.get_bin_path('umount', required=True), path], f'unmount {path}',
+                        explain=who_holds_it, fail=lambda **result: self.fail(holders=holders, **result))
 
     def mount(self):
         self.actions.append('mount')
         if self.module.check_mode:
             return
-        argv = mount_argv(self.module.get_bin_path('mount', required=True), self.desired)
-        rc, stdout, stderr = self.module.run_command(argv, environ_update={'LC_ALL': 'C'})
-        if rc != 0:
-            kernel_says = self.kernel_reason()
-            self.fail(f'Could not mount the overlay at {self.desired["path"]}: {(stderr or stdout).strip()}'
-                      + (f' The kernel said: "{kernel_says}".' if kernel_says else ''),
-                      cmd=cmd.shell_join(argv), rc=rc, stderr=stderr)
+        cmd.run_checked(self.module, mount_argv(self.module.get_bin_path('mount', required=True), self.desired),
+                        f'mount the overlay at {self.desired["path"]}', explain=self.kernel_reason, fail=self.fail)
 
     def kernel_reason(self):
-        """overlayfs explains a refused mount only in the kernel log; fetch its last word if readable."""
+        """overlayfs explains a refused mount only in the kernel log; its last word, if readable."""
         dmesg = self.module.get_bin_path('dmesg')
         if not dmesg:
             return None
-        rc, stdout, _stderr = self.module.run_command([dmesg], environ_update={'LC_ALL': 'C'})
+        rc, stdout, _stderr = cmd.run(self.module, [dmesg])
         if rc != 0:
             return None
         reasons = [line.split('overlayfs:', 1)[1].strip() for line in stdout.splitlines() if 'overlayfs:' in line]
-        return reasons[-1] if reasons else None
+        return f'The kernel said: "{reasons[-1]}".' if reasons else None
 
     def ensure_fstab(self):
         fstab = self.params['fstab']
@@ -630,10 +635,7 @@ class OverlayMount:
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=argument_spec(),
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True, **constraints())
     OverlayMount(module).run()
 
 

@@ -78,7 +78,12 @@ def test_diff_shows_before_and_after(run_module, layers):
     assert mount_diff['before'] == {'mounted': False}
     assert mount_diff['after']['mounted'] is True
     assert mount_diff['after']['lowerdirs'] == [f'{layers}/lower2-file', f'{layers}/lower1-base']
-    assert '+    mounted: true' in result['_stdout'] or 'mounted' in result['_stdout']
+    header = f'overlay at {layers}/merged'
+    shown = result['_stdout']
+    assert f'--- before: {header}\n+++ after: {header}\n' in shown
+    assert '\n-    mounted: false\n' in shown and '\n+    mounted: true\n' in shown
+    assert f'\n+    - {layers}/lower2-file\n+    - {layers}/lower1-base\n' in shown
+    assert f'\n+    upperdir: {layers}/upper\n+    workdir: {layers}/work\n' in shown
 
 
 def test_changed_layers_remount_and_keep_the_upper_layer(run_module, layers):
@@ -189,7 +194,10 @@ def _assert_refused(run_module, layers, args, fragment):
     (lambda b: talk_args(b, path='overlay/merged'), 'path must be an absolute path'),
     (lambda b: talk_args(b, path='/'), 'system directory'),
     (lambda b: talk_args(b, lowerdirs=[f'{b}/lower:2', f'{b}/lower1-base']), 'contains a colon'),
-    (lambda b: talk_args(b, workdir=None), 'upperdir is set but workdir is not'),
+    (lambda b: talk_args(b, workdir=None), 'upperdir is set but workdir is empty'),
+    (lambda b: {key: value for key, value in talk_args(b).items() if key != 'workdir'},
+     'parameters are required together: upperdir, workdir'),
+    (lambda b: {'path': f'{b}/merged'}, 'state is mounted but all of the following are missing: lowerdirs'),
     (lambda b: talk_args(b, workdir=f'{b}/upper/work'), 'inside one another'),
     (lambda b: talk_args(b, lowerdirs=[f'{b}/missing', f'{b}/lower1-base'], create_dirs=False), 'does not exist and create_dirs is false'),
     (lambda b: talk_args(b, lowerdirs=[f'{b}/lower2-file/file01.txt', f'{b}/lower1-base']), 'is not a directory'),
@@ -221,3 +229,34 @@ def test_a_foreign_file_system_at_path_is_left_alone(run_module, layers):
     _assert_refused(run_module, layers, talk_args(layers), 'is a mount point of a tmpfs file system')
     _assert_refused(run_module, layers, {'path': f'{layers}/merged', 'state': 'unmounted'}, 'not an overlay')
     assert live(layers / 'merged').fstype == 'tmpfs'
+
+
+def test_a_mount_the_kernel_refuses_says_so_and_removes_the_directories_it_made(run_module, layers):
+    tree = snapshot_tree(layers)
+    result = run_module('overlay_mount', talk_args(layers, options=['unboxed_no_such_option']))
+    assert result['failed'] is True and result['changed'] is False
+    assert result['msg'].startswith(f'Could not mount the overlay at {layers}/merged: mount: {layers}/merged: '), result['msg']
+    program, shown = result['cmd'].split(' ', 1)
+    assert program.endswith('/mount') and shown.startswith('-t overlay overlay -o lowerdir=') and result['rc'] != 0
+    assert 'unboxed_no_such_option' in result['cmd']
+    assert snapshot_tree(layers) == tree            # upper, work and merged were made by this run, and removed again
+    assert live(layers / 'merged') is None
+
+
+def test_an_unmount_of_a_busy_overlay_names_the_process(run_module, layers):
+    run_module('overlay_mount', talk_args(layers))
+    holder = subprocess.Popen(['sleep', '600'], cwd=f'{layers}/merged')
+    try:
+        result = run_module('overlay_mount', {'path': f'{layers}/merged', 'state': 'unmounted'})
+        assert result['failed'] is True
+        assert result['msg'].startswith(f'Could not unmount {layers}/merged: umount: {layers}/merged: target is busy. '
+                                        f'used by '), result['msg']
+        assert f'PID {holder.pid} (sleep: cwd)' in result['msg']
+        assert result['msg'].endswith('Stop those processes (for a container: unboxed.lab.ns_container state=stopped) '
+                                      'or unmount what is inside first.')
+        assert {'pid': holder.pid, 'comm': 'sleep', 'uses': ['cwd']} in result['holders']
+        assert live(layers / 'merged').fstype == 'overlay'
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run_module('overlay_mount', {'path': f'{layers}/merged', 'state': 'unmounted'})['changed'] is True

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.unboxed.lab.plugins.module_utils import mountinfo
 from ansible_collections.unboxed.lab.plugins.modules import overlay_mount
@@ -34,11 +35,15 @@ def test_the_talks_request_is_valid():
     (dict(path='overlay/merged'), 'path must be an absolute path'),
     (dict(path='/'), 'system directory'),
     (dict(path='/usr'), 'system directory'),
-    (dict(lowerdirs=[]), 'lowerdirs is required'),
+    (dict(lowerdirs=[]), 'lowerdirs is empty'),
+    (dict(state='unmounted', persist=True, lowerdirs=[]), 'lowerdirs is empty'),
+    (dict(upperdir=''), 'upperdir must not be empty'),
+    # Given as null: AnsibleModule's required_together and required_if count them as given.
+    (dict(workdir=None), 'upperdir is set but workdir is empty'),
+    (dict(upperdir=None), 'workdir is set but upperdir is empty'),
+    (dict(lowerdirs=None), 'lowerdirs is empty'),
     (dict(lowerdirs=['/overlay/a:b']), 'contains a colon'),
     (dict(lowerdirs=['/overlay/lower1-base', '/overlay/lower1-base/']), 'more than once'),
-    (dict(workdir=None), 'upperdir is set but workdir is not'),
-    (dict(upperdir=None), 'workdir is set but upperdir is not'),
     (dict(upperdir=None, workdir=None, lowerdirs=['/overlay/lower1-base']), 'needs at least two lowerdirs'),
     (dict(workdir='/overlay/upper/work'), 'inside one another'),
     (dict(upperdir='/overlay/merged/upper'), 'is inside path'),
@@ -57,9 +62,17 @@ def test_unmounting_needs_no_layers():
     assert overlay_mount.request_problems(params(state='unmounted', lowerdirs=None, upperdir=None, workdir=None)) == []
 
 
-def test_persisting_needs_layers_even_when_unmounted():
-    problems = overlay_mount.request_problems(params(state='unmounted', persist=True, lowerdirs=None, upperdir=None, workdir=None))
-    assert any('lowerdirs is required' in problem for problem in problems)
+@pytest.mark.parametrize('args, error', [
+    ({'path': '/m', 'upperdir': '/u', 'state': 'unmounted'}, 'parameters are required together: upperdir, workdir'),
+    ({'path': '/m', 'workdir': '/w', 'lowerdirs': ['/a', '/b']}, 'parameters are required together: upperdir, workdir'),
+    ({'path': '/m'}, 'state is mounted but all of the following are missing: lowerdirs'),
+    ({'path': '/m', 'state': 'unmounted', 'persist': True}, 'persist is True but all of the following are missing: lowerdirs'),
+    ({'path': '/m', 'state': 'unmounted'}, None),
+    ({'path': '/m', 'lowerdirs': ['/a', '/b']}, None),
+])
+def test_argument_spec_declares_what_goes_together(args, error):
+    result = ArgumentSpecValidator(overlay_mount.argument_spec(), **overlay_mount.constraints()).validate(args)
+    assert result.error_messages == ([error] if error else [])
 
 
 def test_mount_command_as_the_talk_typed_it():
