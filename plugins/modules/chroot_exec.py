@@ -262,7 +262,10 @@ def request_problems(params):
     problem = paths.root_directory_problem('root', params['root'])
     if problem:
         problems.append(problem)
-    if params['argv'] is not None and not params['argv']:
+    if params['argv'] is None and params['cmd'] is None:
+        # Reached with argv: null and no cmd - AnsibleModule's required_one_of counts a null option as given.
+        problems.append('give the command to run inside the root, as argv (a list, e.g. [ps, ax]) or as cmd (a shell string).')
+    elif params['argv'] is not None and not params['argv']:
         problems.append('argv is empty: give the program and its arguments as a list, e.g. [ps, ax].')
     elif params['argv'] and not params['argv'][0]:
         problems.append('argv[0], the program to run, is empty.')

@@ -20,6 +20,7 @@ def params(**overrides):
     (dict(), []),
     (dict(argv=None, cmd='echo "Texto" > /file01.txt'), []),
     (dict(root='overlay/merged'), ['root must be an absolute path, got "overlay/merged" (write it from /, e.g. /overlay/merged).']),
+    (dict(argv=None), ['give the command to run inside the root, as argv (a list, e.g. [ps, ax]) or as cmd (a shell string).']),
     (dict(argv=[]), ['argv is empty: give the program and its arguments as a list, e.g. [ps, ax].']),
     (dict(argv=['']), ['argv[0], the program to run, is empty.']),
     (dict(argv=None, cmd='  '), ['cmd is empty: give the shell command line to run inside the root, e.g. "ps ax".']),
