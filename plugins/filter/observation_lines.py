@@ -13,7 +13,7 @@ short_description: One line per observation of the talk, for verify.yml's summar
 description:
   - Each role's C(verify.yml) notes its observations as dictionaries with C(slide), C(check) (what the talk shows),
     C(ok) and C(seen) (what was seen).
-  - "This filter renders them as C(ok   SLIDE: CHECK - SEEN) or C(FAIL SLIDE: CHECK - SEEN), in the order given." 
+  - "This filter renders them as C(ok   SLIDE: CHECK - SEEN) or C(FAIL SLIDE: CHECK - SEEN), in the order given."
 positional: _input
 options:
   _input:

@@ -20,7 +20,10 @@ with locking.exclusive('container', 'talk', lock_root=sys.argv[2], note='startin
     print('held', flush=True)
     time.sleep(float(sys.argv[3]))
 '''
-COLLECTIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), *(['..'] * 4), 'collections')
+# The directory that holds ansible_collections/, wherever this run imported the collection from (a clone's
+# collections/ link, or ansible-test's copy).
+COLLECTIONS = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.dirname(os.path.abspath(locking.__file__)))))))
 
 
 def holder(tmp_path, seconds):
