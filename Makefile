@@ -19,10 +19,10 @@ demo: setup lab-up
 	ansible-playbook verify.yml
 
 lab-up: setup
-	ansible-playbook -i localhost, playbooks/local_lab.yml -e lab_state=up -e lab_host_count=$(LAB_HOSTS)
+	ansible-playbook -i localhost, local_lab.yml -e lab_state=up -e lab_host_count=$(LAB_HOSTS)
 
 lab-down: setup
-	ansible-playbook -i localhost, playbooks/local_lab.yml -e lab_state=down
+	ansible-playbook -i localhost, local_lab.yml -e lab_state=down
 
 reset: setup
 	ansible-playbook reset.yml

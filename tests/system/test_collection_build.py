@@ -32,7 +32,7 @@ RECAP_LINE = re.compile(r'^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<chan
 
 # Tools for developing this repository, never in the artifact (galaxy.yml's build_ignore says why).
 DEVELOPMENT_TOOLS = ('scripts/', 'bench/', 'molecule/', '.config/', 'tests/system/', 'tests/unit/scripts/', 'inventories/local/')
-DEVELOPMENT_FILES = ('Makefile', 'playbooks/local_lab.yml', 'local_lab.yml')
+DEVELOPMENT_FILES = ('Makefile', 'local_lab.yml')
 IMPORT_PLAYBOOK = ('ansible.builtin.import_playbook', 'import_playbook')
 
 

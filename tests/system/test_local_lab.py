@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.root]
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
 LABCTL = os.path.join(REPO, 'scripts', 'labctl.py')
-PLAYBOOK = os.path.join(REPO, 'playbooks', 'local_lab.yml')
+PLAYBOOK = os.path.join(REPO, 'local_lab.yml')
 STATE_ROOT = '/var/lib/unboxed/lab'
 SYSTEM_KNOWN_HOSTS = '/etc/ssh/ssh_known_hosts'
 
