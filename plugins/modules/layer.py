@@ -182,6 +182,7 @@ command:
   sample: mkdir -p /overlay/lower2-file; echo Texto > /overlay/lower2-file/file01.txt
 """
 
+import dataclasses
 import grp
 import os
 import pwd
@@ -564,32 +565,29 @@ def layer_absent(module, layer: str):
     module.exit_json(changed=True, **result)
 
 
-def main():
-    module = AnsibleModule(argument_spec=argument_spec(), required_if=[('state', 'present', ('files',))],
-                           supports_check_mode=True)
-    problems, wanted, directory_mode = request_problems(module.params)
-    layer = paths.normalize(module.params['path']) if module.params['path'] else ''
-    if not problems and module.params['state'] == 'absent':
-        layer_absent(module, layer)
-    if not problems:
-        problems = path_problems(layer, wanted)
-    if problems:
-        module.fail_json(msg=' '.join(problems), problems=problems)
+@dataclasses.dataclass
+class Differences:
+    """What separates the layer on disk from the one asked for. ``actions`` is both the change test (empty: nothing
+    to do) and the reason shown to the student."""
 
-    host_paths = [paths.join_inside(layer, item['inner']) for item in wanted]
+    directories: list   # to create, parents first
+    writes: list        # (host path, wanted item, changes) of each file that differs
+    diffs: list         # before/after of each file whose content changes
+    actions: list
+
+
+def differences(layer: str, wanted) -> Differences:
     directories = missing_directories(layer, wanted)
     actions = [f'create directory {directory}' for directory in directories]
     diffs = []
     writes = []
-    for item, host_path in zip(wanted, host_paths):
+    for item in wanted:
+        host_path = paths.join_inside(layer, item['inner'])
         content, info = read_current(host_path)
         changes = file_changes(item, content, info)
         if not changes:
             continue
-        if changes == ['create']:
-            actions.append(f'create {host_path}')
-        else:
-            actions.append(f'change {", ".join(changes)} of {host_path}')
+        actions.append(f'create {host_path}' if changes == ['create'] else f'change {", ".join(changes)} of {host_path}')
         if 'create' in changes or 'content' in changes:
             diffs.append({
                 'before_header': host_path if content is not None else f'{host_path} (absent)',
@@ -598,37 +596,66 @@ def main():
                 'after': to_text(item['content'], errors='surrogate_then_replace'),
             })
         writes.append((host_path, item, changes))
+    return Differences(directories, writes, diffs, actions)
 
-    result = dict(path=layer, files=host_paths, actions=actions, unlisted=top_level_unlisted(layer, wanted),
-                  command=equivalent_command(layer, wanted))
-    if diffs:
-        result['diff'] = diffs
-    if actions:
-        problem = mounted_overlay_problem(layer, [path for path, _item, _changes in writes] or directories)
+
+def set_owner_and_mode(host_path: str, item) -> None:
+    # Owner first, then mode: chown clears the setuid and setgid bits.
+    os.chown(host_path, -1 if item['uid'] is None else item['uid'], -1 if item['gid'] is None else item['gid'])
+    os.chmod(host_path, item['mode'])
+
+
+def layer_present(module, layer: str, wanted, directory_mode: int):
+    """state=present: read the layer -> compare with the files asked for -> write only what differs (not in check mode)."""
+    problems = path_problems(layer, wanted)
+    if problems:
+        module.fail_json(msg=' '.join(problems), problems=problems)
+    found = differences(layer, wanted)
+    result = dict(path=layer, files=[paths.join_inside(layer, item['inner']) for item in wanted], actions=found.actions,
+                  unlisted=top_level_unlisted(layer, wanted), command=equivalent_command(layer, wanted))
+    if found.diffs:
+        result['diff'] = found.diffs
+    if found.actions:
+        problem = mounted_overlay_problem(layer, [path for path, _item, _changes in found.writes] or found.directories)
         if problem:
             module.fail_json(msg=problem, changed=False, **result)
-    if module.check_mode or not actions:
-        module.exit_json(changed=bool(actions), **result)
+    if module.check_mode or not found.actions:
+        module.exit_json(changed=bool(found.actions), **result)
 
     done = []  # a failure part way reports changed only for what was really done
-    for directory in directories:
+    for directory in found.directories:
         try:
             os.mkdir(directory, directory_mode)
             os.chmod(directory, directory_mode)  # mkdir's mode is filtered by the umask
         except OSError as error:
             module.fail_json(msg=f'Could not create directory {directory}: {error.strerror}.', changed=bool(done), **result)
         done.append(directory)
-    for host_path, item, changes in writes:
+    for host_path, item, changes in found.writes:
         try:
             if set(changes) <= {'mode', 'owner', 'group'}:
-                os.chown(host_path, -1 if item['uid'] is None else item['uid'], -1 if item['gid'] is None else item['gid'])
-                os.chmod(host_path, item['mode'])
+                set_owner_and_mode(host_path, item)
             else:
                 write_file(host_path, item)
         except OSError as error:
             module.fail_json(msg=f'Could not write {host_path}: {error.strerror}.', changed=bool(done), **result)
         done.append(host_path)
     module.exit_json(changed=True, **result)
+
+
+def constraints():
+    """What AnsibleModule checks for us: a layer to write needs its files."""
+    return dict(required_if=[('state', 'present', ('files',))])
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True, **constraints())
+    problems, wanted, directory_mode = request_problems(module.params)
+    if problems:
+        module.fail_json(msg=' '.join(problems), problems=problems)
+    layer = paths.normalize(module.params['path'])
+    if module.params['state'] == 'absent':
+        layer_absent(module, layer)
+    layer_present(module, layer, wanted, directory_mode)
 
 
 if __name__ == '__main__':

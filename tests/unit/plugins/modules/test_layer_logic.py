@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.unboxed.lab.plugins.module_utils import mountinfo
 from ansible_collections.unboxed.lab.plugins.modules import layer
@@ -203,3 +204,32 @@ def test_remove_tree_removes_links_and_never_what_they_point_to(tmp_path):
     assert layer.count_tree(str(tree)) == {'files': 4, 'directories': 3}
     layer.remove_tree(str(tree))
     assert not tree.exists() and (outside / 'keep').read_text() == 'x'
+
+
+def test_differences_are_the_change_test_and_the_reason(tmp_path):
+    layer_dir = tmp_path / 'layer'
+    wanted = [wanted_item(inner='/etc/motd', content=b'hola\n'), wanted_item(inner='/file01.txt', content=b'Texto\n', mode=0o600)]
+    found = layer.differences(str(layer_dir), wanted)
+    assert found.actions == [f'create directory {layer_dir}', f'create directory {layer_dir}/etc',
+                             f'create {layer_dir}/etc/motd', f'create {layer_dir}/file01.txt']
+    assert found.directories == [str(layer_dir), f'{layer_dir}/etc']
+    assert [diff['before_header'] for diff in found.diffs] == [f'{layer_dir}/etc/motd (absent)', f'{layer_dir}/file01.txt (absent)']
+
+    (layer_dir / 'etc').mkdir(parents=True)
+    (layer_dir / 'etc' / 'motd').write_text('hola\n')
+    (layer_dir / 'etc' / 'motd').chmod(0o644)
+    (layer_dir / 'file01.txt').write_text('Otro\n')
+    (layer_dir / 'file01.txt').chmod(0o644)
+    found = layer.differences(str(layer_dir), wanted)
+    assert found.actions == [f'change content, mode of {layer_dir}/file01.txt']
+    assert [(path, changes) for path, _item, changes in found.writes] == [(f'{layer_dir}/file01.txt', ['content', 'mode'])]
+    assert found.diffs[0]['before'] == 'Otro\n' and found.diffs[0]['after'] == 'Texto\n'
+
+
+@pytest.mark.parametrize('args, error', [
+    ({'path': '/overlay/lower2-file'}, 'state is present but all of the following are missing: files'),
+    ({'path': '/overlay/lower2-file', 'state': 'absent'}, None),
+])
+def test_argument_spec_declares_that_a_layer_to_write_needs_files(args, error):
+    result = ArgumentSpecValidator(layer.argument_spec(), **layer.constraints()).validate(args)
+    assert result.error_messages == ([error] if error else [])
