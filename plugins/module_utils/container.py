@@ -229,18 +229,6 @@ def recorded_spec(state: dict | None) -> ContainerSpec | None:
     return ContainerSpec.from_dict(state['spec'])
 
 
-def find_container_process(state_dir: str, proc: str = process.PROC) -> process.ProcessIdentity | None:
-    """The container's PID 1 if it is running (same PID, same start time, not a zombie), else None.
-
-    An unreadable state file means nobody can tell which process is the container: None.
-    """
-    try:
-        identity = recorded_process(read_state(state_dir))
-    except StateFileError:
-        return None
-    return identity if process.is_running(identity, proc) else None
-
-
 def namespace_flags(spec: ContainerSpec, proc_mount_point: str) -> list[str]:
     """unshare(1) options for the spec's namespaces, in the order the talk typed them."""
     flags = ['--fork']
@@ -289,20 +277,21 @@ def _sh_word(word: str) -> str:
     return shell_join([word])
 
 
-def launch_argv(spec: ContainerSpec, binaries: Binaries = DISPLAY_BINARIES) -> list[str]:
-    return [arg for stage in launch_stages(spec, binaries) for arg in stage]
+def launch_argv(stages: list[list[str]]) -> list[str]:
+    """The one argument list that runs every stage: each stage's program execs the next stage."""
+    return [arg for stage in stages for arg in stage]
 
 
 def transitional_cmdlines(stages: list[list[str]]) -> list[list[str]]:
     """The command lines PID 1 shows before it runs the container's command (one per earlier stage)."""
-    return [[arg for stage in stages[index:] for arg in stage] for index in range(len(stages) - 1)]
+    return [launch_argv(stages[index:]) for index in range(len(stages) - 1)]
 
 
 def shell_command(spec: ContainerSpec) -> str:
     """The launch as a student would type it. The container starts with a clean environment
     (PATH, HOME) plus ``env``; only ``env`` is shown, as an ``env NAME=VALUE`` prefix."""
     prefix = ['env'] + [f'{key}={value}' for key, value in spec.env] if spec.env else []
-    return shell_join(prefix + launch_argv(spec, DISPLAY_BINARIES))
+    return shell_join(prefix + launch_argv(launch_stages(spec, DISPLAY_BINARIES)))
 
 
 def directory_identity(path: str) -> tuple | None:

@@ -296,12 +296,12 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.unboxed.lab.plugins.module_utils import command as cmd
 from ansible_collections.unboxed.lab.plugins.module_utils import container
 from ansible_collections.unboxed.lab.plugins.module_utils import environ
 from ansible_collections.unboxed.lab.plugins.module_utils import namespaces as ns_utils
 from ansible_collections.unboxed.lab.plugins.module_utils import paths
 from ansible_collections.unboxed.lab.plugins.module_utils import process
-from ansible_collections.unboxed.lab.plugins.module_utils.command import shell_join
 
 STATES = ('started', 'stopped', 'restarted', 'absent')
 # How long the launch may take to reach the command (unshare, mounting /proc, chroot or pivot_root).
@@ -327,6 +327,11 @@ def argument_spec():
         stop_timeout=dict(type='int', default=10),
         state_dir=dict(type='path'),
     )
+
+
+def constraints():
+    """What AnsibleModule checks for us: a container to start needs its root file system and its command."""
+    return dict(required_if=[('state', 'started', ('rootfs', 'command')), ('state', 'restarted', ('rootfs', 'command'))])
 
 
 def effective_mount_proc(params) -> bool:
@@ -551,11 +556,11 @@ class NsContainer:
         probe_spec = dataclasses.replace(self.desired, mount_proc=False)
         argv = [self.module.get_bin_path('unshare', required=True)] + container.namespace_flags(probe_spec, '/proc') + \
             [self.module.get_bin_path('true', required=True)]
-        rc, stdout, stderr = self.module.run_command(argv, environ_update={'LC_ALL': 'C', 'LANG': 'C'})
+        rc, stdout, stderr = cmd.run(self.module, argv)
         if rc != 0:
-            detail = (stderr or stdout).strip() or f'exit code {rc}'
+            detail = cmd.failure_detail(rc, stdout, stderr)
             self.fail(container.unshare_refusal_problem(detail, self.desired.namespaces, container.is_chrooted()),
-                      cmd=shell_join(argv), rc=rc, stderr=stderr)
+                      cmd=cmd.shell_join(argv), rc=rc, stderr=stderr)
 
     def log(self, line: str):
         with open(self.log_path, 'a', encoding='utf-8') as handle:
@@ -590,7 +595,7 @@ class NsContainer:
         os.makedirs(os.path.dirname(self.state_dir), mode=0o755, exist_ok=True)
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
         stages = container.launch_stages(spec, self.binaries())
-        argv = [arg for stage in stages for arg in stage]
+        argv = container.launch_argv(stages)
         shown = container.shell_command(spec)
         log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
         try:
@@ -827,11 +832,7 @@ def exit_explanation(code) -> str:
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=argument_spec(),
-        required_if=[('state', 'started', ('rootfs', 'command')), ('state', 'restarted', ('rootfs', 'command'))],
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True, **constraints())
     NsContainer(module).run()
 
 

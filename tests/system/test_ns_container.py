@@ -190,7 +190,7 @@ def test_default_state_dir_is_under_run(run_module, containers):
     name = containers.new_name()
     result = run_module('ns_container', containers.args(name, state_dir=None))
     assert result['state_dir'] == f'/run/unboxed/containers/{name}'
-    assert container.find_container_process(result['state_dir']).pid == result['pid']
+    assert containers.identity(result['state_dir']).pid == result['pid'] and running(result)
     gone = run_module('ns_container', {'name': name, 'state': 'absent', 'stop_timeout': STOP_TIMEOUT})
     assert gone['changed'] is True and not os.path.exists(result['state_dir'])
 
@@ -528,7 +528,7 @@ def test_a_command_that_exits_at_once_fails_with_its_output(run_module, containe
     assert result.get('failed') is True
     assert f'Could not start container {name}' in result['msg'] and '(exit code 3)' in result['msg']
     assert 'no config found' in result['msg']
-    assert container.find_container_process(result['state_dir']) is None
+    assert not process.is_running(containers.identity(result['state_dir']))
 
 
 # ---- the kernel refuses -----------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ def test_the_default_spec_is_the_talks_command():
 
 
 def test_the_launch_runs_what_is_shown_with_absolute_programs():
-    assert container.launch_argv(spec(), HOST) == [
+    assert container.launch_argv(container.launch_stages(spec(), HOST)) == [
         '/usr/bin/unshare', '--fork', '--pid', '--net', '--mount-proc=/overlay/merged/proc',
         '/usr/sbin/chroot', '/overlay/merged', 'tail', '-f', '/dev/null']
 
@@ -118,18 +118,6 @@ def test_a_state_file_that_cannot_be_trusted_raises(tmp_path, content):
     (tmp_path / 'state.json').write_text(content)
     with pytest.raises(container.StateFileError, match='state.json'):
         container.read_state(str(tmp_path))
-    assert container.find_container_process(str(tmp_path)) is None
-
-
-def test_find_container_process_checks_the_start_time(tmp_path, sleeper):
-    real = process.identity_of(sleeper.pid)
-    state_dir = str(tmp_path)
-    container.write_state(state_dir, {'process': real.to_dict()})
-    assert container.find_container_process(state_dir) == real
-    container.write_state(state_dir, {'process': {'pid': real.pid, 'start_time': real.start_time - 1}})
-    assert container.find_container_process(state_dir) is None
-    container.write_state(state_dir, {'process': None})
-    assert container.find_container_process(state_dir) is None
 
 
 def test_read_log_tail_reads_only_what_came_after_the_offset(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 
 import pytest
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.unboxed.lab.plugins.module_utils import container
 from ansible_collections.unboxed.lab.plugins.modules import ns_container
@@ -176,3 +177,15 @@ def test_user_namespace_refused_where_a_chroot_cannot_be_ruled_out_says_so():
 ])
 def test_describe_says_what_was_done_and_why(action, reason, check_mode, text):
     assert ns_container.describe(action, reason, check_mode) == text
+
+
+@pytest.mark.parametrize('args, error', [
+    ({'name': 'talk'}, 'state is started but all of the following are missing: rootfs, command'),
+    ({'name': 'talk', 'state': 'restarted', 'rootfs': '/overlay/merged'},
+     'state is restarted but all of the following are missing: command'),
+    ({'name': 'talk', 'state': 'absent'}, None),
+    ({'name': 'talk', 'rootfs': '/overlay/merged', 'command': ['tail', '-f', '/dev/null']}, None),
+])
+def test_argument_spec_declares_what_a_start_needs(args, error):
+    result = ArgumentSpecValidator(ns_container.argument_spec(), **ns_container.constraints()).validate(args)
+    assert result.error_messages == ([error] if error else [])
