@@ -62,15 +62,15 @@ options:
         key: stages
   stage_map:
     description:
-      - Extra names that mean a stage, as C(name=stage) items, where C(name) is a tag or a role name
-        (V(base_image=layers), V(unboxed.lab.rootfs=layers), V(mount=overlay)).
-      - A name equal to a stage needs no entry (the roles C(unboxed.lab.layers) and C(unboxed.lab.overlay), the
-        tags C(layers), C(overlay), C(chroot), C(namespaces) of C(site.yml) and C(verify.yml)).
-      - The default maps the other roles of this collection; setting the option replaces the default, so keep
-        its items when adding your own.
+      - Extra names that mean a stage, as C(name=stage) items, where C(name) is a tag or a role name of your own
+        content (V(base_image=layers), V(my.lab.rootfs=layers), V(mount=overlay)).
+      - A name equal to a stage needs no entry. Each slide of this collection has one name everywhere - its role,
+        its tag in C(site.yml), C(verify.yml) and C(reset.yml), and its column here (C(layers), C(overlay),
+        C(chroot), C(namespaces)) - so the collection's own content needs none; the role C(unboxed.lab.base_rootfs)
+        tags its tasks C(layers), the slide it belongs to.
     type: list
     elements: str
-    default: [base_rootfs=layers, chroot_lesson=chroot, container=namespaces]
+    default: []
     env:
       - name: UNBOXED_LAB_REPORT_STAGE_MAP
     ini:
@@ -115,6 +115,7 @@ import datetime
 import html
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -176,6 +177,12 @@ class StageRules:
             if key in self.stages:
                 return key
         return self.other
+
+
+def natural_key(name: str) -> tuple:
+    """``lab2`` before ``lab10``, as ``ansible-inventory`` lists seats: digit runs compare as numbers."""
+    return tuple((0, int(part), '') if part.isdigit() else (1, 0, part.lower())
+                 for part in re.split(r'(\d+)', name) if part)
 
 
 def _one_line(text: object) -> str:
@@ -297,7 +304,8 @@ class LabReport:
                            for stage, cell in cells.items()},
             })
         # Seats that are behind first (unreachable, then failed), then by room and name: the instructor reads top down.
-        hosts.sort(key=lambda host: (-BEHIND.index(host['status']) if host['behind'] else 1, host['room'] or '', host['host']))
+        hosts.sort(key=lambda host: (-BEHIND.index(host['status']) if host['behind'] else 1,
+                                     natural_key(host['room'] or ''), natural_key(host['host'])))
         count = {status: sum(1 for host in hosts if host['status'] == status) for status in BEHIND}
         # How far the class got: per stage, the seats whose tasks there all went through.
         stage_done = {stage: sum(1 for host in hosts if host['stages'][stage]['status'] in DONE) for stage in stages}

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from ansible.errors import AnsibleError
 
@@ -69,17 +70,17 @@ def test_task_matching_no_stage_goes_to_other():
     assert StageRules(other='setup').stage_of() == 'setup'
 
 
-def test_default_stage_map_places_every_role_of_the_collection(tmp_path):
+def test_every_slide_role_of_the_collection_is_its_own_stage():
+    """One name per slide: a role of the collection is a stage by its name, with no stage_map (which is empty by
+    default); base_rootfs, part of the layers slide, tags every task of its entry point `layers` instead."""
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(repo, 'ansible.cfg'), ANSIBLE_HOME=str(tmp_path))
-    proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), 'ansible-doc'), '-t', 'callback', '--json', 'unboxed.lab.lab_report'],
-                          cwd=repo, env=env, capture_output=True, text=True, timeout=120, check=False)
-    default = json.loads(proc.stdout)['unboxed.lab.lab_report']['doc']['options']['stage_map']['default']
-    rules = StageRules(stage_map=parse_stage_map(default, RULES.stages))
     roles = sorted(os.listdir(os.path.join(repo, 'roles')))
     assert roles, 'no roles to place'
-    # A role of the collection that lands in "other" would hide its failures from the stage columns.
-    assert {role: rules.stage_of([], f'unboxed.lab.{role}') for role in roles if rules.stage_of([], f'unboxed.lab.{role}') == 'other'} == {}
+    slides = [role for role in roles if role != 'base_rootfs']
+    assert {role: RULES.stage_of([], f'unboxed.lab.{role}') for role in slides} == {role: role for role in slides}
+    with open(os.path.join(repo, 'roles', 'base_rootfs', 'tasks', 'main.yml'), encoding='utf-8') as handle:
+        tasks = yaml.safe_load(handle)
+    assert tasks and all('layers' in task.get('tags', []) for task in tasks)
 
 
 def test_stage_map_names_tags_and_roles_for_stages():
@@ -159,6 +160,13 @@ def test_seats_behind_come_first_and_the_summary_counts_them():
     assert [host['status'] for host in document['hosts']] == ['unreachable', 'failed', 'changed']
     assert document['summary'] == {'hosts': 3, 'behind': 2, 'failed': 1, 'unreachable': 1, 'on_track': 1,
                                    'stage_done': {'layers': 2, 'overlay': 1, 'chroot': 1, 'namespaces': 1, 'verify': 1, 'other': 0}}
+
+
+def test_seats_come_in_natural_order_as_ansible_inventory_lists_them():
+    report = LabReport(RULES)
+    for host in ('lab10', 'lab2', 'Lab1', 'lab1b', 'lab20', 'lab3'):
+        report.record(host, 'ok', 'layers', 'Build layers', roster={'roster_room': 'B10' if host == 'lab3' else 'B9'})
+    assert [host['host'] for host in report.document()['hosts']] == ['Lab1', 'lab1b', 'lab2', 'lab10', 'lab20', 'lab3']
 
 
 def test_other_column_appears_only_when_tasks_fell_outside_the_stages():
