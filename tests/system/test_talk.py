@@ -1,7 +1,8 @@
 """The talk end to end on three local lab hosts over SSH: site.yml, verify.yml and reset.yml.
 
-The tests run in order against a lab of their own (LAB), brought up and down through scripts/labctl,
-so neither the default lab nor the lab tests' lab is touched. The controller's base archive is built
+The tests share a lab of their own (LAB), brought up and down through scripts/labctl, so neither the
+default lab nor the lab tests' lab is touched. Each test brings the hosts into the state it starts from
+(fixtures fresh and converged): any one of them runs alone or in any order. The controller's base archive is built
 into a temporary cache of this module, so the first check run really meets a fresh controller and
 fresh hosts, and nothing the user cached in /var/cache/unboxed is used or removed.
 
@@ -29,7 +30,7 @@ LABCTL = os.path.join(REPO, 'scripts', 'labctl')
 LAB = 'talktest'
 HOSTS = ['lab1', 'lab2', 'lab3']
 CONTAINER = 'talk'
-OBSERVATIONS_PER_HOST = 11
+OBSERVATIONS_PER_HOST = 12
 
 RECAP_LINE = re.compile(r'^(?P<host>\S+)\s+:\s+(?P<counts>(?:\w+=\d+\s*)+)$')
 
@@ -166,46 +167,51 @@ def talk_lab(tmp_path_factory):
         lab.labctl('down')
 
 
-@pytest.fixture(scope='module')
-def predicted():
-    """What the check run on fresh hosts predicted, for the real run that follows."""
-    return {}
+@pytest.fixture
+def fresh(talk_lab):
+    """Hosts that hold nothing of the talk and a controller without the base archive, as before a first run."""
+    if not all('/overlay absent' in text for text in talk_lab.snapshot().values()) or os.path.exists(talk_lab.cache_dir):
+        assert_ok(talk_lab.playbook('reset.yml', '-e', 'unboxed_purge=true'))
+    return talk_lab
 
 
-def test_check_on_fresh_hosts_changes_nothing(talk_lab, predicted):
-    before = talk_lab.snapshot()
+@pytest.fixture
+def converged(talk_lab):
+    """Hosts on which site.yml has run: each test that needs the talk in place brings it there itself, so that
+    every test runs alone (pytest -k) or in any order."""
+    assert_ok(talk_lab.playbook('site.yml'))
+    return talk_lab
+
+
+def test_check_on_fresh_hosts_predicts_the_converge_exactly(fresh):
+    before = fresh.snapshot()
     assert all('/overlay absent' in text for text in before.values()), before
 
-    check = talk_lab.playbook('site.yml', '--check')
+    check = fresh.playbook('site.yml', '--check')
 
     assert_ok(check)
-    assert talk_lab.snapshot() == before
-    assert not os.path.exists(talk_lab.cache_dir), 'check mode built the controller cache'
-    changed = check.changed()
+    assert fresh.snapshot() == before
+    assert not os.path.exists(fresh.cache_dir), 'check mode built the controller cache'
+    predicted = check.changed()
     for host in HOSTS:
-        assert (host, 'Copy the base archive to the host') in changed, check.explain()
-        assert (host, 'Run the container in its own namespaces') in changed, check.explain()
-    predicted['changed'] = changed
-    predicted['recap'] = {host: counts['changed'] for host, counts in check.recap().items()}
+        assert (host, 'Copy the base archive to the host') in predicted, check.explain()
+        assert (host, 'Run the container in its own namespaces') in predicted, check.explain()
 
-
-def test_site_converges_exactly_as_check_predicted(talk_lab, predicted):
-    assert predicted, 'the check run on fresh hosts did not run'
-
-    site = talk_lab.playbook('site.yml')
+    site = fresh.playbook('site.yml')
 
     assert_ok(site)
-    assert site.changed() == predicted['changed']
-    assert {host: counts['changed'] for host, counts in site.recap().items()} == predicted['recap']
+    assert site.changed() == predicted
+    assert {host: counts['changed'] for host, counts in site.recap().items()} == \
+        {host: counts['changed'] for host, counts in check.recap().items()}
     # The base was built once, on the controller, for all three hosts.
     builds = [entry for entry in site.results if entry['task'] == 'Build the base root file system with mmdebstrap']
     assert len(builds) == 1 and builds[0]['result']['changed'], site.explain()
-    archives = os.listdir(talk_lab.cache_dir)
+    archives = os.listdir(fresh.cache_dir)
     assert len(archives) == 1 and archives[0].endswith('.tar.gz'), archives
 
 
-def test_second_run_changes_nothing_and_skips_the_transfer(talk_lab):
-    again = talk_lab.playbook('site.yml')
+def test_second_run_changes_nothing_and_skips_the_transfer(converged):
+    again = converged.playbook('site.yml')
 
     assert_nothing_changed(again)
     # A host holding the same checksum gets no copy: the install is not even included.
@@ -213,22 +219,22 @@ def test_second_run_changes_nothing_and_skips_the_transfer(talk_lab):
     assert again.statuses('Copy the base archive to the host') == {}
 
 
-def test_check_after_convergence_changes_nothing(talk_lab):
-    before = talk_lab.snapshot()
+def test_check_after_convergence_changes_nothing(converged):
+    before = converged.snapshot()
 
-    check = talk_lab.playbook('site.yml', '--check')
+    check = converged.playbook('site.yml', '--check')
 
     assert_nothing_changed(check)
-    assert talk_lab.snapshot() == before
+    assert converged.snapshot() == before
 
 
-def test_verify_sees_every_observation_and_changes_nothing(talk_lab):
-    before = talk_lab.snapshot()
+def test_verify_sees_every_observation_and_changes_nothing(converged):
+    before = converged.snapshot()
 
-    verify = talk_lab.playbook('verify.yml')
+    verify = converged.playbook('verify.yml')
 
     assert_nothing_changed(verify)
-    assert talk_lab.snapshot() == before, 'verify left something behind (its probe file?)'
+    assert converged.snapshot() == before, 'verify left something behind (its probe file?)'
     summaries = summary_lines(verify)
     assert sorted(summaries) == HOSTS
     for host, lines in summaries.items():
@@ -239,43 +245,46 @@ def test_verify_sees_every_observation_and_changes_nothing(talk_lab):
         assert 'probe found in /overlay/upper; removed again' in text
 
 
-def test_verify_fails_on_the_host_where_an_observation_is_wrong(talk_lab):
-    # Stop the container on lab2 and let file01.txt say something else on lab3 (written through merged,
-    # so it lands in upper and hides the lower layer's file).
-    stopped = talk_lab.adhoc('unboxed.lab.ns_container', json.dumps({'name': CONTAINER, 'state': 'stopped'}), 'lab2')
+def test_verify_fails_on_the_host_where_an_observation_is_wrong(converged):
+    # Stop the container on lab2, and on lab3 put a second file into the layer that should hold file01.txt alone.
+    stopped = converged.adhoc('unboxed.lab.ns_container', json.dumps({'name': CONTAINER, 'state': 'stopped'}), 'lab2')
     assert stopped['lab2']['state'] == 'stopped', stopped
-    talk_lab.adhoc('ansible.builtin.copy', json.dumps({'dest': '/overlay/merged/file01.txt', 'content': 'Otro\n'}), 'lab3')
+    stray = {'dest': '/overlay/lower2-file/stray.txt', 'content': 'not from the Dockerfile\n'}
+    converged.adhoc('ansible.builtin.copy', json.dumps(stray), 'lab3')
+    try:
+        verify = converged.playbook('verify.yml')
 
-    verify = talk_lab.playbook('verify.yml')
+        assert verify.rc == 2, verify.explain()
+        recap = verify.recap()
+        assert recap['lab1']['failed'] == 0
+        assert recap['lab2']['failed'] == 1 and recap['lab3']['failed'] == 1, verify.explain()
+        summaries = summary_lines(verify)
+        assert all(line.startswith('ok ') for line in summaries['lab1'])
+        failed_lab2 = [line for line in summaries['lab2'] if line.startswith('FAIL')]
+        assert failed_lab2 and all('namespaces:' in line for line in failed_lab2), summaries['lab2']
+        failed_lab3 = [line for line in summaries['lab3'] if line.startswith('FAIL')]
+        assert failed_lab3 == ['FAIL layers: lower2-file holds file01.txt and nothing else - file01.txt, stray.txt'], \
+            summaries['lab3']
 
-    assert verify.rc == 2, verify.explain()
-    recap = verify.recap()
-    assert recap['lab1']['failed'] == 0
-    assert recap['lab2']['failed'] == 1 and recap['lab3']['failed'] == 1, verify.explain()
-    summaries = summary_lines(verify)
-    assert all(line.startswith('ok ') for line in summaries['lab1'])
-    failed_lab2 = [line for line in summaries['lab2'] if line.startswith('FAIL')]
-    assert failed_lab2 and all('namespaces:' in line for line in failed_lab2), summaries['lab2']
-    failed_lab3 = [line for line in summaries['lab3'] if line.startswith('FAIL')]
-    assert failed_lab3 == ['FAIL overlay: file01.txt says Texto - Otro'], summaries['lab3']
-
-    # site.yml starts the container again; the text in lab3's upper layer is the student's to keep.
-    site = talk_lab.playbook('site.yml')
-    assert_ok(site)
-    assert {host for host, _task in site.changed()} == {'lab2'}, site.explain()
-    talk_lab.adhoc('ansible.builtin.copy', json.dumps({'dest': '/overlay/merged/file01.txt', 'content': 'Texto\n'}), 'lab3')
-    assert_nothing_changed(talk_lab.playbook('verify.yml'))
+        # site.yml starts the container again; a file it did not write into a layer is not its to delete.
+        site = converged.playbook('site.yml')
+        assert_ok(site)
+        assert {host for host, _task in site.changed()} == {'lab2'}, site.explain()
+    finally:
+        converged.adhoc('ansible.builtin.file', json.dumps({'path': stray['dest'], 'state': 'absent'}), 'lab3')
+    assert_nothing_changed(converged.playbook('verify.yml'))
 
 
-def test_a_different_base_is_not_swapped_under_a_mounted_overlay(talk_lab):
-    before = talk_lab.snapshot()
+def test_a_different_base_is_not_swapped_under_a_mounted_overlay(converged):
+    before = converged.snapshot()
 
-    check = talk_lab.playbook('site.yml', '--check', '-e', '{"base_rootfs_packages": ["procps", "iproute2", "less"]}')
+    # Another strategy records another base; installing it would first remove the one the overlay uses.
+    site = converged.playbook('site.yml', '-e', 'base_rootfs_strategy=debootstrap')
 
-    assert check.rc == 2, check.explain()
-    assert {host: counts['failed'] for host, counts in check.recap().items()} == dict.fromkeys(HOSTS, 1)
-    assert 'Run reset.yml on this host first' in check.stdout
-    assert talk_lab.snapshot() == before
+    assert site.rc == 2, site.explain()
+    assert site.statuses('Remove the base, unless a mounted overlay uses it') == dict.fromkeys(HOSTS, 'failed')
+    assert {host: counts['failed'] for host, counts in site.recap().items()} == dict.fromkeys(HOSTS, 1)
+    assert converged.snapshot() == before
 
 
 def test_an_unreachable_host_fails_alone(talk_lab):
@@ -305,7 +314,8 @@ def _with_port(inventory_text: str, host: str, port: int) -> str:
     return inventory_text.replace(marker, f'{marker}          ansible_port: {port}\n', 1)
 
 
-def test_reset_leaves_hosts_clean_as_check_predicted_and_keeps_the_cached_base(talk_lab):
+def test_reset_leaves_hosts_clean_as_check_predicted_and_keeps_the_cached_base(converged):
+    talk_lab = converged
     before = talk_lab.snapshot()
     check = talk_lab.playbook('reset.yml', '--check')
     assert_ok(check)
@@ -330,7 +340,10 @@ def test_reset_leaves_hosts_clean_as_check_predicted_and_keeps_the_cached_base(t
     assert_nothing_changed(talk_lab.playbook('reset.yml'))
 
 
-def test_site_after_reset_reuses_the_hosts_copy_of_the_archive(talk_lab):
+def test_site_after_reset_reuses_the_hosts_copy_of_the_archive(converged):
+    talk_lab = converged
+    assert_ok(talk_lab.playbook('reset.yml'))
+
     site = talk_lab.playbook('site.yml')
 
     assert_ok(site)
