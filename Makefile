@@ -4,6 +4,8 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 LAB_HOSTS ?= 3
+# Debian releases of the lab's hosts, in turn: lab1 trixie, lab2 bookworm, lab3 trixie (docs/local-lab.md).
+LAB_RELEASES ?= trixie,bookworm
 # Each stage of `make test` runs through this: it prints the stage's time and records it for the summary.
 STAGE := .ci/stage
 export CI_STAGE_LOG ?= $(CURDIR)/tests/output/ci-stages.log
@@ -19,7 +21,7 @@ demo: setup lab-up
 	ansible-playbook verify.yml
 
 lab-up: setup
-	ansible-playbook -i localhost, local_lab.yml -e lab_state=up -e lab_host_count=$(LAB_HOSTS)
+	ansible-playbook -i localhost, local_lab.yml -e lab_state=up -e lab_host_count=$(LAB_HOSTS) -e lab_releases=$(LAB_RELEASES)
 
 lab-down: setup
 	ansible-playbook -i localhost, local_lab.yml -e lab_state=down

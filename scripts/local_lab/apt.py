@@ -4,7 +4,9 @@
 """Which Debian mirror the lab hosts come from: the one apt on this machine already uses.
 
 Both formats of /etc/apt/sources.list*, one-line ``deb ...`` and deb822 ``.sources``, are read into
-AptSource records; mirror_lines turns them into the ``deb ...`` arguments mmdebstrap takes.
+AptSource records; mirror_lines turns them into the ``deb ...`` arguments mmdebstrap takes. A release apt
+here has no source for (trixie on a bookworm machine) comes from the same mirrors as the machine's own
+release: its suites renamed, -updates and -security only where the machine has them.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import dataclasses
 import glob
 import re
 
+from . import releases
 from .system import read_file
 
 APT_SOURCE_FILES = ('/etc/apt/sources.list', '/etc/apt/sources.list.d/*.list', '/etc/apt/sources.list.d/*.sources')
+OS_RELEASE = '/etc/os-release'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,9 +80,16 @@ def parse_deb822_sources(text: str) -> list[AptSource]:
     return sources
 
 
-def mirror_lines(sources: list[AptSource], suite: str) -> list[str]:
-    """One-line ``deb`` sources for ``suite`` and its -updates and -security suites, as mmdebstrap takes them."""
-    wanted = (suite, f'{suite}-updates', f'{suite}-security')
+SUITE_TAILS = ('', '-updates', '-security')
+
+
+def mirror_lines(sources: list[AptSource], suite: str, like: str | None = None) -> list[str]:
+    """One-line ``deb`` sources for ``suite`` and its -updates and -security suites, as mmdebstrap takes them.
+
+    With ``like``, the sources of that suite are taken and named ``suite`` instead: a machine whose apt reads
+    bookworm from a mirror gives trixie from the same mirror, with the same components and key.
+    """
+    renamed = {f'{like or suite}{tail}': f'{suite}{tail}' for tail in SUITE_TAILS}
     lines = []
     for source in sources:
         if 'deb' not in source.types:
@@ -86,10 +97,19 @@ def mirror_lines(sources: list[AptSource], suite: str) -> list[str]:
         options = f'[signed-by={source.signed_by}] ' if source.signed_by else ''
         for uri in source.uris:
             for source_suite in source.suites:
-                if source_suite in wanted and source.components:
-                    line = f'deb {options}{uri} {source_suite} {" ".join(source.components)}'
+                if source_suite in renamed and source.components:
+                    line = f'deb {options}{uri} {renamed[source_suite]} {" ".join(source.components)}'
                     if line not in lines:
                         lines.append(line)
+    return lines
+
+
+def release_mirror_lines(sources: list[AptSource], release: str, machine_release: str | None) -> list[str]:
+    """The mirror lines of ``release``: those apt on this machine names for it, or else those it names for
+    its own release (``machine_release``), renamed. Only the mirrors apt already uses, never another."""
+    lines = mirror_lines(sources, release)
+    if not lines and machine_release and machine_release != release:
+        lines = mirror_lines(sources, release, like=machine_release)
     return lines
 
 
@@ -101,3 +121,8 @@ def host_apt_sources() -> list[AptSource]:
             text = read_file(path) or ''
             sources += parse_deb822_sources(text) if path.endswith('.sources') else parse_one_line_sources(text)
     return sources
+
+
+def machine_release() -> str | None:
+    """This machine's Debian codename (VERSION_CODENAME of /etc/os-release), or None."""
+    return releases.parse_os_release(read_file(OS_RELEASE) or '').get('VERSION_CODENAME') or None

@@ -3,12 +3,12 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """labctl: the unboxed local lab, Debian hosts in Linux namespaces on this one machine, reached over SSH.
 
-    labctl up     [--lab NAME] [--hosts N] [--inventory PATH] [--subnet CIDR] [--check] [--json]
+    labctl up     [--lab NAME] [--hosts N] [--releases trixie,bookworm] [--inventory PATH] [--subnet CIDR] [--check] [--json]
     labctl down   [--lab NAME] [--purge] [--check] [--json]
     labctl stop   [--lab NAME] HOST...        stop hosts; the next `up` starts them again
     labctl status [--lab NAME] [--json]
     labctl list   [--json]                     the labs on this machine
-    labctl build-base [--check] [--json]
+    labctl build-base [--releases trixie,bookworm] [--check] [--json]
 
 The command line: options, and how a result is printed (one JSON object with --json, lines for a person
 otherwise). commands.py does the work.
@@ -21,7 +21,7 @@ import json
 import os
 import sys
 
-from . import addresses, boot, commands, image, inventory, state
+from . import addresses, boot, commands, image, inventory, releases, state
 from .system import LabError
 
 DEFAULT_LAB = 'default'
@@ -40,6 +40,9 @@ def host_prefix(value: str) -> str:
     problem = state.name_problem('The host prefix', value)
     if problem:
         raise argparse.ArgumentTypeError(problem)
+    if value == 'debian':
+        raise argparse.ArgumentTypeError('The host prefix "debian" would name hosts debian12, debian13..., the names of the '
+                                         'inventory\'s release groups: choose another prefix.')
     return value
 
 
@@ -51,6 +54,17 @@ def host_count(value: str) -> int:
     if not 1 <= count <= addresses.MAX_HOSTS:
         raise argparse.ArgumentTypeError(f'the host count must be between 1 and {addresses.MAX_HOSTS}, got {count}')
     return count
+
+
+def release_list(value: str | tuple | None) -> tuple | None:
+    """--releases, checked in main() rather than by argparse, so that a wrong release reaches local_lab.yml as
+    labctl's JSON message (argparse would only print its usage)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return releases.parse_releases(value)
+    except ValueError as error:
+        raise LabError(f'--releases: {error}.') from None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -68,6 +82,10 @@ def parser() -> argparse.ArgumentParser:
 
     up = add('up', 'create or complete the lab and start its hosts')
     up.add_argument('--hosts', type=host_count, default=DEFAULT_HOST_COUNT, help=f'number of hosts (default: {DEFAULT_HOST_COUNT})')
+    up.add_argument('--releases', default=None,
+                    help='Debian releases, given to the hosts in turn: "trixie,bookworm" makes host 1 trixie, host 2 bookworm, '
+                         f'host 3 trixie... Codenames or versions ({releases.accepted_names()}). Default: the releases the lab '
+                         f'has, and {",".join(releases.DEFAULT_RELEASES)} for a new lab. A host whose release changes is made again.')
     up.add_argument('--inventory', help='inventory file to write (default: '
                                         f'{os.path.relpath(inventory.DEFAULT_INVENTORY, inventory.REPO)})')
     up.add_argument('--subnet', help=f'private IPv4 network for the lab (default: a free /24 of {addresses.ADDRESS_POOL})')
@@ -90,9 +108,11 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument('--json', action='store_true', help='print the result as one JSON object')
     listing.set_defaults(handler=commands.command_list)
 
-    build = subcommands.add_parser('build-base', help='build the cached base root file system now')
-    build.add_argument('--json', action='store_true')
-    build.add_argument('--check', action='store_true')
+    build = subcommands.add_parser('build-base', help='build the cached base root file systems now')
+    build.add_argument('--json', action='store_true', help='print the result as one JSON object')
+    build.add_argument('--check', action='store_true', help='print what would change and change nothing')
+    build.add_argument('--releases', default=releases.DEFAULT_RELEASES,
+                       help=f'the releases to build (default: {",".join(releases.DEFAULT_RELEASES)})')
     build.set_defaults(handler=commands.command_build_base)
 
     boot_parser = subcommands.add_parser('_boot')  # internal: PID 1 of a new host
@@ -110,11 +130,17 @@ def print_human(command: str, result: dict) -> None:
         if not result.get('changes'):
             print('  nothing to change')
     for name, lab in result.get('labs', {}).items():
-        print(f"  {name:<24} {lab['subnet']:<18} {len(lab['hosts'])} hosts   {lab['inventory']}")
+        print(f"  {name:<24} {lab['subnet']:<18} {len(lab['hosts'])} hosts   {','.join(lab['releases']):<16} {lab['inventory']}")
     for name, host in result.get('hosts', {}).items():
         running = 'running' if host['running'] else 'stopped'
         memory = f", {host['memory_kib'] / 1024:.1f} MiB" if host.get('memory_kib') else ''
-        print(f"  {name:<8} {host['address']:<15} {running}{memory}")
+        installed = host.get('installed_release')
+        if installed:
+            release = f"{releases.describe(installed)} {host.get('debian_version') or ''}".rstrip()
+            release += f", to be {host['release']}" if installed != host['release'] else ''
+        else:
+            release = f"{releases.describe(host['release'])}, not copied yet"
+        print(f"  {name:<8} {host['address']:<15} {release:<28} {running}{memory}")
     if result.get('inventory') and result.get('hosts'):
         print(f"  inventory: {result['inventory']}")
 
@@ -128,6 +154,8 @@ def main(argv=None) -> int:
             print(f'labctl _boot: {error}', file=sys.stderr)
         return 1
     try:
+        if hasattr(args, 'releases'):
+            args.releases = release_list(args.releases)
         result = args.handler(args)
     except LabError as error:
         if args.json:

@@ -15,7 +15,7 @@ import shutil
 
 from ansible_collections.unboxed.lab.plugins.module_utils import mountinfo
 
-from . import addresses, host, image, inventory, net, rootfs, ssh, state
+from . import addresses, host, image, inventory, net, releases, rootfs, ssh, state
 from .changes import Changes
 from .state import Lab
 from .system import LabError, read_file, require_root, run, write_file_atomically
@@ -27,8 +27,10 @@ def command_up(args) -> dict:
         controller = state.load_controller()
         lab = state.load_lab(args.lab)
         inventory_path = os.path.abspath(args.inventory) if args.inventory else None
+        changes = Changes(args.check)
         if lab is None:
-            lab = new_lab(args.lab, args.subnet, args.host_prefix, inventory_path or inventory.DEFAULT_INVENTORY)
+            lab = new_lab(args.lab, args.subnet, args.host_prefix, inventory_path or inventory.DEFAULT_INVENTORY,
+                          args.releases or releases.DEFAULT_RELEASES)
         else:
             if args.subnet and ipaddress.ip_network(args.subnet) != lab.subnet:
                 raise LabError(f'Lab "{lab.name}" already uses {lab.subnet}: run `labctl down --lab {lab.name}` to change its subnet.')
@@ -37,37 +39,49 @@ def command_up(args) -> dict:
             if inventory_path and inventory_path != lab.inventory:
                 raise LabError(f'Lab "{lab.name}" writes its inventory to {lab.inventory}: run `labctl down --lab {lab.name}` first '
                                f'to move it.')
+            if args.releases and args.releases != lab.releases:
+                # Recorded now; each host whose release this changes is made again below.
+                changes.make(f'set the releases of lab {lab.name} to {",".join(args.releases)} (was {",".join(lab.releases)})',
+                             lambda: None)
+                lab.set_releases(args.releases)
         wanted = state.host_names(lab.host_prefix, args.hosts)
         for position, name in enumerate(wanted, 1):
             addresses.host_address(lab.subnet, position)  # fails early when the subnet is too small
             lab.hosts.setdefault(name, lab.new_host(name, position))
-        changes = Changes(args.check)
-        # The base matters only to hosts still to be copied: hosts already there never wait for a rebuild.
+        # The bases matter only to hosts still to be copied: hosts already there never wait for a rebuild.
         to_copy = [lab.hosts[name] for name in wanted if not os.path.isfile(lab.hosts[name].marker)]
-        base = image.ensure_base(changes) if to_copy else None
+        to_remake = [(lab.hosts[name], installed) for name in wanted if lab.hosts[name] not in to_copy
+                     for installed in [rootfs.installed_release(lab.hosts[name])] if installed != lab.hosts[name].release]
+        to_copy += [record for record, _ in to_remake]
+        bases = {release: image.ensure_base(changes, release) for release in sorted({record.release for record in to_copy})}
         key_made_now = ensure_lab_dir(changes, lab)
         net.ensure_bridge(changes, lab)
         for name in sorted(set(lab.hosts) - set(wanted)):
             changes.make(f'remove {name}', host.remove_host, lab, lab.hosts[name])
+        for record, installed in to_remake:
+            changes.make(f'make {record.name} again as {releases.describe(record.release)}: it runs {releases.describe(installed)} '
+                         f'(its files go; address and MAC stay, its host key is new)', host.remove_host_files, record)
         for name in wanted:
-            ssh.ensure_authorized_key(changes, lab, lab.hosts[name], key_made_now)
-        rootfs.ensure_rootfs(changes, lab, to_copy, base)
+            if lab.hosts[name] not in to_copy:
+                ssh.ensure_authorized_key(changes, lab, lab.hosts[name], key_made_now)
+        rootfs.ensure_rootfs(changes, lab, to_copy, bases)
         for name in wanted:
-            host.ensure_host(changes, lab, lab.hosts[name], controller)
-        ssh.ensure_known_hosts(changes, lab, controller)
+            host.ensure_host(changes, lab, lab.hosts[name], controller, copied_now=lab.hosts[name] in to_copy)
+        ssh.ensure_known_hosts(changes, lab, controller, keys_pending=bool(to_copy))
         inventory.ensure_inventory(changes, lab)
         if not changes.check and changes.changed:
             state.save_lab(lab)
         return lab_result(lab, changes)
 
 
-def new_lab(name: str, requested_subnet: str | None, host_prefix: str, inventory_path: str) -> Lab:
+def new_lab(name: str, requested_subnet: str | None, host_prefix: str, inventory_path: str, lab_releases) -> Lab:
     """A lab slot and a subnet no other lab of this machine, and no network it routes, uses."""
     other_labs = [lab for lab in state.all_labs() if lab.name != name]
     index = addresses.free_index({lab.index for lab in other_labs}, net.links_by_name())
     subnet = addresses.choose_subnet(index, name, requested_subnet, {lab.name: lab.subnet for lab in other_labs},
                                      net.routed_networks())
-    return Lab(name=name, index=index, subnet=subnet, host_prefix=host_prefix, inventory=inventory_path)
+    return Lab(name=name, index=index, subnet=subnet, host_prefix=host_prefix, inventory=inventory_path,
+               releases=tuple(lab_releases))
 
 
 def ensure_lab_dir(changes: Changes, lab: Lab) -> bool:
@@ -167,7 +181,7 @@ def command_status(args) -> dict:
 
 def command_list(args) -> dict:
     del args  # nothing to choose: every lab is listed
-    labs = {lab.name: {'subnet': str(lab.subnet), 'bridge': lab.bridge, 'inventory': lab.inventory,
+    labs = {lab.name: {'subnet': str(lab.subnet), 'bridge': lab.bridge, 'inventory': lab.inventory, 'releases': list(lab.releases),
                        'hosts': [record.name for record in lab.hosts_in_order()]} for lab in state.all_labs()}
     return {'changed': False, 'labs': labs}
 
@@ -176,8 +190,9 @@ def command_build_base(args) -> dict:
     require_root()
     with state.global_lock(create=not args.check):
         changes = Changes(args.check)
-        base = image.ensure_base(changes)
-        return {'changed': changes.changed, 'tarball': base.tarball, 'key': base.key, 'mirrors': list(base.mirrors),
+        bases = [image.ensure_base(changes, release) for release in args.releases]
+        return {'changed': changes.changed, 'check': changes.check,
+                'bases': {base.release: {'tarball': base.tarball, 'key': base.key, 'mirrors': list(base.mirrors)} for base in bases},
                 'packages': list(image.BASE_PACKAGES), 'changes': changes.made, 'timings': changes.timings}
 
 
@@ -185,11 +200,14 @@ def lab_result(lab: Lab, changes: Changes, with_memory: bool = False) -> dict:
     hosts = {}
     for record in lab.hosts_in_order():
         entry = {'address': str(record.address.ip), 'mac': record.mac, 'netns': record.netns, 'veth': record.veth,
-                 'rootfs': record.rootfs, 'running': host.host_running(record),
+                 'rootfs': record.rootfs, 'release': record.release,
+                 # What the host's files hold now: the same as release once `up` has run.
+                 'installed_release': rootfs.installed_release(record), 'debian_version': rootfs.debian_version(record),
+                 'running': host.host_running(record),
                  'init': record.init.to_dict() if record.init else None}
         if with_memory:
             entry['memory_kib'] = host.host_memory_kib(record) if entry['running'] else 0
         hosts[record.name] = entry
-    return {'changed': changes.changed, 'check': changes.check, 'lab': lab.name, 'subnet': str(lab.subnet),
+    return {'changed': changes.changed, 'check': changes.check, 'lab': lab.name, 'releases': list(lab.releases), 'subnet': str(lab.subnet),
             'bridge': lab.bridge, 'inventory': lab.inventory, 'key': lab.key, 'known_hosts': lab.known_hosts,
             'hosts': hosts, 'changes': changes.made, 'timings': changes.timings}

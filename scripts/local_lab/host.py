@@ -137,10 +137,14 @@ def host_memory_kib(host: HostRecord) -> int:
     return sum(vm_rss_kib(pid) for pid in pids)
 
 
-def ensure_host(changes: Changes, lab: Lab, host: HostRecord, controller: dict) -> None:
-    """The host's network namespace and veth pair, then the host itself, running."""
+def ensure_host(changes: Changes, lab: Lab, host: HostRecord, controller: dict, copied_now: bool = False) -> None:
+    """The host's network namespace and veth pair, then the host itself, running.
+
+    ``copied_now``: its root file system is (or, in check mode, would be) copied in this run, so whatever runs
+    now is (would be) stopped first.
+    """
     net.ensure_host_network(changes, lab, host, controller)
-    if not host_running(host):
+    if copied_now or not host_running(host):
         changes.make(f'start {host.name}: tini and sshd in new mount, PID, UTS and IPC namespaces', start_host, host)
         if not changes.check:
             save_lab(lab)
@@ -158,6 +162,14 @@ def remove_host(lab: Lab, host: HostRecord) -> None:
         remove_tree(host.dir)
     lab.hosts.pop(host.name, None)
     save_lab(lab)
+
+
+def remove_host_files(host: HostRecord) -> None:
+    """Stop the host and remove its directory (root file system, console log, marker). Its network stays:
+    the host made again in its place (another release) keeps its address, MAC and namespace."""
+    stop_host(host)
+    if os.path.lexists(host.dir):
+        remove_tree(host.dir)
 
 
 def remove_stray_netns(name: str) -> None:

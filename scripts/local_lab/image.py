@@ -1,8 +1,9 @@
 # -*- coding: utf-8 -*-
 # Copyright: unboxed developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The base every lab host is copied from: a Debian root file system built once with mmdebstrap, cached as a
-tarball named after what it was built from (suite, packages, mirrors, dpkg options)."""
+"""The base every lab host is copied from: a Debian root file system of one release built once with mmdebstrap,
+cached as a tarball named after what it was built from (suite, packages, mirrors, dpkg options). One base per
+release, built the same way: the same packages, so sshd, tini and python3 are set up alike on every host."""
 
 from __future__ import annotations
 
@@ -16,12 +17,11 @@ import time
 
 from ansible_collections.unboxed.lab.plugins.module_utils.command import shell_join
 
-from . import apt
+from . import apt, releases
 from .changes import Changes
 from .system import LabError, run, write_file_atomically
 
 CACHE_DIR = '/var/cache/unboxed/lab-base'
-SUITE = 'bookworm'
 # What Ansible and the talk need on a lab host. tini is PID 1 (it reaps orphans, as `docker run --init`).
 BASE_PACKAGES = ('python3', 'python3-apt', 'iproute2', 'procps', 'util-linux', 'openssh-server', 'tini')
 # Nobody reads man pages, documentation or translations on a lab host; every copy is smaller without them.
@@ -44,24 +44,27 @@ def base_key(suite: str, packages, mirrors, dpkg_options) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class BaseImage:
+    release: str
     key: str
     mirrors: tuple
 
     @property
     def tarball(self) -> str:
-        return os.path.join(CACHE_DIR, f'{SUITE}-{self.key}.tar')
+        return os.path.join(CACHE_DIR, f'{self.release}-{self.key}.tar')
 
     @property
     def manifest(self) -> str:
-        return os.path.join(CACHE_DIR, f'{SUITE}-{self.key}.json')
+        return os.path.join(CACHE_DIR, f'{self.release}-{self.key}.json')
 
 
-def base_image() -> BaseImage:
-    mirrors = apt.mirror_lines(apt.host_apt_sources(), SUITE)
+def base_image(release: str) -> BaseImage:
+    machine_release = apt.machine_release()
+    mirrors = apt.release_mirror_lines(apt.host_apt_sources(), release, machine_release)
     if not mirrors:
-        raise LabError(f'No Debian mirror for {SUITE} in {", ".join(apt.APT_SOURCE_FILES)}: labctl builds the lab hosts '
-                       f'from the mirror apt already uses. Add one, e.g. "deb http://deb.debian.org/debian {SUITE} main".')
-    return BaseImage(key=base_key(SUITE, BASE_PACKAGES, mirrors, DPKG_OPTIONS), mirrors=tuple(mirrors))
+        raise LabError(f'No Debian mirror for {release} in {", ".join(apt.APT_SOURCE_FILES)} (nor for this machine\'s own '
+                       f'release, {machine_release or "unknown"}, to take it from): labctl builds the lab hosts from the mirror '
+                       f'apt already uses. Add one, e.g. "deb http://deb.debian.org/debian {release} main".')
+    return BaseImage(release=release, key=base_key(release, BASE_PACKAGES, mirrors, DPKG_OPTIONS), mirrors=tuple(mirrors))
 
 
 def build_base(base: BaseImage) -> None:
@@ -72,22 +75,22 @@ def build_base(base: BaseImage) -> None:
     partial = base.tarball + '.partial'
     argv = [mmdebstrap, '--variant=minbase', '--mode=root', '--format=tar', f'--include={",".join(BASE_PACKAGES)}']
     argv += [f'--dpkgopt={option}' for option in DPKG_OPTIONS]
-    argv += [SUITE, partial, *base.mirrors]
+    argv += [base.release, partial, *base.mirrors]
     try:
-        run(argv, f'build the {SUITE} base root file system with mmdebstrap')
+        run(argv, f'build the {base.release} base root file system with mmdebstrap')
     except LabError:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(partial)
         raise
     os.replace(partial, base.tarball)
-    manifest = {'suite': SUITE, 'packages': list(BASE_PACKAGES), 'mirrors': list(base.mirrors),
+    manifest = {'suite': base.release, 'packages': list(BASE_PACKAGES), 'mirrors': list(base.mirrors),
                 'dpkg_options': list(DPKG_OPTIONS), 'built_at': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
                 'bytes': os.path.getsize(base.tarball), 'command': shell_join(argv)}
     write_file_atomically(base.manifest, json.dumps(manifest, indent=2) + '\n')
 
 
-def ensure_base(changes: Changes) -> BaseImage:
-    base = base_image()
+def ensure_base(changes: Changes, release: str) -> BaseImage:
+    base = base_image(release)
     if not os.path.isfile(base.tarball):
-        changes.make(f'build the {SUITE} base with mmdebstrap into {base.tarball}', build_base, base)
+        changes.make(f'build the {releases.describe(release)} base with mmdebstrap into {base.tarball}', build_base, base)
     return base

@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: unboxed developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The lab's Ansible inventory: group ``lab``, each host's address, and everything both transports need.
+"""The lab's Ansible inventory: group ``lab``, each host's address and Debian release, a group per release
+(``debian12``, ``debian13``: ``ansible-playbook -l debian13``), and everything both transports need.
 
 The file is self-contained (a copy elsewhere, as molecule makes, needs nothing beside it) and clean for
 the repository's linters: the default one, inventories/local/hosts.yml, lies in the tree that
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 
+from . import releases
 from .changes import Changes
 from .ssh import SYSTEM_KNOWN_HOSTS
 from .state import Lab
@@ -22,6 +24,8 @@ from .system import LabError, read_file, write_file_atomically
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_INVENTORY = os.path.join(REPO, 'inventories', 'local', 'hosts.yml')
 INVENTORY_GROUP = 'lab'
+# The release a host runs, as the lab made it (the facts say what it runs now: ansible_distribution_release).
+RELEASE_VARIABLE = 'unboxed_lab_debian_release'
 INDENT = '  '
 
 
@@ -59,7 +63,14 @@ def render_inventory(lab: Lab) -> str:
         '      hosts:',
     ]
     for host in lab.hosts_in_order():
-        lines += [f'        {host.name}:', f'          ansible_host: {yaml_scalar(str(host.address.ip))}']
+        lines += [f'        {host.name}:', f'          ansible_host: {yaml_scalar(str(host.address.ip))}',
+                  f'          {RELEASE_VARIABLE}: {yaml_scalar(host.release)}']
+    groups = {releases.group_name(release): [host.name for host in lab.hosts_in_order() if host.release == release]
+              for release in releases.SUPPORTED}
+    lines += ['      children:'] if any(groups.values()) else []
+    for group, members in groups.items():
+        if members:
+            lines += [f'        {group}:', '          hosts:'] + [f'            {name}: {{}}' for name in members]
     lines += [
         '      vars:',
         '        ansible_user: root',

@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: unboxed developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""A host's own root file system: a copy of the base made into this host (name, machine id, sshd), and its removal."""
+"""A host's own root file system: a copy of its release's base made into this host (name, machine id, sshd),
+which release it holds, and its removal."""
 
 from __future__ import annotations
 
@@ -10,16 +11,17 @@ import os
 import shutil
 
 from ansible_collections.unboxed.lab.plugins.module_utils import mountinfo
+from ansible_collections.unboxed.lab.plugins.module_utils import paths
 
-from . import ssh
+from . import releases, ssh
 from .changes import Changes
 from .image import BaseImage
 from .state import HostRecord, Lab
-from .system import LabError, run, write_file_atomically, write_inside
+from .system import LabError, read_file, run, write_file_atomically, write_inside
 
 
 def provision_rootfs(lab: Lab, host: HostRecord, base: BaseImage) -> None:
-    """Copy the base into the host's root and make it this host: name, machine id, keys, sshd."""
+    """Copy the base of the host's release into its root and make it this host: name, machine id, keys, sshd."""
     if os.path.lexists(host.dir):
         remove_tree(host.dir)
     os.makedirs(host.rootfs, mode=0o755)
@@ -31,12 +33,31 @@ def provision_rootfs(lab: Lab, host: HostRecord, base: BaseImage) -> None:
     write_inside(root, '/etc/resolv.conf', '# The unboxed lab has no DNS: its hosts reach only each other by address.\n')
     write_inside(root, '/etc/machine-id', os.urandom(16).hex() + '\n', 0o444)
     ssh.set_up_sshd(lab, host)
-    write_file_atomically(host.marker, json.dumps({'base': base.key, 'tarball': base.tarball}) + '\n')
+    write_file_atomically(host.marker, json.dumps({'base': base.key, 'tarball': base.tarball, 'release': base.release}) + '\n')
 
 
-def ensure_rootfs(changes: Changes, lab: Lab, hosts: list[HostRecord], base: BaseImage | None) -> None:
-    changes.make_together((f'copy the base into {host.rootfs} and make it {host.name}', provision_rootfs, lab, host, base)
-                          for host in hosts)
+def ensure_rootfs(changes: Changes, lab: Lab, hosts: list[HostRecord], bases: dict[str, BaseImage]) -> None:
+    """``bases``: the base of each release, by codename."""
+    changes.make_together((f'copy the {host.release} base into {host.rootfs} and make it {host.name}', provision_rootfs, lab, host,
+                           bases[host.release]) for host in hosts)
+
+
+def os_release(host: HostRecord) -> dict[str, str]:
+    """The host's /etc/os-release, read inside its root (it is a link into /usr/lib there)."""
+    path = paths.resolve_inside(host.rootfs, '/etc/os-release')
+    return releases.parse_os_release(read_file(path) or '') if path else {}
+
+
+def installed_release(host: HostRecord) -> str | None:
+    """The codename the host's root file system holds: what a student's `cat /etc/os-release` says."""
+    return os_release(host).get('VERSION_CODENAME') or None
+
+
+def debian_version(host: HostRecord) -> str | None:
+    """The host's /etc/debian_version (the point release, e.g. 13.1)."""
+    path = paths.resolve_inside(host.rootfs, '/etc/debian_version')
+    text = read_file(path) if path else None
+    return text.strip() if text else None
 
 
 def remove_tree(path: str) -> None:

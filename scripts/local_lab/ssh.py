@@ -154,10 +154,11 @@ def known_host_entries(lab: Lab) -> list[tuple[str, str]]:
     return entries
 
 
-def ensure_known_hosts(changes: Changes, lab: Lab, controller: dict) -> None:
+def ensure_known_hosts(changes: Changes, lab: Lab, controller: dict, keys_pending: bool = False) -> None:
+    """``keys_pending``: hosts are (or would be) copied in this run. In check mode such a host has no new host key
+    yet, or still the old one; its new key will change both files."""
     body = render_known_hosts(known_host_entries(lab))
-    # In check mode a host still to be copied has no host key yet; its new key will change both files.
-    keys_pending = changes.check and any(not os.path.isfile(host.marker) for host in lab.hosts.values())
+    keys_pending = changes.check and (keys_pending or any(not os.path.isfile(host.marker) for host in lab.hosts.values()))
     if keys_pending or read_file(lab.known_hosts) != body:
         changes.make(f'write {lab.known_hosts}', write_file_atomically, lab.known_hosts, body, 0o644)
     current = read_file(SYSTEM_KNOWN_HOSTS)

@@ -21,7 +21,7 @@ import re
 
 from ansible_collections.unboxed.lab.plugins.module_utils import process
 
-from . import addresses
+from . import addresses, releases
 from .system import LabError, write_file_atomically
 
 STATE_ROOT = '/var/lib/unboxed/lab'
@@ -48,6 +48,8 @@ class HostRecord:
     lab: str
     index: int
     subnet: ipaddress.IPv4Network
+    # The Debian release this host is to run (releases.release_for: the lab's releases in turn).
+    release: str = releases.DEFAULT_RELEASES[0]
     init: process.ProcessIdentity | None = None
     supervisor: process.ProcessIdentity | None = None
 
@@ -101,6 +103,8 @@ class Lab:
     subnet: ipaddress.IPv4Network
     host_prefix: str
     inventory: str
+    # Handed out in turn: host 1 runs releases[0], host 2 releases[1]...
+    releases: tuple = releases.DEFAULT_RELEASES
     hosts: dict = dataclasses.field(default_factory=dict)
 
     @property
@@ -132,19 +136,29 @@ class Lab:
         return addresses.bridge_address(self.subnet)
 
     def new_host(self, name: str, position: int) -> HostRecord:
-        return HostRecord(name=name, position=position, lab=self.name, index=self.index, subnet=self.subnet)
+        return HostRecord(name=name, position=position, lab=self.name, index=self.index, subnet=self.subnet,
+                          release=releases.release_for(self.releases, position))
+
+    def set_releases(self, wanted) -> None:
+        """New releases for the lab: each host's release follows from its position again."""
+        self.releases = tuple(wanted)
+        for host in self.hosts.values():
+            host.release = releases.release_for(self.releases, host.position)
 
     def hosts_in_order(self) -> list[HostRecord]:
         return sorted(self.hosts.values(), key=lambda record: record.position)
 
     def to_dict(self) -> dict:
         return {'name': self.name, 'index': self.index, 'subnet': str(self.subnet), 'host_prefix': self.host_prefix,
-                'inventory': self.inventory, 'hosts': {name: host.to_dict() for name, host in self.hosts.items()}}
+                'inventory': self.inventory, 'releases': list(self.releases),
+                'hosts': {name: host.to_dict() for name, host in self.hosts.items()}}
 
     @classmethod
     def from_dict(cls, data: dict) -> Lab:
+        # A lab recorded before labctl knew releases is what every lab was then: bookworm only.
         lab = cls(name=data['name'], index=int(data['index']), subnet=ipaddress.ip_network(data['subnet']),
-                  host_prefix=data['host_prefix'], inventory=data['inventory'])
+                  host_prefix=data['host_prefix'], inventory=data['inventory'],
+                  releases=releases.parse_releases(','.join(data.get('releases') or releases.RECORDED_BEFORE_RELEASES)))
         for name, host in data.get('hosts', {}).items():
             record = lab.new_host(name, int(host['position']))
             record.init = process.ProcessIdentity.from_dict(host.get('init'))

@@ -1,4 +1,4 @@
-"""Which mirror the lab hosts come from (local_lab/apt.py) and what the cached base is keyed by (image.py)."""
+"""Which mirror the lab hosts of each release come from (local_lab/apt.py) and what the cached base is keyed by (image.py)."""
 
 from __future__ import annotations
 
@@ -89,6 +89,67 @@ def test_no_mirror_for_another_suite():
     assert apt.mirror_lines(apt.parse_deb822_sources(DEB822), 'trixie') == []
 
 
+def test_trixie_comes_from_this_machines_bookworm_mirrors_updates_and_security_included():
+    lines = apt.release_mirror_lines(apt.parse_deb822_sources(DEB822), 'trixie', 'bookworm')
+    key = '[signed-by=/usr/share/keyrings/debian-archive-keyring.gpg]'
+    assert lines == [
+        f'deb {key} http://deb.debian.org/debian trixie main',
+        f'deb {key} http://deb.debian.org/debian trixie-updates main',
+        f'deb {key} http://deb.debian.org/debian-security trixie-security main',
+    ]
+    # The machine's own release is untouched by the renaming.
+    assert apt.release_mirror_lines(apt.parse_deb822_sources(DEB822), 'bookworm', 'bookworm') == \
+        apt.mirror_lines(apt.parse_deb822_sources(DEB822), 'bookworm')
+
+
+def test_trixie_from_one_line_sources_keeps_each_mirror_its_components_and_skips_other_repositories():
+    lines = apt.release_mirror_lines(apt.parse_one_line_sources(ONE_LINE), 'trixie', 'bookworm')
+    assert lines == [
+        'deb http://ftp.fr.debian.org/debian/ trixie main non-free-firmware',
+        'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://security.debian.org/debian-security '
+        'trixie-security main non-free-firmware',
+        'deb http://ftp.fr.debian.org/debian/ trixie-updates main non-free-firmware',
+    ]
+    assert not any('google' in line for line in lines)
+
+
+# A machine whose apt has neither -updates nor a security mirror: trixie gets neither.
+MAIN_ONLY = """Types: deb
+URIs: http://mirror.example.edu/debian
+Suites: bookworm
+Components: main
+"""
+
+# A machine already on trixie that also lists bookworm (an upgraded one, say): each release's own lines win.
+BOTH = """Types: deb
+URIs: http://deb.debian.org/debian
+Suites: trixie trixie-updates
+Components: main
+
+Types: deb
+URIs: http://archive.example.org/debian
+Suites: bookworm
+Components: main
+"""
+
+
+def test_only_the_suites_the_machine_has_are_derived():
+    assert apt.release_mirror_lines(apt.parse_deb822_sources(MAIN_ONLY), 'trixie', 'bookworm') == [
+        'deb http://mirror.example.edu/debian trixie main']
+
+
+def test_a_release_apt_names_itself_is_taken_as_it_is():
+    sources = apt.parse_deb822_sources(BOTH)
+    assert apt.release_mirror_lines(sources, 'bookworm', 'trixie') == ['deb http://archive.example.org/debian bookworm main']
+    assert apt.release_mirror_lines(sources, 'trixie', 'trixie') == [
+        'deb http://deb.debian.org/debian trixie main', 'deb http://deb.debian.org/debian trixie-updates main']
+
+
+def test_without_the_machines_release_nothing_is_guessed():
+    assert apt.release_mirror_lines(apt.parse_deb822_sources(DEB822), 'trixie', None) == []
+    assert apt.release_mirror_lines(apt.parse_deb822_sources(DEB822), 'trixie', 'bullseye') == []
+
+
 def test_base_key_changes_with_the_recipe_only():
     mirrors = ['deb http://deb.debian.org/debian bookworm main']
     key = image.base_key('bookworm', ['python3', 'tini'], mirrors, [])
@@ -96,3 +157,17 @@ def test_base_key_changes_with_the_recipe_only():
     assert key != image.base_key('bookworm', ['python3', 'tini', 'rsync'], mirrors, [])
     assert key != image.base_key('trixie', ['python3', 'tini'], mirrors, [])
     assert len(key) == 12
+
+
+def test_each_release_has_its_own_cached_tarball():
+    bookworm = image.BaseImage(release='bookworm', key='563b39d6bdc1', mirrors=())
+    trixie = image.BaseImage(release='trixie', key='28e98db1e7b7', mirrors=())
+    assert bookworm.tarball == f'{image.CACHE_DIR}/bookworm-563b39d6bdc1.tar'
+    assert trixie.tarball == f'{image.CACHE_DIR}/trixie-28e98db1e7b7.tar'
+    assert trixie.manifest == f'{image.CACHE_DIR}/trixie-28e98db1e7b7.json'
+
+
+def test_the_bookworm_base_keeps_the_key_it_had_before_releases():
+    """Its recipe is unchanged, so a base cached by an earlier labctl is used, not built again."""
+    mirrors = apt.release_mirror_lines(apt.parse_deb822_sources(DEB822), 'bookworm', 'bookworm')
+    assert image.base_key('bookworm', image.BASE_PACKAGES, mirrors, image.DPKG_OPTIONS) == '563b39d6bdc1'

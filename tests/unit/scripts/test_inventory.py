@@ -1,10 +1,13 @@
-"""The inventory labctl writes (local_lab/inventory.py): what Ansible reads from it, and that the repository's
-linters accept it, since the default one lands in the tree `make lint` reads."""
+"""The inventory labctl writes (local_lab/inventory.py): what Ansible reads from it (each host's release, a group
+per release), and that the repository's linters accept it, since the default one lands in the tree `make lint` reads."""
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -30,8 +33,10 @@ all:
 """
 
 
-def make_lab(name='pytest', index=7, subnet='10.213.7.0/24', prefix='lab', count=2, path='/tmp/x/hosts.yml') -> state.Lab:
-    lab = state.Lab(name=name, index=index, subnet=ipaddress.ip_network(subnet), host_prefix=prefix, inventory=path)
+def make_lab(name='pytest', index=7, subnet='10.213.7.0/24', prefix='lab', count=2, path='/tmp/x/hosts.yml',
+             releases=('trixie', 'bookworm')) -> state.Lab:
+    lab = state.Lab(name=name, index=index, subnet=ipaddress.ip_network(subnet), host_prefix=prefix, inventory=path,
+                    releases=releases)
     for position, host_name in enumerate(state.host_names(prefix, count), 1):
         lab.hosts[host_name] = lab.new_host(host_name, position)
     return lab
@@ -42,7 +47,8 @@ def test_inventory_is_valid_yaml_with_both_transports_configured():
     text = inventory.render_inventory(lab)
     assert text.startswith(inventory.inventory_marker('pytest'))
     group = yaml.safe_load(text)['all']['children'][inventory.INVENTORY_GROUP]
-    assert group['hosts'] == {'lab1': {'ansible_host': '10.213.7.11'}, 'lab2': {'ansible_host': '10.213.7.12'}}
+    assert group['hosts'] == {'lab1': {'ansible_host': '10.213.7.11', 'unboxed_lab_debian_release': 'trixie'},
+                              'lab2': {'ansible_host': '10.213.7.12', 'unboxed_lab_debian_release': 'bookworm'}}
     variables = group['vars']
     assert variables['ansible_user'] == 'root'
     assert variables['ansible_python_interpreter'] == '/usr/bin/python3'
@@ -75,7 +81,9 @@ def test_inventory_of_a_large_lab_with_the_longest_names_is_clean_for_the_reposi
     assert [f'{problem.line}:{problem.column} {problem.level} {problem.desc} ({problem.rule})' for problem in problems] == []
 
     loaded = yaml.safe_load(text)['all']['children']['lab']
-    assert len(loaded['hosts']) == 40 and loaded['hosts'][f'{prefix}40'] == {'ansible_host': '10.213.254.50'}
+    assert len(loaded['hosts']) == 40
+    assert loaded['hosts'][f'{prefix}40'] == {'ansible_host': '10.213.254.50', 'unboxed_lab_debian_release': 'bookworm'}
+    assert len(loaded['children']['debian13']['hosts']) == len(loaded['children']['debian12']['hosts']) == 20
     assert loaded['vars']['ansible_ssh_common_args'] == SSH_ARGS.format(lab=name)
     assert changes.made == [f'write the inventory {path}']
 
@@ -106,3 +114,43 @@ def test_an_inventory_labctl_wrote_earlier_is_rewritten_and_one_it_did_not_write
     path.write_text('---\nall:\n  hosts:\n    mine:\n', encoding='utf-8')
     with pytest.raises(LabError, match='was not written by labctl for lab "pytest"'):
         inventory.ensure_inventory(Changes(check=True), lab)
+
+
+def ansible_groups(text: str, tmp_path) -> dict:
+    """The groups Ansible itself reads from the file: ``ansible-inventory --list``, as `-l debian13` would."""
+    ansible_inventory = pytest.importorskip('ansible.cli.inventory', reason='ansible-core is in requirements.txt (make setup)')
+    del ansible_inventory
+    path = tmp_path / 'hosts.yml'
+    path.write_text(text, encoding='utf-8')
+    config = tmp_path / 'ansible.cfg'  # Ansible's defaults, whatever the machine's configuration
+    config.write_text('[defaults]\n', encoding='utf-8')
+    completed = subprocess.run([os.path.join(os.path.dirname(sys.executable), 'ansible-inventory'), '-i', str(path), '--list'],
+                               capture_output=True, text=True, check=True, env=dict(os.environ, ANSIBLE_CONFIG=str(config)))
+    listed = json.loads(completed.stdout)
+    return {name: sorted(group.get('hosts', [])) for name, group in listed.items() if name not in ('_meta', 'all')}
+
+
+def test_a_mixed_lab_has_a_group_per_release_and_each_host_its_release(tmp_path):
+    lab = make_lab(count=3)
+    groups = ansible_groups(inventory.render_inventory(lab), tmp_path)
+    assert groups['debian13'] == ['lab1', 'lab3'] and groups['debian12'] == ['lab2']
+    assert groups['lab'] == ['lab1', 'lab2', 'lab3']
+    hosts = yaml.safe_load(inventory.render_inventory(lab))['all']['children']['lab']['hosts']
+    assert {name: host[inventory.RELEASE_VARIABLE] for name, host in hosts.items()} == {
+        'lab1': 'trixie', 'lab2': 'bookworm', 'lab3': 'trixie'}
+
+
+def test_a_lab_of_one_release_has_only_that_group(tmp_path):
+    groups = ansible_groups(inventory.render_inventory(make_lab(count=2, releases=('bookworm',))), tmp_path)
+    assert groups.get('debian12') == ['lab1', 'lab2'] and 'debian13' not in groups
+
+
+def test_changing_the_releases_rewrites_the_inventory(tmp_path):
+    path = tmp_path / 'hosts.yml'
+    lab = make_lab(count=2, path=str(path))
+    path.write_text(inventory.render_inventory(lab), encoding='utf-8')
+    lab.set_releases(('bookworm',))
+    changes = Changes(check=True)
+    inventory.ensure_inventory(changes, lab)
+    assert changes.made == [f'write the inventory {path}']
+    assert 'debian13' not in inventory.render_inventory(lab)
