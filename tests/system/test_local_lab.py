@@ -1,4 +1,5 @@
-"""The local lab for real: three Debian hosts in namespaces, reached by Ansible over ssh and paramiko.
+"""The local lab for real: three Debian hosts in namespaces, of two releases (Debian 13 beside Debian 12, as in
+a classroom set up this term), reached by Ansible over ssh and paramiko.
 
 The tests run in order against one lab of their own (LAB), so the default lab is never touched; the
 module fixture brings it down at the end whatever happened.
@@ -31,6 +32,12 @@ SYSTEM_KNOWN_HOSTS = '/etc/ssh/ssh_known_hosts'
 LAB = 'pytest'
 SECOND_LAB = 'pytest-second'
 HOSTS = ['lab1', 'lab2', 'lab3']
+# Handed out in turn: lab1 trixie, lab2 bookworm, lab3 trixie.
+RELEASES = 'trixie,bookworm'
+RELEASE_OF = {'lab1': 'trixie', 'lab2': 'bookworm', 'lab3': 'trixie'}
+# What each release's seat has: /etc/debian_version's major number and python3's minor version.
+DEBIAN_MAJOR = {'trixie': '13', 'bookworm': '12'}
+PYTHON_VERSION = {'trixie': '3.13', 'bookworm': '3.11'}
 NETNS_PREFIX = f'unboxed.{LAB}.'
 LAB_DIR = os.path.join(STATE_ROOT, LAB)
 
@@ -53,13 +60,13 @@ class LabUnderTest:
     def playbook(self, *extra, state='up') -> subprocess.CompletedProcess:
         argv = [os.path.join(BIN, 'ansible-playbook'), '-i', 'localhost,', PLAYBOOK, '-e', f'lab_state={state}',
                 '-e', f'lab_name={LAB}', '-e', f'lab_host_count={len(HOSTS)}', '-e', f'lab_inventory={self.inventory}',
-                *extra]
+                '-e', f'lab_releases={RELEASES}', *extra]
         return subprocess.run(argv, cwd=REPO, env=self.env(), capture_output=True, text=True, check=False,
                               timeout=600, stdin=subprocess.DEVNULL)
 
-    def adhoc(self, module: str, args: str | None = None, *extra, inventory=None) -> tuple[int, dict]:
-        """Run one module on every lab host; returns ansible's exit code and each host's result."""
-        rc, results, completed = run_adhoc(self.tmp, inventory or self.inventory, 'all', module, args, extra, self.env())
+    def adhoc(self, module: str, args: str | None = None, *extra, inventory=None, pattern='all') -> tuple[int, dict]:
+        """Run one module on the lab hosts ``pattern`` names; returns ansible's exit code and each host's result."""
+        rc, results, completed = run_adhoc(self.tmp, inventory or self.inventory, pattern, module, args, extra, self.env())
         assert results, f'ansible gave no result (rc={rc}):\n{completed.stdout}\n{completed.stderr}'
         return rc, results
 
@@ -144,6 +151,30 @@ def test_up_creates_three_running_hosts(lab):
     assert len(lab_links()) == 1 + len(HOSTS)  # the bridge and one veth per host
     addresses = [host['address'] for host in status['hosts'].values()]
     assert len(set(addresses)) == len(HOSTS)
+
+
+def test_each_seat_runs_its_release(lab):
+    status = lab.labctl('status')
+    assert {name: host['release'] for name, host in status['hosts'].items()} == RELEASE_OF
+    assert status['releases'] == RELEASES.split(',')
+    script = ('cat /etc/debian_version; . /etc/os-release; echo "$VERSION_CODENAME"; '
+              'python3 -c "import sys; print(\'%d.%d\' % sys.version_info[:2])"')
+    rc, results = lab.adhoc('ansible.builtin.shell', script)
+    assert rc == 0, results
+    for host, release in RELEASE_OF.items():
+        debian_version, codename, python_version = results[host]['stdout_lines']
+        assert debian_version.split('.')[0] == DEBIAN_MAJOR[release], (host, debian_version)
+        assert debian_version == status['hosts'][host]['debian_version']
+        assert codename == release
+        assert python_version == PYTHON_VERSION[release]
+
+
+def test_the_inventory_groups_seats_by_release(lab):
+    for group, release in (('debian13', 'trixie'), ('debian12', 'bookworm')):
+        rc, results = lab.adhoc('ansible.builtin.debug', 'var=unboxed_lab_debian_release', pattern=group)
+        assert rc == 0, results
+        assert sorted(results) == sorted(host for host, host_release in RELEASE_OF.items() if host_release == release)
+        assert {result['unboxed_lab_debian_release'] for result in results.values()} == {release}
 
 
 def test_the_written_inventory_is_clean_for_make_lint(lab):
@@ -236,9 +267,35 @@ def test_a_host_recreated_on_its_address_gets_a_new_key_and_is_reached_by_both_t
         assert rc == 0, (transport, results)
 
 
+def test_a_host_whose_release_changes_is_made_again_as_planned(lab):
+    old_keys = known_hosts_by_address()
+    status = lab.labctl('status')
+    planned = lab.labctl('up', '--hosts', str(len(HOSTS)), '--releases', 'trixie', '--check')
+    assert any(change.startswith('make lab2 again as Debian 13 (trixie): it runs Debian 12 (bookworm)')
+               for change in planned['changes']), planned['changes']
+    assert not [change for change in planned['changes'] if 'lab1' in change or 'lab3' in change]
+    assert lab.labctl('status')['hosts']['lab2']['installed_release'] == 'bookworm'
+
+    made = lab.labctl('up', '--hosts', str(len(HOSTS)), '--releases', 'trixie')
+    assert made['changes'] == planned['changes']
+    assert made['hosts']['lab2']['address'] == status['hosts']['lab2']['address']
+    assert made['hosts']['lab2']['debian_version'].startswith('13.')
+    lab2 = made['hosts']['lab2']['address']
+    assert known_hosts_by_address()[lab2] != old_keys[lab2]
+    for transport in ('ssh', 'paramiko'):
+        rc, results = lab.adhoc('ansible.builtin.command', 'cat /etc/debian_version', '-c', transport, pattern='debian13')
+        assert rc == 0 and sorted(results) == HOSTS, (transport, results)
+    assert lab.labctl('up', '--hosts', str(len(HOSTS)))['changed'] is False  # the lab keeps the releases it was given
+
+    back = lab.playbook()
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert {name: host['release'] for name, host in lab.labctl('status')['hosts'].items()} == RELEASE_OF
+    assert recap_changed(lab.playbook().stdout) == 0
+
+
 def test_a_second_lab_lives_beside_the_first_and_goes_alone(lab):
     inventory = os.path.join(lab.tmp, 'second.yml')
-    second = lab.labctl('up', '--hosts', '1', '--inventory', inventory, lab=SECOND_LAB)
+    second = lab.labctl('up', '--hosts', '1', '--releases', 'bookworm', '--inventory', inventory, lab=SECOND_LAB)
     first = lab.labctl('status')
     assert second['subnet'] != first['subnet'] and second['bridge'] != first['bridge']
     rc, results = lab.adhoc('ansible.builtin.command', 'hostname', inventory=inventory)
