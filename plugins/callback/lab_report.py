@@ -105,7 +105,8 @@ options:
         key: print_table
 notes:
   - "The JSON file holds what the HTML page shows: C(stages), C(summary) (hosts, behind, failed,
-    unreachable, on_track, and per stage the number of seats done) and C(hosts), each with C(status), C(behind), C(reason) (stage, task, status,
+    unreachable, on_track, and per stage the number of seats done) and C(hosts), each with C(status), C(behind), C(release) (what the seat runs, e.g. C(Debian 13.1 (trixie)), when the run
+    gathered distribution facts, as C(verify.yml) does; else null), C(reason) (stage, task, status,
     message) and per stage C(status), the counts C(ok), C(changed), C(failed), C(unreachable),
     C(skipped), and C(failure)."
   - "In check mode the report says so, and C(changed) then means that a task would change something."
@@ -185,6 +186,17 @@ def natural_key(name: str) -> tuple:
                  for part in re.split(r'(\d+)', name) if part)
 
 
+def release_text(facts: Mapping) -> str | None:
+    """``Debian 13.1 (trixie)`` from distribution facts, as setup returns them (with or without the ansible_ prefix)."""
+    def fact(name):
+        value = facts.get(f'ansible_{name}', facts.get(name))
+        return str(value).strip() if value not in (None, '', 'NA') else ''
+    name, version, codename = fact('distribution'), fact('distribution_version'), fact('distribution_release')
+    if not name:
+        return None
+    return ' '.join(part for part in (name, version, f'({codename})' if codename else '') if part)
+
+
 def _one_line(text: object) -> str:
     lines = [line.strip() for line in str(text).splitlines() if line.strip()]
     message = ' / '.join(lines)
@@ -243,6 +255,7 @@ class HostRecord:
     student: str | None = None
     seat: str | None = None
     room: str | None = None
+    release: str | None = None
     cells: dict[str, StageCell] = field(default_factory=dict)
     first_failure: dict | None = None
 
@@ -265,6 +278,12 @@ class LabReport:
                                           seat=_text_or_none(roster.get('roster_seat') or roster.get('ansible_host')),
                                           room=_text_or_none(roster.get('roster_room')))
         return self.hosts[name]
+
+    def note_facts(self, host: str, facts: Mapping, roster: Mapping | None = None) -> None:
+        """Keep what the seat runs when a task gathered its distribution facts (verify.yml does)."""
+        release = release_text(facts)
+        if release:
+            self.host(host, roster).release = release
 
     def record(self, host: str, status: str, stage: str, task: str, message: str | None = None, roster: Mapping | None = None) -> None:
         """Count one task outcome (ok, changed, failed, unreachable, skipped) of ``host`` in ``stage``."""
@@ -296,6 +315,7 @@ class LabReport:
                 'student': record.student,
                 'seat': record.seat,
                 'room': record.room,
+                'release': record.release,
                 'status': status,
                 'behind': status in BEHIND,
                 'reason': record.first_failure,
@@ -356,8 +376,11 @@ def reason_text(reason: Mapping | None) -> str:
 def render_text(document: Mapping) -> list[tuple[str, str]]:
     """The table for the terminal, as (line, status) pairs so the caller can colour each row."""
     stages = document['stages']
-    header = ['HOST', 'STUDENT'] + [stage.upper() for stage in stages] + ['WHY']
-    rows = [[host['host'], host['student'] or ''] + [CELL_WORDS[host['stages'][stage]['status']] for stage in stages]
+    # The seat's release, when the run gathered it (verify.yml does; site.yml saves the round trip).
+    releases = any(host.get('release') for host in document['hosts'])
+    header = ['HOST', 'STUDENT'] + (['RELEASE'] if releases else []) + [stage.upper() for stage in stages] + ['WHY']
+    rows = [[host['host'], host['student'] or ''] + ([host.get('release') or ''] if releases else [])
+            + [CELL_WORDS[host['stages'][stage]['status']] for stage in stages]
             + [reason_text(host['reason'])] for host in document['hosts']]
     widths = [max(len(row[index]) for row in [header] + rows) for index in range(len(header) - 1)]
 
@@ -441,7 +464,7 @@ def _cell_counts(cell: Mapping) -> str:
 
 def _who(host: Mapping) -> str:
     parts = [host['student'], f"seat {host['seat']}" if host['seat'] and host['seat'] != host['host'] else None,
-             f"room {host['room']}" if host['room'] else None]
+             f"room {host['room']}" if host['room'] else None, host.get('release')]
     return ' · '.join(part for part in parts if part)
 
 
@@ -594,6 +617,10 @@ class CallbackModule(CallbackBase):
         self.report.record(host.get_name(), status, stage, task.get_name().strip(), message, roster=host.vars)
 
     def v2_runner_on_ok(self, result):
+        facts = _task_result(result).get('ansible_facts')
+        if isinstance(facts, Mapping):
+            host = _result_host(result)
+            self.report.note_facts(host.get_name(), facts, roster=host.vars)
         self._record(result, 'changed' if _task_result(result).get('changed') else 'ok')
 
     def v2_runner_on_failed(self, result, ignore_errors=False):

@@ -169,6 +169,28 @@ def test_seats_come_in_natural_order_as_ansible_inventory_lists_them():
     assert [host['host'] for host in report.document()['hosts']] == ['Lab1', 'lab1b', 'lab2', 'lab10', 'lab20', 'lab3']
 
 
+def test_a_seats_release_comes_from_its_distribution_facts():
+    report = LabReport(RULES)
+    report.note_facts('lab1', {'ansible_distribution': 'Debian', 'ansible_distribution_version': '13.1',
+                               'ansible_distribution_release': 'trixie'})
+    report.note_facts('lab2', {'distribution': 'Debian', 'distribution_version': '12.12', 'distribution_release': 'bookworm'})
+    report.note_facts('lab3', {'ansible_env': {}})  # facts without a distribution say nothing
+    for host in ('lab1', 'lab2', 'lab3'):
+        report.record(host, 'ok', 'verify', 'Fail when an observation is wrong')
+    document = report.document()
+    assert {host['host']: host['release'] for host in document['hosts']} == {
+        'lab1': 'Debian 13.1 (trixie)', 'lab2': 'Debian 12.12 (bookworm)', 'lab3': None}
+    table = [line for line, _status in render_text(document)]
+    assert table[1].split()[:3] == ['HOST', 'STUDENT', 'RELEASE']
+    assert 'Debian 13.1 (trixie)' in table[2] and 'Debian 12.12 (bookworm)' in table[3]
+    assert 'Debian 13.1 (trixie)' in render_html(document)
+
+
+def test_no_release_column_when_no_seat_gathered_facts():
+    document = classroom_report().document()
+    assert 'RELEASE' not in render_text(document)[1][0]
+
+
 def test_other_column_appears_only_when_tasks_fell_outside_the_stages():
     report = LabReport(RULES)
     report.record('alice', 'ok', 'layers', 'Build layers')
