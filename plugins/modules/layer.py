@@ -421,17 +421,13 @@ def top_level_unlisted(layer: str, wanted) -> list[str]:
 
 
 def absent_path_problems(layer: str) -> list[str]:
-    """What makes an existing path no layer directory to remove: a symbolic link, a file, a system directory behind links."""
+    """What makes an existing path no layer directory to remove: a symbolic link, or no directory at all."""
     if os.path.islink(layer):
         return [f'path {layer} is a symbolic link (to {os.readlink(layer)}), not a layer directory: state=absent never '
                 f'follows links. Give the directory itself, or remove the link with ansible.builtin.file.']
     if not os.path.isdir(layer):
         return [f'path {layer} exists and is not a directory: state=absent removes layer directories only.']
-    real = os.path.realpath(layer)
-    if real != layer:
-        problem = paths.system_directory_problem('path', real)
-        if problem:
-            return [f'path {layer} leads to {real} through a symbolic link on the way: {problem}']
+    # Where links on the way lead (a system directory) was refused by request_problems, through paths.
     return []
 
 
