@@ -45,7 +45,8 @@ LABCTL = REPO / 'scripts' / 'labctl'
 HANDWRITTEN = BENCH / 'handwritten.sh'
 CONTROLLER_ARCHIVE_GLOB = 'debian-*.tar.gz'
 CONTROLLER_ARCHIVE_DIR = Path('/var/cache/unboxed/base')
-# Per host on the controller's disk: the lab host (~194 MB), the archive copy (~45 MB) and the unpacked base.
+# Per host on the controller's disk: the lab host (~194 MB bookworm, ~156 MB trixie), the archive copy (~45 MB) and
+# the unpacked base.
 DISK_PER_HOST = 450 * 1024 * 1024
 MEMORY_PER_HOST = 64 * 1024 * 1024
 SETTLE_TIMEOUT = 90.0
@@ -261,7 +262,10 @@ def settle(device: str) -> float:
 class Lab:
     name: str
     workdir: Path
+    releases: str = ''  # labctl --releases: the Debian releases handed to the hosts in turn ('' = labctl's default)
     hosts: dict[str, str] = field(default_factory=dict)  # name -> address
+    # name -> {'release': 'trixie', 'debian_version': '13.8'}: what each seat runs, recorded with the results
+    seats: dict[str, dict] = field(default_factory=dict)
     key: str = ''
     known_hosts: str = ''
     touched: bool = False  # `labctl up` has been run
@@ -277,13 +281,15 @@ class Lab:
     def up(self, count: int) -> float:
         started = time.monotonic()
         self.touched = True  # from now on there may be something to take down, even if this `up` is cut short
-        completed = run_child(
-            [str(LABCTL), 'up', '--lab', self.name, '--hosts', str(count), '--inventory', str(self.inventory), '--json'],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        argv = [str(LABCTL), 'up', '--lab', self.name, '--hosts', str(count), '--inventory', str(self.inventory), '--json']
+        completed = run_child(argv + (['--releases', self.releases] if self.releases else []),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         if completed.returncode != 0:
             raise BenchError(f'labctl up --lab {self.name} --hosts {count} failed:\n{completed.stdout}{completed.stderr}')
         state = json.loads(completed.stdout)
         self.hosts = {name: host['address'] for name, host in state['hosts'].items()}
+        self.seats = {name: {'release': host.get('release'), 'debian_version': host.get('debian_version')}
+                      for name, host in state['hosts'].items()}
         self.key, self.known_hosts = state['key'], state['known_hosts']
         self._write_ssh_config()
         return round(time.monotonic() - started, 2)
@@ -446,6 +452,7 @@ def measure_scaling_at(runner: Runner, device: str, count: int, runs: int, say: 
     runner.ping('warm-up-ping')  # the first connection to a new host, and Python's bytecode caches: not timed
     series: dict[str, list] = {name: [] for name in SCALING_MEASURES}
     series.update(load=[], reset=[], settle=[], first_tasks=[], rerun_tasks=[], check_tasks=[])
+    series['seats'] = dict(runner.lab.seats)
     for run in range(1, runs + 1):
         cleaned = clean_hosts(runner, device)
         series['reset'].append(cleaned['reset'])
@@ -590,6 +597,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                              'multiplexing, Mitogen); each needs a reset (default 0)')
     parser.add_argument('--mitogen-strategy-dir', default=os.environ.get('BENCH_MITOGEN_STRATEGY_DIR'),
                         help='ansible_mitogen/plugins/strategy of a Mitogen install (bench/run sets it up)')
+    parser.add_argument('--releases', default='trixie,bookworm',
+                        help='Debian releases of the lab\'s hosts, handed out in turn (labctl up --releases; default '
+                             'trixie,bookworm: host 1 Debian 13, host 2 Debian 12...); recorded with the results')
     parser.add_argument('--lab', default='bench', help='name of the local lab the benchmark creates and removes (default bench)')
     parser.add_argument('--keep-lab', action='store_true', help='leave the lab up at the end')
     parser.add_argument('--output', type=Path, default=BENCH,
@@ -646,7 +656,8 @@ def measure(args: argparse.Namespace, runner: Runner, device: str, runs_by_count
     documents: dict[str, dict] = {}
     runner.lab.up(min(host_counts) if measure_scaling and host_counts else args.settings_hosts)
     ensure_controller_archive(runner, say)
-    scaling: dict = {'runs': args.runs, 'runs_by_hosts': {}, 'machine': machine_facts(), 'by_hosts': {}}
+    scaling: dict = {'runs': args.runs, 'runs_by_hosts': {}, 'machine': machine_facts(), 'by_hosts': {},
+                     'releases': runner.lab.releases}
     # Ascending, because `labctl up` adds hosts but removes those beyond the count asked for; the settings
     # part runs on its own host count when the scaling part reaches it.
     steps = sorted(set(host_counts if measure_scaling else []) | ({args.settings_hosts} if measure_settings_now else set()))
@@ -658,7 +669,7 @@ def measure(args: argparse.Namespace, runner: Runner, device: str, runs_by_count
             documents['scaling'] = scaling
             (progress_dir / 'scaling.json').write_text(json.dumps(scaling, indent=1), encoding='utf-8')
         if measure_settings_now and count == args.settings_hosts:
-            settings = {'machine': machine_facts()}
+            settings = {'machine': machine_facts(), 'releases': runner.lab.releases, 'seats': dict(runner.lab.seats)}
             settings.update(measure_settings(runner, device, count, args.settings_runs or args.runs, args.mitogen_strategy_dir,
                                              args.settings.split(','), args.settings_first_runs, say))
             settings['mitogen'] = os.environ.get('BENCH_MITOGEN_VERSION', '')
@@ -693,7 +704,7 @@ def run_bench(args: argparse.Namespace, output: Path, write_report: Callable[[Pa
     log_dir.mkdir()
     progress_dir = workdir / 'results'
     progress_dir.mkdir()
-    lab = Lab(args.lab, workdir)
+    lab = Lab(args.lab, workdir, releases=args.releases)
     runner = Runner(workdir, lab, log_dir)
     device = block_device_of('/var/lib')
     say(f'logs: {log_dir}')
