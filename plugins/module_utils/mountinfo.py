@@ -137,21 +137,36 @@ def mount_containing(path: str, entries=None) -> MountEntry | None:
 
 
 def overlay_layers(entry: MountEntry) -> dict:
-    """The layer directories of a live overlay mount: lowerdirs (top first), upperdir and workdir (None if absent)."""
-    lower = entry.option('lowerdir')
-    upper = entry.option('upperdir')
-    work = entry.option('workdir')
-    return {
-        'lowerdirs': lower.split(':') if isinstance(lower, str) else [],
-        'upperdir': upper if isinstance(upper, str) else None,
-        'workdir': work if isinstance(work, str) else None,
-    }
+    """The layer directories of a live overlay mount: lowerdirs (top first), upperdir and workdir (None if absent),
+    and datadirs, the data-only lower layers.
+
+    The kernel shows the layers as they were given: ``lowerdir=a:b`` (data-only layers after ``::``), or one
+    ``lowerdir+=`` / ``datadir+=`` option per layer when they were added one by one.
+    """
+    lowerdirs, datadirs = [], []
+    upper = work = None
+    for key, value in entry.mount_options + entry.super_options:
+        if value is None:
+            continue
+        if key == 'lowerdir':
+            regular, _sep, data = value.partition('::')
+            lowerdirs += [layer for layer in regular.split(':') if layer]
+            datadirs += [layer for layer in data.split(':') if layer]
+        elif key == 'lowerdir+':
+            lowerdirs.append(value)
+        elif key == 'datadir+':
+            datadirs.append(value)
+        elif key == 'upperdir':
+            upper = value
+        elif key == 'workdir':
+            work = value
+    return {'lowerdirs': lowerdirs, 'upperdir': upper, 'workdir': work, 'datadirs': datadirs}
 
 
 def _named_layers(entry: MountEntry) -> list[tuple[str, str]]:
     """("lowerdir", dir) for each lower layer, then upperdir and workdir when set."""
     layers = overlay_layers(entry)
-    named = [('lowerdir', lower) for lower in layers['lowerdirs']]
+    named = [('lowerdir', lower) for lower in layers['lowerdirs'] + layers['datadirs']]
     return named + [(key, layers[key]) for key in ('upperdir', 'workdir') if layers[key]]
 
 
@@ -205,4 +220,119 @@ def uses_of_tree(path: str, entries=None) -> list[TreeUse]:
             real_layer = os.path.realpath(layer)
             if _is_at_or_below(real_path, real_layer) or _is_at_or_below(real_layer, real_path):
                 found.append(TreeUse(entry, option, layer))
+    return found
+
+
+PROC = '/proc'
+
+
+@dataclasses.dataclass(frozen=True)
+class NamespaceView:
+    """The mount table of one mount namespace, as its processes see it."""
+
+    namespace: str   # "mnt:[4026531841]", from /proc/PID/ns/mnt
+    pids: tuple      # every process living in it, lowest first
+    entries: tuple   # its mountinfo, read through one of those processes
+    own: bool        # the namespace of the process reading it
+
+
+def mount_namespaces(proc: str = PROC) -> list[NamespaceView]:
+    """Every mount namespace that a process lives in, with its mount table, this process's own first.
+
+    A mount lives on in another namespace after it was unmounted here: a container started by ``unshare
+    --mount`` holds a copy of the host's mounts, and keeps the copy of an overlay that the host unmounts.
+    Processes that end while we read are skipped.
+    """
+    own = os.readlink(os.path.join(proc, 'self', 'ns', 'mnt'))
+    pids_by_namespace = {}
+    for name in os.listdir(proc):
+        if not name.isdigit():
+            continue
+        try:
+            namespace = os.readlink(os.path.join(proc, name, 'ns', 'mnt'))
+        except OSError:
+            continue
+        pids_by_namespace.setdefault(namespace, []).append(int(name))
+    views = [NamespaceView(own, tuple(sorted(pids_by_namespace.get(own, ()))),
+                           tuple(read_mountinfo(os.path.join(proc, 'self', 'mountinfo'))), True)]
+    for namespace, pids in sorted(pids_by_namespace.items()):
+        if namespace == own:
+            continue
+        for pid in sorted(pids):
+            try:
+                entries = read_mountinfo(os.path.join(proc, str(pid), 'mountinfo'))
+            except (OSError, ValueError):
+                continue
+            views.append(NamespaceView(namespace, tuple(sorted(pids)), tuple(entries), False))
+            break
+    return views
+
+
+def _identity(path: str):
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return (stat.st_dev, stat.st_ino)
+
+
+def layer_identities(layer: str, view: NamespaceView, proc: str = PROC) -> set:
+    """The directories (device, inode) that a layer path shown in ``view`` can name.
+
+    overlayfs shows a layer as the path it was given, resolved in the root of the process that mounted it. In
+    another namespace that root is usually the root of its processes (a lab host's own root file system); when
+    the path names nothing there (a container chrooted into the overlay itself, whose layers were given by the
+    host), it is the host's path.
+    """
+    if view.own:
+        found = _identity(layer)
+        return {found} if found else set()
+    identities = set()
+    for root in {os.path.join(proc, str(pid), 'root') for pid in view.pids}:
+        found = _identity(root + layer)
+        if found:
+            identities.add(found)
+    if not identities:
+        found = _identity(layer)
+        if found:
+            identities.add(found)
+    return identities
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerHolder:
+    """A live overlay, in some mount namespace, that uses a directory as its upper or work directory."""
+
+    view: NamespaceView
+    entry: MountEntry
+    option: str      # "upperdir" or "workdir" of that overlay
+    asked: str       # the option name of the directory asked about
+    directory: str   # the directory asked about
+
+
+def overlays_holding(directories: dict, views=None, proc: str = PROC) -> list[LayerHolder]:
+    """Live overlays in any visible mount namespace whose upper or work directory is one of ``directories``
+    ({option name: path}), compared as the same directory on disk (device and inode), not as text."""
+    if views is None:
+        views = mount_namespaces(proc)
+    wanted = {}
+    for asked, directory in directories.items():
+        identity = _identity(directory) if directory else None
+        if identity:
+            wanted[identity] = (asked, directory)
+    found = []
+    if not wanted:
+        return found
+    for view in views:
+        for entry in view.entries:
+            if entry.fstype != 'overlay':
+                continue
+            layers = overlay_layers(entry)
+            for option in ('upperdir', 'workdir'):
+                if not layers[option]:
+                    continue
+                matches = layer_identities(layers[option], view, proc) & set(wanted)
+                if matches:
+                    found.append(LayerHolder(view, entry, option, *wanted[matches.pop()]))
+                    break
     return found

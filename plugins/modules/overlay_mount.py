@@ -15,13 +15,27 @@ description:
     writable upper layer and its work directory - what Docker's overlay2 storage driver does for every
     container, and what C(mount -t overlay overlay -o lowerdir=...,upperdir=...,workdir=... merged) does by hand.
   - The module reads the live mount from C(/proc/self/mountinfo) and compares everything with what was asked
-    (file system type, every lower layer in order, upper and work directory, each requested option). When
-    they are equal nothing is done. When they differ the overlay is unmounted and mounted again, because the
-    kernel cannot change an overlay's layers with C(mount -o remount).
+    (file system type, every lower layer in order, upper and work directory, each requested option, and the
+    generic flags - read-write or read-only, C(nosuid), C(nodev), C(noexec), C(nodiratime), C(nosymfollow),
+    the access time mode - also when nobody asked for them). When they are equal nothing is done. When only the
+    generic flags differ (an overlay remounted read-only behind the module's back) it remounts it in place; when
+    the kernel will not, or when layers or overlay options differ, the overlay is unmounted and mounted again,
+    because the kernel cannot change an overlay's layers with C(mount -o remount).
+  - After every mount and remount it reads the live mount back and fails - undoing the mount it just made - when
+    the kernel mounted something other than asked. It never reports success on a mount that differs.
+  - It never mounts an overlay on an upper or work directory that another live overlay still uses, at another
+    mount point or in any mount namespace a process lives in (a container started with C(unshare --mount) keeps
+    its copy of an overlay that was unmounted on the host). It names the process holding it instead.
+  - Runs on the same mount point (or the same upper directory) wait for each other, up to O(lock_timeout).
   - It never deletes anything inside the lower, upper or work directories. O(state=unmounted) leaves every
     directory and file in place.
   - Before touching anything it validates the request and says which option is wrong and why, including the
-    conditions under which the kernel would only answer "wrong fs type, bad option".
+    conditions under which the kernel would only answer "wrong fs type, bad option", paths that lead into a
+    system directory through a symbolic link, characters that mount(8) or overlayfs would read as syntax, an
+    option string longer than mount(2) takes (one page), and an O(fstab) it could not write. A failure after a
+    change undoes that change (the mount it made, the directories it created).
+  - A refused mount is explained with what overlayfs logged about this very mount in the kernel log (read from
+    C(/dev/kmsg) after the mount began), or with the sentence that the kernel logged no reason.
 author:
   - unboxed developers (@unboxed)
 extends_documentation_fragment:
@@ -37,7 +51,7 @@ options:
   path:
     description:
       - The merged directory, where the union becomes visible (C(/overlay/merged) in the talk).
-      - Must be absolute, must not be C(/) or another system directory.
+      - Must be absolute, must not be C(/) or another system directory, nor lead into one through a symbolic link.
     type: path
     required: true
   lowerdirs:
@@ -46,6 +60,9 @@ options:
         A file in an earlier layer hides the same file in a later one.
       - Required when O(state=mounted) or when O(persist=true).
       - Without O(upperdir) the overlay is read-only and the kernel needs at least two lower layers.
+      - A layer path may not contain C(:), C(,) (the option syntax), C(\) (overlayfs reads it as an escape and would
+        mount another directory) or C(") (mount(8) reads it as a quote), and may not lead into a system directory.
+      - All layer paths and options together must fit in one memory page (4095 bytes on x86), the most mount(2) takes.
     type: list
     elements: path
   upperdir:
@@ -62,7 +79,9 @@ options:
   options:
     description:
       - Further mount options, one per item, for example C(index=off), C(redirect_dir=on), C(ro), C(noatime).
-      - The layer options C(lowerdir), C(upperdir) and C(workdir) are set by the options above, not here.
+      - The layer options C(lowerdir), C(lowerdir+), C(datadir+), C(upperdir) and C(workdir) are set by the options above, not here.
+      - Generic flags (C(ro), C(nosuid), C(noatime)...) left out mean the kernel's defaults (C(rw), C(suid), C(relatime)...),
+        and a live mount that differs from them is remounted.
     type: list
     elements: str
     default: []
@@ -82,13 +101,22 @@ options:
   fstab:
     description:
       - The file O(persist) acts on. Only useful to point tests or chroots elsewhere.
+      - Must be an absolute path to a regular file (or to a file to create in an existing directory); this is checked
+        before the overlay is mounted.
     type: path
     default: /etc/fstab
+  lock_timeout:
+    description:
+      - Seconds to wait for another run working on the same mount point or upper directory before failing.
+      - The lock is an C(flock) on a file in C(/run/unboxed/locks), released when its holder ends (even killed).
+        Check mode takes no lock.
+    type: int
+    default: 60
   create_dirs:
     description:
       - Create O(path), the lower, upper and work directories that do not exist yet (mode 0755).
       - With V(false), a missing directory is an error.
-      - Directories created by a run whose mount then fails are removed again.
+      - Directories created by a run whose mount then fails (or whose O(fstab) cannot be written) are removed again.
     type: bool
     default: true
 notes:
@@ -168,7 +196,9 @@ mounted:
   type: bool
   sample: true
 actions:
-  description: What the module did (or, in check mode, would do), in order.
+  description:
+    - What the module did (or, in check mode, would do), in order.
+    - C(remount (...)) heals the generic flags in place; C(unmount (...)) and C(mount) make a new overlay.
   returned: always
   type: list
   elements: str
@@ -179,26 +209,54 @@ command:
   type: str
   sample: mount -t overlay overlay -o lowerdir=/overlay/lower2-file:/overlay/lower1-base,upperdir=/overlay/upper,workdir=/overlay/work /overlay/merged
 current:
-  description: The overlay found at O(path) before the task, as read from mountinfo, or null.
+  description:
+    - The overlay found at O(path) before the task, as read from mountinfo, or null.
+    - C(datadirs) lists data-only lower layers (mounted with C(datadir+) or after C(::)); this module never makes them.
   returned: always
   type: dict
   sample:
     lowerdirs: [/overlay/lower2-file, /overlay/lower1-base]
     upperdir: /overlay/upper
     workdir: /overlay/work
+    datadirs: []
     options: [rw, relatime, uuid=on]
+problems:
+  description: Every problem found in the request or on the host, when the task failed before changing anything.
+  returned: failure
+  type: list
+  elements: str
+  sample: ['lowerdirs[0] "/srv/a\\b" contains a backslash, which overlayfs reads as an escape.']
+holders:
+  description: The processes that kept the overlay busy, when an unmount failed.
+  returned: failure
+  type: list
+  elements: dict
+  sample: [{pid: 4242, comm: tail, uses: [cwd]}]
 """
 
+import contextlib
+import errno
 import os
+import re
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.unboxed.lab.plugins.module_utils import command as cmd
+from ansible_collections.unboxed.lab.plugins.module_utils import locking
 from ansible_collections.unboxed.lab.plugins.module_utils import mountinfo
 from ansible_collections.unboxed.lab.plugins.module_utils import paths
 from ansible_collections.unboxed.lab.plugins.module_utils import process
 
-LAYER_OPTIONS = ('lowerdir', 'upperdir', 'workdir')
+# Options that name layers: this module sets them from lowerdirs, upperdir and workdir, never from ``options``.
+LAYER_OPTIONS = ('lowerdir', 'upperdir', 'workdir', 'lowerdir+', 'datadir+')
+
+# Characters that mount(8) or overlayfs read as syntax inside a layer path, beyond the ":" and "," paths.py refuses:
+# overlayfs takes "\" as an escape (a lowerdir "/a\1" mounts "/a1" while mountinfo still shows "/a\1"), and
+# libmount takes '"' as a quote (an unmatched one swallows the options after it).
+KERNEL_REINTERPRETED = {
+    '\\': ('a backslash', 'overlayfs reads "\\" in a layer path as an escape and would mount a different directory'),
+    '"': ('a double quote', 'mount(8) reads \'"\' in an option as a quote and would split the options elsewhere'),
+}
 
 # File systems the kernel refuses as an overlay upper layer (no trusted xattrs / d_type, or overlay itself).
 UNSUITABLE_UPPER_FSTYPES = frozenset(('overlay', 'nfs', 'nfs4', 'vfat', 'msdos', 'exfat', 'fuse', 'cifs', 'smb3', 'iso9660', 'squashfs'))
@@ -217,6 +275,16 @@ OVERLAY_PARAMETERS_DIR = '/sys/module/overlay/parameters'
 # Generic flags that appear among per-mount options and their opposites.
 MOUNT_FLAG_DEFAULTS = {'rw': True, 'ro': False, 'relatime': True, 'suid': True, 'dev': True, 'exec': True, 'atime': True}
 
+# Per-mount flags (and the superblock's ro) compared with the request even when nobody asked for them, and healed
+# with a remount: a mount made read-only, nosuid, noexec... behind the module's back is not the mount it made.
+SWITCH_FLAGS = ('suid', 'dev', 'exec', 'diratime', 'symfollow')
+ATIME_FLAGS = {'noatime': 'noatime', 'strictatime': 'strictatime', 'relatime': 'relatime',
+               'atime': 'relatime', 'norelatime': None, 'nostrictatime': 'relatime'}
+GENERIC_FLAG_OPTIONS = frozenset(('ro', 'rw') + SWITCH_FLAGS + tuple('no' + flag for flag in SWITCH_FLAGS) + tuple(ATIME_FLAGS))
+
+KMSG_PATH = '/dev/kmsg'
+_QUOTED_PATH = re.compile(r"'(/[^']*)'")
+
 
 def argument_spec():
     return dict(
@@ -229,6 +297,7 @@ def argument_spec():
         persist=dict(type='bool', default=False),
         fstab=dict(type='path', default='/etc/fstab'),
         create_dirs=dict(type='bool', default=True),
+        lock_timeout=dict(type='int', default=60),
     )
 
 
@@ -262,8 +331,25 @@ def mount_argv(mount_bin, desired):
     return [mount_bin, '-t', 'overlay', 'overlay', '-o', option_string(desired), desired['path']]
 
 
-def request_problems(params):
-    """Problems visible from the request alone (no file system access). Pure, unit-tested."""
+def mount_data_limit():
+    """The longest option string mount(2) passes on whole: one page, less its terminating NUL. The kernel
+    cuts a longer one without an error, which mounts other layers than asked, or none upper."""
+    return os.sysconf('SC_PAGE_SIZE') - 1
+
+
+def layer_path_problem(option, path):
+    """A layer path that mount(8) and overlayfs would read as written, and no system directory."""
+    problem = paths.overlay_path_problem(option, path)
+    if problem:
+        return problem
+    for char, (name, why) in KERNEL_REINTERPRETED.items():
+        if char in path:
+            return f'{option} "{path}" contains {name}: {why}. Rename the directory.'
+    return paths.system_directory_problem(option, path)
+
+
+def request_problems(params, data_limit=None):
+    """Problems visible from the request and from where its paths lead, before anything is touched. Unit-tested."""
     problems = []
     want_layers = params['state'] == 'mounted' or params['persist']
     problem = paths.overlay_path_problem('path', params['path']) or paths.system_directory_problem('path', params['path'])
@@ -274,7 +360,7 @@ def request_problems(params):
     if want_layers and not lowerdirs:
         problems.append('lowerdirs is empty: mounting (or persisting) an overlay needs at least one lower layer, top layer first.')
     for index, lower in enumerate(lowerdirs):
-        problem = paths.overlay_path_problem(f'lowerdirs[{index}]', lower)
+        problem = layer_path_problem(f'lowerdirs[{index}]', lower)
         if problem:
             problems.append(problem)
     normalized_lowers = [paths.normalize(lower) for lower in lowerdirs]
@@ -287,12 +373,28 @@ def request_problems(params):
                         f'empty work directory on the same file system (leave both out for a read-only overlay).')
     for option in ('upperdir', 'workdir'):
         if params[option] is not None:
-            problem = paths.overlay_path_problem(option, params[option])
+            problem = layer_path_problem(option, params[option])
             if problem:
                 problems.append(problem)
     if want_layers and not upper and not work and len(lowerdirs) == 1:
         problems.append('a read-only overlay (no upperdir) needs at least two lowerdirs; add an upperdir and workdir '
                         'to make it writable, or a second lower layer.')
+    problem = paths.absolute_path_problem('fstab', params['fstab'])
+    if problem:
+        problems.append(problem)
+    if params.get('lock_timeout') is not None and params['lock_timeout'] < 0:
+        problems.append(f'lock_timeout is {params["lock_timeout"]}: give the seconds to wait for another run, 0 or more.')
+    for option in params['options']:
+        key = option.partition('=')[0]
+        if not option or ',' in option:
+            problems.append(f'options item {option!r} must be a single mount option such as "index=off" (one per list item, no commas).')
+        elif key in LAYER_OPTIONS:
+            problems.append(f'options item "{option}" sets a layer: use the {key}s/{key} option of this module instead.' if key == 'lowerdir'
+                            else f'options item "{option}" adds a layer: give every lower layer in lowerdirs instead.' if key.endswith('+')
+                            else f'options item "{option}" sets a layer: use the {key} option of this module instead.')
+        elif any(char in option for char in KERNEL_REINTERPRETED):
+            problems.append(f'options item {option!r} contains a backslash or a double quote, which mount(8) and overlayfs '
+                            f'read as escape and quote: write the option without them.')
     if problems:
         return problems
     path = paths.normalize(params['path'])
@@ -310,13 +412,15 @@ def request_problems(params):
     for lower in normalized_lowers:
         if paths.is_inside(lower, path) or paths.is_inside(path, lower):
             problems.append(f'lower layer "{lower}" and path "{path}" overlap: the merged directory must be a directory of its own.')
-    for option in params['options']:
-        key = option.partition('=')[0]
-        if not option or ',' in option:
-            problems.append(f'options item {option!r} must be a single mount option such as "index=off" (one per list item, no commas).')
-        elif key in LAYER_OPTIONS:
-            problems.append(f'options item "{option}" sets a layer: use the {key}s/{key} option of this module instead.' if key == 'lowerdir'
-                            else f'options item "{option}" sets a layer: use the {key} option of this module instead.')
+    if want_layers and not problems:
+        data = option_string(desired_from_params(params)).encode('utf-8', 'surrogateescape')
+        limit = mount_data_limit() if data_limit is None else data_limit
+        if len(data) > limit:
+            problems.append(
+                f'lowerdirs, upperdir, workdir and options make a mount option string of {len(data)} bytes, but mount(2) '
+                f'takes at most {limit} (one memory page) and silently cuts the rest - the kernel would mount other layers '
+                f'than asked, or no upper layer at all. Use shorter directory names (e.g. /overlay/l1, /overlay/l2) or fewer '
+                f'layers ({len(lowerdirs)} now).')
     return problems
 
 
@@ -365,6 +469,37 @@ def _foreign_work_content(workdir):
     return [name for name in os.listdir(workdir) if name not in ('work', 'index')]
 
 
+def read_fstab(fstab):
+    """The text of ``fstab`` ('' when it does not exist yet), or raise OSError/UnicodeError."""
+    try:
+        with open(fstab, encoding='utf-8') as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return ''
+
+
+def fstab_problems(fstab, desired, persist):
+    """Whether O(fstab) can be read and, when this run must change it, written: checked before anything changes,
+    so that a bad fstab never fails a run after the overlay was mounted."""
+    if os.path.isdir(fstab):
+        return [f'fstab "{fstab}" is a directory: give the path of the fstab file itself, e.g. /etc/fstab.']
+    if os.path.lexists(fstab) and not os.path.isfile(fstab):
+        return [f'fstab "{fstab}" exists but is not a regular file (or a link to one).']
+    if not os.path.exists(fstab):
+        if not persist:
+            return []
+        parent = os.path.dirname(fstab)
+        if not os.path.isdir(parent):
+            return [f'fstab "{fstab}" cannot be created: its directory {parent} does not exist.']
+    try:
+        before = read_fstab(fstab)
+    except (OSError, UnicodeError) as error:
+        return [f'fstab "{fstab}" cannot be read: {getattr(error, "strerror", None) or error}.']
+    if desired_fstab(before, desired, persist) != before and not os.access(os.path.dirname(fstab), os.W_OK):
+        return [f'fstab "{fstab}" must change, but its directory {os.path.dirname(fstab)} is not writable (a read-only file system?).']
+    return []
+
+
 def overlay_from_entry(entry):
     """The layer description of a live overlay mount, with its other options."""
     extra = [key if value is None else f'{key}={value}'
@@ -406,8 +541,57 @@ def option_satisfied(option, entry, default_lookup=kernel_default):
     return False
 
 
-def differences(desired, entry, default_lookup=kernel_default):
-    """Human-readable differences between the overlay asked for and the live mount ``entry``."""
+def wanted_flags(desired):
+    """The generic state the request asks for: writable or not, the no* switches, the access time mode.
+    Options not given keep the kernel's defaults (rw, suid, dev, exec, diratime, symfollow, relatime)."""
+    flags = {'read_only': False, 'atime': 'relatime'}
+    flags.update({'no' + flag: False for flag in SWITCH_FLAGS})
+    for option in desired['options']:
+        if option in ('ro', 'rw'):
+            flags['read_only'] = option == 'ro'
+        elif option in SWITCH_FLAGS:
+            flags['no' + option] = False
+        elif option.startswith('no') and option[2:] in SWITCH_FLAGS:
+            flags[option] = True
+        elif ATIME_FLAGS.get(option):
+            flags['atime'] = ATIME_FLAGS[option]
+    # Without an upper layer the kernel makes the whole overlay read-only, whatever the mount flag says.
+    flags['read_only'] = flags['read_only'] or not desired['upperdir']
+    return flags
+
+
+def live_flags(entry):
+    """The same generic state, as the live mount ``entry`` has it (read-only per mount or for the superblock)."""
+    mount_flags = {key for key, _value in entry.mount_options}
+    flags = {'read_only': entry.read_only,
+             'atime': 'noatime' if 'noatime' in mount_flags else 'relatime' if 'relatime' in mount_flags else 'strictatime'}
+    flags.update({'no' + flag: 'no' + flag in mount_flags for flag in SWITCH_FLAGS})
+    return flags
+
+
+def flag_words(flags):
+    """The flags as mount options, e.g. [ro, nosuid, relatime]."""
+    return (['ro' if flags['read_only'] else 'rw'] + ['no' + flag for flag in SWITCH_FLAGS if flags['no' + flag]]
+            + [flags['atime']])
+
+
+def flag_differences(desired, entry):
+    """What differs in the generic state of a live overlay (which a remount can change), in plain words."""
+    want, have = wanted_flags(desired), live_flags(entry)
+    found = []
+    if want['read_only'] != have['read_only']:
+        found.append('the mount is read-only (ro), want read-write (rw)' if have['read_only']
+                     else 'the mount is read-write (rw), want read-only (ro)')
+    for flag in SWITCH_FLAGS:
+        if want['no' + flag] != have['no' + flag]:
+            found.append(f'no{flag} is in effect but was not asked for' if have['no' + flag] else f'option no{flag} is not in effect')
+    if want['atime'] != have['atime']:
+        found.append(f'access times are {have["atime"]}, want {want["atime"]}')
+    return found
+
+
+def layer_differences(desired, entry, default_lookup=kernel_default):
+    """What differs in the layers and overlay options of the live mount ``entry`` (only a new mount changes those)."""
     if entry is None:
         return ['not mounted']
     if entry.fstype != 'overlay':
@@ -416,13 +600,115 @@ def differences(desired, entry, default_lookup=kernel_default):
     found = []
     if [_real(lower) for lower in current['lowerdirs']] != [_real(lower) for lower in desired['lowerdirs']]:
         found.append(f"lowerdirs are {current['lowerdirs']}, want {desired['lowerdirs']}")
+    if current['datadirs']:
+        found.append(f"data-only layers {current['datadirs']} are mounted, want none")
     for option in ('upperdir', 'workdir'):
         if _real(current[option]) != _real(desired[option]):
             found.append(f'{option} is {current[option]}, want {desired[option]}')
     for option in desired['options']:
-        if not option_satisfied(option, entry, default_lookup):
+        if option not in GENERIC_FLAG_OPTIONS and not option_satisfied(option, entry, default_lookup):
             found.append(f'option {option} is not in effect')
     return found
+
+
+def differences(desired, entry, default_lookup=kernel_default):
+    """Human-readable differences between the overlay asked for and the live mount ``entry``: empty when the live
+    mount is exactly what was asked (layers in order, upper, work, options, read-write state and flags)."""
+    found = layer_differences(desired, entry, default_lookup)
+    if found:
+        return found
+    return flag_differences(desired, entry)
+
+
+def remount_argv(mount_bin, desired):
+    """A remount that sets every generic flag the request implies. --options-mode ignore: the flags given here,
+    not merged with those of fstab or of the live mount. Without an upper layer the superblock stays read-only
+    for good, so only the mount's own flags change (a bind remount)."""
+    want = wanted_flags(desired)
+    words = flag_words(want)
+    words += [flag for flag in SWITCH_FLAGS if not want['no' + flag] and flag != 'symfollow']
+    if desired['upperdir']:
+        flags = ['remount'] + words
+    else:
+        flags = ['remount', 'bind', 'ro' if 'ro' in desired['options'] else 'rw'] + words[1:]
+    return [mount_bin, '--options-mode', 'ignore', '-o', ','.join(flags), desired['path']]
+
+
+def kmsg_message(record):
+    """The text of one /dev/kmsg record ("PRIORITY,SEQUENCE,TIME,FLAGS;text" and continuation lines)."""
+    return record.partition(';')[2].split('\n', 1)[0]
+
+
+def overlay_reasons(records, own_paths):
+    """The overlayfs messages among kernel log ``records`` that can be about this mount: a message that quotes a
+    path none of this mount's directories is another mount's, made at the same time."""
+    own = set(own_paths)
+    reasons = []
+    for record in records:
+        text = kmsg_message(record)
+        if 'overlayfs:' not in text:
+            continue
+        reason = text.split('overlayfs:', 1)[1].strip()
+        quoted = _QUOTED_PATH.findall(reason)
+        if quoted and not any(path.rstrip('/') in own for path in quoted):
+            continue
+        reasons.append(reason)
+    return reasons
+
+
+class KernelLog:
+    """The kernel log from now on: overlayfs explains a refused mount only there, and only the lines written
+    after this point can be about this mount (an older line is another mount's story)."""
+
+    def __init__(self, path=KMSG_PATH):
+        self.error = None
+        try:
+            self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            os.lseek(self.fd, 0, os.SEEK_END)
+        except OSError as error:
+            self.fd, self.error = None, f'{path}: {error.strerror}'
+
+    def new_records(self):
+        records = []
+        while self.fd is not None:
+            try:
+                raw = os.read(self.fd, 8192)
+            except BlockingIOError:
+                break
+            except OSError as error:
+                if error.errno == errno.EPIPE:      # records overwritten meanwhile; reading goes on after them
+                    continue
+                break
+            if not raw:
+                break
+            records.append(raw.decode('utf-8', 'replace'))
+        return records
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def describe_namespace(view, limit=3):
+    names = []
+    for pid in view.pids[:limit]:
+        stat = process.read_proc_stat(pid)
+        names.append(f'PID {pid} ({stat.comm})' if stat else f'PID {pid}')
+    more = len(view.pids) - limit
+    return ', '.join(names) + (f' and {more} more' if more > 0 else '')
+
+
+def holder_problem(holder):
+    """Why a live overlay that uses our upper or work directory forbids this mount, and what to do."""
+    what = f'{holder.asked} "{holder.directory}" is the {holder.option} of'
+    why = 'two overlays on one upper or work directory are undefined behaviour in the kernel'
+    if holder.view.own:
+        return (f'{what} the overlay mounted at {holder.entry.mount_point}: {why}. Unmount that overlay first '
+                f'(unboxed.lab.overlay_mount state=unmounted) or give this one an upperdir and workdir of its own.')
+    return (f'{what} an overlay (device {holder.entry.device}) still mounted at {holder.entry.mount_point} in the mount '
+            f'namespace of {describe_namespace(holder.view)}, which keeps using it even where it was unmounted: {why}. '
+            f'Stop that container (unboxed.lab.ns_container state=stopped) or those processes, then run again.')
 
 
 def fstab_line(desired):
@@ -469,19 +755,34 @@ class OverlayMount:
         self.desired = desired_from_params(module.params)
         self.actions = []
         self.created_dirs = []
+        self.mounted_here = False
         self.diffs = []
 
     def fail(self, msg, **kwargs):
-        self.rollback()
+        undone = self.rollback()
+        if undone:
+            msg = f'{msg.rstrip()} {undone}'
         self.module.fail_json(msg=msg, **self.result(mounted=None), **kwargs)
 
     def rollback(self):
-        for directory in reversed(self.created_dirs):
-            try:
-                os.rmdir(directory)
-            except OSError:
-                pass
-        self.created_dirs = []
+        """Undo what this run changed before it failed: the mount it made, then the directories it created.
+        Returns a sentence when something could not be undone."""
+        trouble = None
+        if self.mounted_here:
+            rc, stdout, stderr = cmd.run(self.module, [self.module.get_bin_path('umount', required=True), self.desired['path']])
+            if rc == 0:
+                self.mounted_here = False
+            else:
+                trouble = (f'The mount this run made could not be undone ({cmd.failure_detail(rc, stdout, stderr)}); '
+                           f'unmount {self.desired["path"]} by hand.')
+        if not self.mounted_here:
+            for directory in reversed(self.created_dirs):
+                try:
+                    os.rmdir(directory)
+                except OSError:
+                    pass
+            self.created_dirs = []
+        return trouble
 
     def visible_overlay(self):
         entry = mountinfo.find_mount(self.desired['path'])
@@ -497,12 +798,31 @@ class OverlayMount:
             command=cmd.shell_join(mount_argv('mount', desired)) if desired['lowerdirs'] else cmd.shell_join(['umount', desired['path']]),
         )
 
-    def validate(self):
+    def validate_request(self):
         problems = request_problems(self.params)
-        if not problems and self.params['state'] == 'mounted':
-            problems = filesystem_problems(self.desired, self.params['create_dirs'], mountinfo.read_mountinfo())
         if problems:
             self.module.fail_json(msg=' '.join(problems), problems=problems)
+
+    def validate_host(self):
+        """Everything that needs a look at the host, under the lock and before the first change."""
+        problems = fstab_problems(self.params['fstab'], self.desired, self.params['persist'])
+        if self.params['state'] == 'mounted':
+            problems += filesystem_problems(self.desired, self.params['create_dirs'], mountinfo.read_mountinfo())
+        if problems:
+            self.module.fail_json(msg=' '.join(problems), problems=problems)
+
+    def refuse_held_layers(self, replacing):
+        """Never mount an overlay on an upper or work directory that another live overlay uses - here, at another
+        mount point, or in any mount namespace a process lives in (a container keeps its copy of an overlay that
+        was unmounted here). The overlay this run replaces counts only if it is mounted nowhere else."""
+        directories = {option: self.desired[option] for option in ('upperdir', 'workdir') if self.desired[option]}
+        if not directories:
+            return
+        holders = [holder for holder in mountinfo.overlays_holding(directories)
+                   if not (holder.view.own and replacing is not None and holder.entry.mount_id == replacing.mount_id)]
+        if holders:
+            problems = list(dict.fromkeys(holder_problem(holder) for holder in holders))
+            self.module.fail_json(msg=' '.join(problems), problems=problems, **self.result(mounted=replacing is not None))
 
     def ensure_dirs(self):
         desired = self.desired
@@ -544,53 +864,118 @@ class OverlayMount:
         self.actions.append('mount')
         if self.module.check_mode:
             return
-        cmd.run_checked(self.module, mount_argv(self.module.get_bin_path('mount', required=True), self.desired),
-                        f'mount the overlay at {self.desired["path"]}', explain=self.kernel_reason, fail=self.fail)
+        log = KernelLog()
+        try:
+            cmd.run_checked(self.module, mount_argv(self.module.get_bin_path('mount', required=True), self.desired),
+                            f'mount the overlay at {self.desired["path"]}', explain=lambda: self.kernel_reason(log), fail=self.fail)
+        finally:
+            log.close()
+        self.mounted_here = True
+        self.verify('mounted')
 
-    def kernel_reason(self):
-        """overlayfs explains a refused mount only in the kernel log; its last word, if readable."""
-        dmesg = self.module.get_bin_path('dmesg')
-        if not dmesg:
-            return None
-        rc, stdout, _stderr = cmd.run(self.module, [dmesg])
-        if rc != 0:
-            return None
-        reasons = [line.split('overlayfs:', 1)[1].strip() for line in stdout.splitlines() if 'overlayfs:' in line]
-        return f'The kernel said: "{reasons[-1]}".' if reasons else None
+    def verify(self, what):
+        """Read the live mount back: the kernel may have mounted something else than the command asked for.
+        Never report success on a mount that differs; undo the mount this run made."""
+        found = differences(self.desired, self.visible_overlay())
+        if found:
+            self.fail(f'The kernel {what} something other than asked at {self.desired["path"]}: {"; ".join(found)}. '
+                      f'The mount this run made was undone.' if self.mounted_here else
+                      f'The kernel {what} something other than asked at {self.desired["path"]}: {"; ".join(found)}.')
+
+    def remount(self, entry, found):
+        """Heal the generic flags (read-only, nosuid...) of a live overlay in place; when the kernel will not, mount
+        it again from scratch (which refuses, naming the holders, while it is in use)."""
+        self.actions.append(f'remount ({"; ".join(found)})')
+        if self.module.check_mode:
+            return
+        argv = remount_argv(self.module.get_bin_path('mount', required=True), self.desired)
+        rc, stdout, stderr = cmd.run(self.module, argv)
+        left = differences(self.desired, self.visible_overlay())
+        if not left:
+            return
+        why = cmd.failure_detail(rc, stdout, stderr) if rc != 0 else '; '.join(left)
+        self.refuse_held_layers(replacing=entry)
+        self.unmount(f'a remount did not heal it: {why}')
+        self.mount()
+
+    def kernel_reason(self, log):
+        """What overlayfs logged about this mount, never an older line of the kernel log."""
+        if log.fd is None:
+            return f'The kernel log, where overlayfs explains a refusal, could not be read ({log.error}).'
+        desired = self.desired
+        own = [desired['path']] + desired['lowerdirs'] + [desired[key] for key in ('upperdir', 'workdir') if desired[key]]
+        reasons = overlay_reasons(log.new_records(), own)
+        if not reasons:
+            return 'The kernel logged no reason for this mount.'
+        return 'The kernel said: ' + '; '.join(f'"{reason}"' for reason in reasons) + '.'
 
     def ensure_fstab(self):
         fstab = self.params['fstab']
         persist = self.params['persist']
+        if not persist and not os.path.exists(fstab):
+            return
         try:
-            with open(fstab, encoding='utf-8') as handle:
-                before = handle.read()
-        except FileNotFoundError:
-            if not persist:
-                return
-            before = ''
+            before = read_fstab(fstab)
+        except (OSError, UnicodeError) as error:
+            self.fail(f'Could not read fstab {fstab}: {getattr(error, "strerror", None) or error}.')
         after = desired_fstab(before, self.desired, persist)
         if after == before:
             return
         self.actions.append(f'{"update" if persist else "remove overlay line for " + self.desired["path"] + " from"} {fstab}')
         self.diffs.append({'before': before, 'after': after, 'before_header': fstab, 'after_header': fstab})
-        if not self.module.check_mode:
-            temp = f'{fstab}.unboxed.tmp'
-            with open(temp, 'w', encoding='utf-8') as handle:
+        if self.module.check_mode:
+            return
+        # A fixed name: a run killed while writing leaves at most this file, which the next run replaces.
+        temp = f'{fstab}.unboxed.tmp'
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+            with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644),
+                      'w', encoding='utf-8') as handle:
                 handle.write(after)
-            self.module.atomic_move(temp, fstab)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            self.fail(f'Could not write fstab {fstab} ({temp}: {error.strerror}).')
+        self.module.atomic_move(temp, fstab)
 
     def diff_view(self, current, entry):
-        """The live overlay as the diff shows it: layers, and which of the requested options are in effect
-        (the kernel lists many options nobody asked for; showing those would make every diff noisy)."""
+        """The live overlay as the diff shows it: layers, which of the requested options are in effect (the kernel
+        lists many options nobody asked for; showing those would make every diff noisy), and its generic flags."""
         if not current:
             return {'mounted': False}
         view = {key: current[key] for key in ('lowerdirs', 'upperdir', 'workdir')}
         view['options'] = [option for option in self.desired['options'] if option_satisfied(option, entry)]
+        view['flags'] = flag_words(live_flags(entry))
         view['mounted'] = True
         return view
 
+    @contextlib.contextmanager
+    def locked(self):
+        """One run at a time per mount point, and per upper directory (two mount points on one upper layer)."""
+        with contextlib.ExitStack() as stack:
+            note = f'overlay_mount state={self.params["state"]}'
+            stack.enter_context(locking.exclusive('overlay', os.path.realpath(self.desired['path']),
+                                                  timeout=self.params['lock_timeout'], note=note))
+            if self.desired['upperdir']:
+                stack.enter_context(locking.exclusive('overlay', 'upperdir ' + os.path.realpath(self.desired['upperdir']),
+                                                      timeout=self.params['lock_timeout'], note=note))
+            yield
+
     def run(self):
-        self.validate()
+        self.validate_request()
+        if self.module.check_mode:
+            self.converge()    # reads only; no lock file is made in check mode
+            return
+        try:
+            with self.locked():
+                self.converge()
+        except locking.LockTimeout as error:
+            self.module.fail_json(msg=locking.timeout_message(f'the overlay at {self.desired["path"]}', error),
+                                  **self.result(mounted=None))
+
+    def converge(self):
+        self.validate_host()
         state = self.params['state']
         entry = self.visible_overlay()
         current = overlay_from_entry(entry) if entry is not None and entry.fstype == 'overlay' else None
@@ -602,16 +987,22 @@ class OverlayMount:
         mount_diff_before = self.diff_view(current, entry)
 
         if state == 'mounted':
-            found = differences(self.desired, entry)
+            found = layer_differences(self.desired, entry)
+            flags_found = [] if found else flag_differences(self.desired, entry)
+            if found:
+                self.refuse_held_layers(replacing=entry)
             self.ensure_dirs()
             if current and found:
                 self.unmount('; '.join(found))
             if found:
                 self.mount()
+            elif flags_found:
+                self.remount(entry, flags_found)
             mounted = True
             mount_diff_after = {'mounted': True, 'lowerdirs': self.desired['lowerdirs'], 'upperdir': self.desired['upperdir'],
-                                'workdir': self.desired['workdir'], 'options': self.desired['options']}
-            if not found:
+                                'workdir': self.desired['workdir'], 'options': self.desired['options'],
+                                'flags': flag_words(wanted_flags(self.desired))}
+            if not found and not flags_found:
                 mount_diff_after = mount_diff_before
         else:
             while entry is not None and entry.fstype == 'overlay':

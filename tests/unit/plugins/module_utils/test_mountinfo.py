@@ -98,7 +98,7 @@ EXT4_LINE = '27 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw'
 def test_overlay_layers_of_a_live_mount():
     entry = mountinfo.parse_mountinfo_line(OVERLAY_LINE)
     assert mountinfo.overlay_layers(entry) == {'lowerdirs': ['/overlay/lower2-file', '/overlay/lower1-base'],
-                                               'upperdir': '/overlay/upper', 'workdir': '/overlay/work'}
+                                               'upperdir': '/overlay/upper', 'workdir': '/overlay/work', 'datadirs': []}
 
 
 @pytest.mark.parametrize('path, option', [
