@@ -136,3 +136,74 @@ def test_a_tree_that_is_a_mount_point_of_its_own_is_in_use():
     found = mountinfo.uses_of_tree('/overlay', entries)
     assert [(use.use, use.entry.fstype) for use in found] == [('mount point', 'tmpfs')]
     assert mountinfo.uses_of_tree('/', entries)[0].use == 'mount point'
+
+
+def test_overlay_layers_added_one_by_one_and_data_only_layers():
+    plus = mountinfo.parse_mountinfo_line('45 27 0:39 / /m rw - overlay overlay ro,lowerdir+=/l1,lowerdir+=/l2,datadir+=/d1')
+    assert mountinfo.overlay_layers(plus) == {'lowerdirs': ['/l1', '/l2'], 'upperdir': None, 'workdir': None, 'datadirs': ['/d1']}
+    joined = mountinfo.parse_mountinfo_line('45 27 0:39 / /m rw - overlay overlay ro,lowerdir=/l1:/l2::/d1:/d2')
+    assert mountinfo.overlay_layers(joined)['lowerdirs'] == ['/l1', '/l2']
+    assert mountinfo.overlay_layers(joined)['datadirs'] == ['/d1', '/d2']
+
+
+def fake_proc(tmp_path, namespaces):
+    """A /proc with ``namespaces`` ({ns: {pid: (root, mountinfo text)}}); this process lives in the first one."""
+    proc = tmp_path / 'proc'
+    first = True
+    for namespace, pids in namespaces.items():
+        for pid, (root, text) in pids.items():
+            (proc / str(pid) / 'ns').mkdir(parents=True)
+            (proc / str(pid) / 'ns' / 'mnt').symlink_to(namespace)
+            (proc / str(pid) / 'root').symlink_to(root)
+            (proc / str(pid) / 'mountinfo').write_text(text)
+            if first:
+                (proc / 'self').symlink_to(str(pid))
+                first = False
+    return str(proc)
+
+
+def overlay_line(mount_id, point, upper, work, device='0:52'):
+    return f'{mount_id} 27 {device} / {point} rw,relatime - overlay overlay rw,lowerdir=/l1:/l2,upperdir={upper},workdir={work}\n'
+
+
+def test_a_detached_overlay_in_a_containers_namespace_holds_its_upper_layer(tmp_path):
+    upper, work = tmp_path / 'upper', tmp_path / 'work'
+    upper.mkdir()
+    work.mkdir()
+    container_root = tmp_path / 'merged'
+    container_root.mkdir()
+    proc = fake_proc(tmp_path, {
+        'mnt:[1]': {100: ('/', ROOT + '\n')},
+        # a container chrooted into the overlay: its layers were given by the host, they name nothing in its root
+        'mnt:[2]': {200: (str(container_root), overlay_line(300, '/', upper, work)), 201: (str(container_root), '')},
+    })
+    views = mountinfo.mount_namespaces(proc)
+    assert [(view.namespace, view.pids, view.own) for view in views] == [('mnt:[1]', (100,), True), ('mnt:[2]', (200, 201), False)]
+    holders = mountinfo.overlays_holding({'upperdir': str(upper), 'workdir': str(work)}, views, proc)
+    assert [(holder.view.pids, holder.entry.mount_point, holder.option, holder.asked) for holder in holders] == \
+        [((200, 201), '/', 'upperdir', 'upperdir')]
+
+
+def test_a_lab_hosts_own_overlay_on_the_same_path_text_is_not_ours(tmp_path):
+    upper, work = tmp_path / 'overlay' / 'upper', tmp_path / 'overlay' / 'work'
+    upper.mkdir(parents=True)
+    work.mkdir()
+    lab_root = tmp_path / 'labroot'
+    (lab_root / str(tmp_path).lstrip('/') / 'overlay' / 'upper').mkdir(parents=True)
+    (lab_root / str(tmp_path).lstrip('/') / 'overlay' / 'work').mkdir(parents=True)
+    proc = fake_proc(tmp_path, {
+        'mnt:[1]': {100: ('/', ROOT + '\n')},
+        # the same text, resolved in the lab host's own root: another directory
+        'mnt:[3]': {300: (str(lab_root), overlay_line(400, str(tmp_path / 'merged'), upper, work))},
+    })
+    assert mountinfo.overlays_holding({'upperdir': str(upper), 'workdir': str(work)}, None, proc) == []
+
+
+def test_an_overlay_here_on_a_symlinked_name_of_our_work_directory_holds_it(tmp_path):
+    work = tmp_path / 'work'
+    work.mkdir()
+    (tmp_path / 'alias').symlink_to(work)
+    proc = fake_proc(tmp_path, {'mnt:[1]': {100: ('/', overlay_line(45, '/other', tmp_path / 'u', tmp_path / 'alias'))}})
+    holders = mountinfo.overlays_holding({'upperdir': str(tmp_path / 'upper-missing'), 'workdir': str(work)}, None, proc)
+    assert [(holder.view.own, holder.option, holder.asked, holder.directory) for holder in holders] == \
+        [(True, 'workdir', 'workdir', str(work))]

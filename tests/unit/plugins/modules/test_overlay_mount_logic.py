@@ -155,3 +155,167 @@ def test_fstab_escapes_spaces_and_ignores_other_file_systems():
     assert line.split()[1] == '/srv/my\\040lab/merged'
     other = 'tmpfs /srv/my\\040lab/merged tmpfs defaults 0 0\n'
     assert overlay_mount.desired_fstab(other, spaced, persist=False) == other
+
+
+# --- what the kernel would do to the request (issue 10, family 2) ---
+
+@pytest.mark.parametrize('overrides, fragment', [
+    (dict(lowerdirs=['/overlay/l\\1', '/overlay/lower1-base']), 'lowerdirs[0] "/overlay/l\\1" contains a backslash'),
+    (dict(lowerdirs=['/overlay/lower2-file', '/overlay/a"b']), 'lowerdirs[1] "/overlay/a"b" contains a double quote'),
+    (dict(upperdir='/overlay/up\\per'), 'upperdir "/overlay/up\\per" contains a backslash'),
+    (dict(workdir='/overlay/wo\\rk'), 'workdir "/overlay/wo\\rk" contains a backslash'),
+    (dict(workdir='/overlay/wo"rk'), 'workdir "/overlay/wo"rk" contains a double quote'),
+    (dict(options=['lowerdir+=/overlay/x']), 'adds a layer: give every lower layer in lowerdirs'),
+    (dict(options=['datadir+=/overlay/x']), 'adds a layer'),
+    (dict(options=['index=o\\ff']), 'contains a backslash or a double quote'),
+    (dict(fstab='etc/fstab'), 'fstab must be an absolute path'),
+    (dict(lock_timeout=-1), 'lock_timeout is -1'),
+    (dict(lowerdirs=['/etc/overlay-lower', '/overlay/lower1-base']), 'lowerdirs[0] is "/etc/overlay-lower", inside /etc'),
+    (dict(upperdir='/usr/lib/upper'), 'upperdir is "/usr/lib/upper", inside /usr'),
+    (dict(workdir='/proc/driver'), 'workdir is "/proc/driver", inside /proc'),
+])
+def test_what_mount_would_reinterpret_is_refused_by_name(overrides, fragment):
+    problems = overlay_mount.request_problems(params(**overrides))
+    assert any(fragment in problem for problem in problems), problems
+
+
+def test_a_layer_symlinked_into_a_system_tree_is_refused(tmp_path):
+    (tmp_path / 'to-etc').symlink_to('/etc')
+    problems = overlay_mount.request_problems(params(upperdir=f'{tmp_path}/to-etc/upper'))
+    assert any(problem.startswith(f'upperdir "{tmp_path}/to-etc/upper" leads to /etc/upper through a symbolic link')
+               for problem in problems), problems
+
+
+def test_an_option_string_longer_than_a_page_is_refused_with_length_and_limit():
+    lowers = [f'/overlay/{index:02d}-' + 'x' * 90 for index in range(44)]
+    length = len(overlay_mount.option_string(desired(lowerdirs=lowers)))
+    assert length > 4095
+    problems = overlay_mount.request_problems(params(lowerdirs=lowers), data_limit=4095)
+    assert len(problems) == 1 and f'mount option string of {length} bytes' in problems[0] and 'at most 4095' in problems[0]
+    assert '(44 now)' in problems[0]
+    assert overlay_mount.request_problems(params(lowerdirs=lowers), data_limit=length) == []
+    # unmounting needs no option string at all
+    assert overlay_mount.request_problems(params(lowerdirs=lowers, state='unmounted'), data_limit=10) == []
+
+
+def test_the_limit_is_one_page_less_its_nul():
+    import os
+    assert overlay_mount.mount_data_limit() == os.sysconf('SC_PAGE_SIZE') - 1
+
+
+# --- the live mount's generic flags (family 6: remounted read-only behind the module's back) ---
+
+def line(mount_options, super_options='rw,lowerdir=/overlay/lower2-file:/overlay/lower1-base,upperdir=/overlay/upper,'
+                                      'workdir=/overlay/work,uuid=on'):
+    return mountinfo.parse_mountinfo_line(f'45 27 0:39 / /overlay/merged {mount_options} - overlay overlay {super_options}')
+
+
+@pytest.mark.parametrize('entry, wanted_options, fragment', [
+    (line('ro,relatime', 'ro,lowerdir=/overlay/lower2-file:/overlay/lower1-base,upperdir=/overlay/upper,workdir=/overlay/work'),
+     [], 'the mount is read-only (ro), want read-write (rw)'),
+    (line('ro,relatime'), [], 'the mount is read-only (ro), want read-write (rw)'),          # per mount only (bind remount)
+    (line('rw,nosuid,relatime'), [], 'nosuid is in effect but was not asked for'),
+    (line('rw,noexec,relatime'), [], 'noexec is in effect but was not asked for'),
+    (line('rw,relatime'), ['nodev'], 'option nodev is not in effect'),
+    (line('rw,noatime'), [], 'access times are noatime, want relatime'),
+    (line('rw'), [], 'access times are strictatime, want relatime'),
+    (line('rw,relatime'), ['ro'], 'the mount is read-write (rw), want read-only (ro)'),
+    (line('rw,relatime,nosymfollow'), [], 'nosymfollow is in effect but was not asked for'),
+])
+def test_flags_changed_behind_the_modules_back_are_differences(entry, wanted_options, fragment):
+    found = overlay_mount.differences(desired(options=wanted_options), entry, no_defaults)
+    assert fragment in found, found
+    assert overlay_mount.layer_differences(desired(options=wanted_options), entry, no_defaults) == []
+
+
+@pytest.mark.parametrize('entry, wanted_options', [
+    (line('rw,relatime'), []),
+    (line('rw,relatime'), ['rw', 'suid', 'relatime', 'atime']),
+    (line('rw,nosuid,nodev,noexec,noatime'), ['nosuid', 'nodev', 'noexec', 'noatime']),
+    (line('ro,relatime', 'ro,lowerdir=/overlay/lower2-file:/overlay/lower1-base,upperdir=/overlay/upper,workdir=/overlay/work'), ['ro']),
+    (line('rw', 'rw,lowerdir=/overlay/lower2-file:/overlay/lower1-base,upperdir=/overlay/upper,workdir=/overlay/work'), ['strictatime']),
+])
+def test_flags_as_asked_are_no_difference(entry, wanted_options):
+    assert overlay_mount.differences(desired(options=wanted_options), entry, no_defaults) == []
+
+
+def test_a_read_only_overlay_is_read_only_by_its_superblock():
+    entry = mountinfo.parse_mountinfo_line('45 27 0:39 / /m rw,relatime - overlay overlay ro,lowerdir=/a:/b,redirect_dir=on')
+    wanted = overlay_mount.desired_from_params(params(path='/m', lowerdirs=['/a', '/b'], upperdir=None, workdir=None))
+    assert overlay_mount.differences(wanted, entry, no_defaults) == []
+    assert overlay_mount.flag_words(overlay_mount.live_flags(entry)) == ['ro', 'relatime']
+
+
+def test_remount_sets_every_flag_and_ignores_fstab_and_the_live_options():
+    argv = overlay_mount.remount_argv('mount', desired(options=['nosuid', 'noatime', 'index=off']))
+    assert argv == ['mount', '--options-mode', 'ignore', '-o', 'remount,rw,nosuid,noatime,dev,exec,diratime', '/overlay/merged']
+    read_only = overlay_mount.remount_argv('mount', desired(upperdir=None, workdir=None))
+    assert read_only == ['mount', '--options-mode', 'ignore', '-o', 'remount,bind,rw,relatime,suid,dev,exec,diratime', '/overlay/merged']
+
+
+def test_a_live_mount_with_lowerdir_plus_is_read_as_its_layers():
+    entry = mountinfo.parse_mountinfo_line('45 27 0:39 / /overlay/merged rw,relatime - overlay overlay '
+                                           'rw,lowerdir+=/overlay/lower2-file,lowerdir+=/overlay/lower1-base,'
+                                           'upperdir=/overlay/upper,workdir=/overlay/work')
+    assert overlay_mount.differences(desired(), entry, no_defaults) == []
+    data = mountinfo.parse_mountinfo_line('45 27 0:39 / /overlay/merged rw,relatime - overlay overlay '
+                                          'rw,lowerdir=/overlay/lower2-file:/overlay/lower1-base::/overlay/data,'
+                                          'upperdir=/overlay/upper,workdir=/overlay/work')
+    assert overlay_mount.differences(desired(), data, no_defaults) == ["data-only layers ['/overlay/data'] are mounted, want none"]
+
+
+# --- the kernel's reason is this mount's (family 5) ---
+
+def test_kmsg_records_are_read_as_their_text():
+    assert overlay_mount.kmsg_message("3,1234,5678,-;overlayfs: failed to resolve '/x': -2\n SUBSYSTEM=x\n") == \
+        "overlayfs: failed to resolve '/x': -2"
+
+
+def test_reasons_are_only_overlayfs_lines_about_this_mount():
+    records = ['6,10,1,-;eth0: link up\n',
+               "3,11,2,-;overlayfs: failed to resolve '/other/lower': -2\n",     # another mount, at the same time
+               "3,12,3,-;overlayfs: failed to resolve '/overlay/lower1-base/': -2\n",
+               '4,13,4,-;overlayfs: upperdir is in use by another mount\n']
+    assert overlay_mount.overlay_reasons(records, ['/overlay/lower1-base', '/overlay/merged']) == [
+        "failed to resolve '/overlay/lower1-base/': -2", 'upperdir is in use by another mount']
+    assert overlay_mount.overlay_reasons(records[:2], ['/overlay/merged']) == []
+
+
+def test_an_unreadable_kernel_log_is_said_so(tmp_path):
+    log = overlay_mount.KernelLog(str(tmp_path / 'no-kmsg'))
+    assert log.fd is None and 'No such file' in log.error
+    assert log.new_records() == []
+
+
+def test_only_records_written_after_the_mark_are_read(tmp_path):
+    kmsg = tmp_path / 'kmsg'
+    kmsg.write_text("3,1,1,-;overlayfs: old line from another mount\n")
+    log = overlay_mount.KernelLog(str(kmsg))
+    try:
+        assert log.new_records() == []
+        with open(kmsg, 'a', encoding='utf-8') as handle:
+            handle.write("3,2,2,-;overlayfs: missing 'lowerdir'\n")
+        assert [overlay_mount.kmsg_message(record) for record in log.new_records()] == ["overlayfs: missing 'lowerdir'"]
+    finally:
+        log.close()
+
+
+# --- fstab checked before anything changes (family 3) ---
+
+def test_fstab_problems_are_found_before_any_change(tmp_path):
+    wanted = desired()
+    (tmp_path / 'dir').mkdir()
+    assert 'is a directory' in overlay_mount.fstab_problems(str(tmp_path / 'dir'), wanted, True)[0]
+    assert 'is a directory' in overlay_mount.fstab_problems(str(tmp_path / 'dir'), wanted, False)[0]
+    missing_parent = overlay_mount.fstab_problems(str(tmp_path / 'nowhere' / 'fstab'), wanted, True)
+    assert f'its directory {tmp_path}/nowhere does not exist' in missing_parent[0]
+    assert overlay_mount.fstab_problems(str(tmp_path / 'nowhere' / 'fstab'), wanted, False) == []
+    (tmp_path / 'binary').write_bytes(b'\xff\xfe\x00')
+    assert 'cannot be read' in overlay_mount.fstab_problems(str(tmp_path / 'binary'), wanted, True)[0]
+    os_fifo = tmp_path / 'fifo'
+    import os
+    os.mkfifo(os_fifo)
+    assert 'not a regular file' in overlay_mount.fstab_problems(str(os_fifo), wanted, True)[0]
+    (tmp_path / 'fstab').write_text(FSTAB)
+    assert overlay_mount.fstab_problems(str(tmp_path / 'fstab'), wanted, True) == []
+    assert overlay_mount.fstab_problems(str(tmp_path / 'new-fstab'), wanted, True) == []
