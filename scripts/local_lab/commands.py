@@ -50,16 +50,17 @@ def command_up(args) -> dict:
             lab.hosts.setdefault(name, lab.new_host(name, position))
         # The bases matter only to hosts still to be copied: hosts already there never wait for a rebuild.
         to_copy = [lab.hosts[name] for name in wanted if not os.path.isfile(lab.hosts[name].marker)]
-        to_remake = [(lab.hosts[name], installed) for name in wanted if lab.hosts[name] not in to_copy
-                     for installed in [rootfs.installed_release(lab.hosts[name])] if installed != lab.hosts[name].release]
-        to_copy += [record for record, _ in to_remake]
+        # A host whose files hold another release than the lab now gives it is made again.
+        installed = {name: rootfs.installed_release(lab.hosts[name]) for name in wanted if lab.hosts[name] not in to_copy}
+        to_remake = [lab.hosts[name] for name, release in installed.items() if release != lab.hosts[name].release]
+        to_copy += to_remake
         bases = {release: image.ensure_base(changes, release) for release in sorted({record.release for record in to_copy})}
         key_made_now = ensure_lab_dir(changes, lab)
         net.ensure_bridge(changes, lab)
         for name in sorted(set(lab.hosts) - set(wanted)):
             changes.make(f'remove {name}', host.remove_host, lab, lab.hosts[name])
-        for record, installed in to_remake:
-            changes.make(f'make {record.name} again as {releases.describe(record.release)}: it runs {releases.describe(installed)} '
+        for record in to_remake:
+            changes.make(f'make {record.name} again as {releases.describe(record.release)}: it runs {releases.describe(installed[record.name])} '
                          f'(its files go; address and MAC stay, its host key is new)', host.remove_host_files, record)
         for name in wanted:
             if lab.hosts[name] not in to_copy:
