@@ -15,8 +15,19 @@ description:
     C(RUN echo "Texto" > /file01.txt) gives a layer that holds C(file01.txt) and nothing else; overlayfs then
     stacks the layers (see M(unboxed.lab.overlay_mount)).
   - This module creates the layer directory O(path) and makes every file of O(files) hold the given content, mode and
-    owner - all of them in one task, as one build step writes them. Each file is replaced atomically (written to a
-    temporary file beside it, then renamed), so a reader never sees it half written.
+    owner - all of them in one task, as one build step writes them, all or nothing. Each new content is first written
+    completely (content, owner, mode) to a temporary file in a hidden directory beside the layer,
+    C(.LAYERNAME.unboxed-staging) on the same file system, and then renamed into place, so a reader never sees a
+    file half written and the container never sees a temporary file. If a step fails, what the run had done is
+    undone (replaced files come back, new files and directories go) before the task fails.
+  - A run killed half way leaves at most its temporary files in that hidden directory (never in the layer); the next
+    run removes them, reporting it in RV(actions), and completes the layer. Where a directory of the layer is on
+    another file system than the hidden directory, the temporary file is written beside its file instead, named
+    C(.unboxed-tmp.*), and removed the same way.
+  - Everything is checked before the first change - the shape of O(files), names, modes, owners and groups (a
+    number must fit a user ID), path lengths, the free space - so a bad request changes nothing.
+  - Two runs on the same layer at once take turns (a lock per layer, in C(/run/unboxed/locks)) - the second waits
+    up to O(lock_timeout) seconds and then finds the work done.
   - Files already in the layer that O(files) does not list are left alone and returned in RV(unlisted). With
     O(state=present) the module never deletes anything.
   - O(state=absent) removes the layer directory O(path) and everything in it, as C(rm -rf --one-file-system) does.
@@ -49,7 +60,9 @@ options:
   path:
     description:
       - The layer directory, for example C(/overlay/lower2-file). Created with its missing parents (mode O(directory_mode)).
-      - Must not be C(/) or a system directory such as C(/etc), and with O(state=absent) must not be a symbolic link.
+      - Must not be C(/) or a system directory such as C(/srv) or C(/var/lib), nor lie in or below a system tree such
+        as C(/etc), C(/usr), C(/proc) - also not through a symbolic link (the path is resolved as the kernel
+        resolves it, and the message says where it leads). With O(state=absent) it must not be a symbolic link.
     type: path
     required: true
   state:
@@ -61,10 +74,11 @@ options:
     default: present
   files:
     description:
-      - The files of the layer.
+      - The files of the layer, a list of dictionaries with the keys below.
       - Required with O(state=present); not allowed with O(state=absent).
-    type: list
-    elements: dict
+      - Checked by the module itself rather than converted - a string, a list of strings, an unknown key, a missing
+        O(files[].path) fails naming C(files[N]) and what was expected.
+    type: raw
     suboptions:
       path:
         description:
@@ -99,6 +113,12 @@ options:
         way to a file). Existing directories are left as they are. Not used with O(state=absent).
     type: raw
     default: '0755'
+  lock_timeout:
+    description:
+      - How many seconds to wait for another run working on the same layer before failing, naming it.
+      - Not used in check mode, which takes no lock.
+    type: int
+    default: 60
 notes:
   - The returned RV(command) is the equivalent shell commands, for reading and copying by hand.
 seealso:
@@ -146,7 +166,9 @@ files:
   elements: str
   sample: [/overlay/lower2-file/file01.txt]
 actions:
-  description: What was done, or in check mode what would be done, in order. Empty when nothing changed.
+  description:
+    - What was done, or in check mode what would be done, in order. Empty when nothing changed.
+    - C(remove N temporary files of an interrupted run (DIR)) comes first when a killed run left them.
   returned: always
   type: list
   elements: str
@@ -182,37 +204,111 @@ command:
   sample: mkdir -p /overlay/lower2-file; echo Texto > /overlay/lower2-file/file01.txt
 """
 
+import contextlib
 import dataclasses
 import grp
+import hashlib
 import os
 import pwd
 import re
+import secrets
 import stat
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_bytes, to_text
 
 from ansible_collections.unboxed.lab.plugins.module_utils import command as cmd
+from ansible_collections.unboxed.lab.plugins.module_utils import locking
 from ansible_collections.unboxed.lab.plugins.module_utils import mountinfo
 from ansible_collections.unboxed.lab.plugins.module_utils import paths
 
-OCTAL_MODE = re.compile(r'^0?[0-7]{3}$|^[0-7]{4}$')
+OCTAL_MODE = re.compile(r'0?[0-7]{3}|[0-7]{4}')
+
+FILE_KEYS = ('path', 'content', 'mode', 'owner', 'group')
+FILE_DEFAULTS = {'mode': '0644', 'owner': None, 'group': None}
+FILES_EXAMPLE = '[{path: /file01.txt, content: "Texto\\n"}]'
+
+# The largest user or group ID (uid_t is 32 bits; (uid_t)-1 means "unchanged" to chown(2)).
+MAX_ID = 2 ** 32 - 2
+NAME_MAX = 255      # bytes in one path component
+PATH_MAX = 4095     # bytes in a whole path, the terminating NUL excluded
+
+# Files are written in a hidden directory beside the layer, on the same file system, then renamed into the layer:
+# a run killed half way leaves its temporary files there, outside what the container sees; the next run removes them.
+STAGING_SUFFIX = '.unboxed-staging'
+# Where that is impossible (a directory of the layer on another file system), beside the file, by this name.
+TEMPORARY_PREFIX = '.unboxed-tmp.'
 
 
 def argument_spec():
     return dict(
         path=dict(type='path', required=True),
         state=dict(type='str', choices=['present', 'absent'], default='present'),
-        files=dict(type='list', elements='dict', options=dict(
-            path=dict(type='str', required=True),
-            content=dict(type='str', required=True),
-            mode=dict(type='raw', default='0644'),
-            owner=dict(type='str'),
-            group=dict(type='str'),
-        )),
+        # Checked by files_problems, not by AnsibleModule: its conversions turn a string into a list, "a=b" into a
+        # dictionary and a list into its repr, and its messages do not say which file is wrong.
+        files=dict(type='raw'),
         directory_mode=dict(type='raw', default='0755'),
+        lock_timeout=dict(type='int', default=60),
     )
+
+
+def _kind(value) -> str:
+    """A value's type in YAML's words, for a message."""
+    if value is None:
+        return 'null'
+    if isinstance(value, bool):
+        return f'the boolean {value}'
+    if isinstance(value, (int, float)):
+        return f'the number {value}'
+    if isinstance(value, str):
+        return f'the string {value!r}'
+    if isinstance(value, dict):
+        return 'a dictionary'
+    if isinstance(value, (list, tuple)):
+        return 'a list'
+    return type(value).__name__
+
+
+def files_problems(value):
+    """(problems, items): ``files`` must be a list of dictionaries with the keys of FILE_KEYS; every wrong type or
+    shape is named files[N] with what was expected. Items come back as (option, item) with defaults filled in."""
+    if value is None:
+        return [], None
+    if not isinstance(value, (list, tuple)):
+        return [f'files must be a list of files, each a dictionary with path and content, such as {FILES_EXAMPLE}; '
+                f'got {_kind(value)}.'], []
+    problems, items = [], []
+    for index, item in enumerate(value):
+        option = f'files[{index}]'
+        if not isinstance(item, dict):
+            problems.append(f'{option} must be a dictionary with path and content, such as '
+                            f'{{path: /file01.txt, content: "Texto\\n"}}; got {_kind(item)}.')
+            continue
+        unknown = sorted(str(key) for key in item if key not in FILE_KEYS)
+        if unknown:
+            problems.append(f'{option} has unknown key{"s" if len(unknown) > 1 else ""} {", ".join(unknown)}; '
+                            f'a file takes {", ".join(FILE_KEYS)}.')
+        parsed = dict(FILE_DEFAULTS)
+        for key in FILE_KEYS:
+            if key not in item or (item[key] is None and key in FILE_DEFAULTS):
+                if key not in FILE_DEFAULTS:
+                    problems.append(f'{option}.{key} is missing: each file needs a path and a content.')
+                continue
+            field = item[key]
+            if key == 'mode':
+                parsed[key] = field          # parse_mode says what is wrong with it
+            elif key in ('owner', 'group') and isinstance(field, int) and not isinstance(field, bool):
+                parsed[key] = str(field)     # YAML reads owner: 1000 as a number
+            elif key == 'content' and isinstance(field, (int, float)) and not isinstance(field, bool):
+                parsed[key] = str(field)     # content: 42 is the text 42
+            elif isinstance(field, str):
+                parsed[key] = field
+            else:
+                expected = {'path': 'a path inside the layer, as a string', 'content': 'text',
+                            'owner': 'a user name or number', 'group': 'a group name or number'}[key]
+                problems.append(f'{option}.{key} must be {expected}; got {_kind(field)}.')
+        items.append((option, parsed))
+    return problems, items
 
 
 def parse_mode(option: str, value):
@@ -222,7 +318,7 @@ def parse_mode(option: str, value):
             return value, None
         return None, f'{option} {value} is out of range for a file mode.'
     text = str(value)
-    if OCTAL_MODE.match(text):
+    if OCTAL_MODE.fullmatch(text):
         return int(text, 8), None
     return None, f"{option} must be an octal mode such as '0644' (quoted), got {value!r}."
 
@@ -234,6 +330,9 @@ def inner_path_problem(option: str, inner: str) -> str | None:
         return f'{option} must not contain a newline or NUL byte: {inner!r}.'
     if '..' in inner.split('/'):
         return f'{option} "{inner}" contains "..": a layer file must stay inside the layer directory.'
+    for part in inner.split('/'):
+        if len(part.encode('utf-8', 'surrogateescape')) > NAME_MAX:
+            return f'{option} has a name longer than {NAME_MAX} bytes ({part[:40]}...), more than Linux allows in one name.'
     return None
 
 
@@ -250,29 +349,42 @@ def _resolve_id(option, value, lookup):
         return lookup(value), None
     except KeyError:
         pass
-    if value.isdigit():
-        return int(value), None
+    if value.isdigit() and value.isascii():
+        number = int(value)
+        if number > MAX_ID:
+            return None, f'{option} {value} is too large for a user or group ID (at most {MAX_ID}).'
+        return number, None
     return None, f'{option} "{value}" does not exist on this host.'
 
 
 def request_problems(params):
-    """Everything wrong with the request that can be told without touching the file system, and the files parsed."""
+    """Everything wrong with the request that can be told without touching the file system, and the files parsed.
+    Everything that could fail later - types, modes, owners, names, lengths - is checked here, before any change."""
     problems = []
     layer = params['path']
-    # "/" is one of the system directories.
-    problem = paths.absolute_path_problem('path', layer) or paths.system_directory_problem('path', layer)
+    # "/" is one of the system directories; a path whose symbolic links lead into one is refused too.
+    problem = paths.usable_directory_problem('path', layer)
+    if not problem and len(layer.encode('utf-8', 'surrogateescape')) > PATH_MAX - NAME_MAX:
+        problem = f'path is {len(layer)} characters long: too long for a layer directory and its files.'
     directory_mode, mode_problem = parse_mode('directory_mode', params['directory_mode'])
     problems.extend(filter(None, [problem, mode_problem]))
+    if params.get('lock_timeout', 0) < 0:
+        problems.append(f'lock_timeout must be 0 or more seconds, got {params["lock_timeout"]}.')
     if params['state'] == 'absent':
         if params['files'] is not None:
             problems.append('files lists what to write into the layer; state=absent removes the whole layer directory, '
                             'so leave files out.')
         return problems, [], directory_mode
-    if not params['files']:
+    shape_problems, items = files_problems(params['files'])
+    problems.extend(shape_problems)
+    if items is None:
+        problems.append(f'files is required with state=present: list the files of the layer, such as {FILES_EXAMPLE}.')
+    elif not items and not shape_problems:
         problems.append('files is empty: list at least one file for the layer (path and content).')
     wanted = []
-    for index, item in enumerate(params['files'] or []):
-        option = f'files[{index}]'
+    for option, item in items or []:
+        if not isinstance(item.get('path'), str) or not isinstance(item.get('content'), str):
+            continue                    # files_problems said what is missing
         problem = inner_path_problem(f'{option}.path', item['path'])
         if problem:
             problems.append(problem)
@@ -281,6 +393,10 @@ def request_problems(params):
         uid, owner_problem = _resolve_id(f'{option}.owner', item['owner'], lambda name: pwd.getpwnam(name).pw_uid)
         gid, group_problem = _resolve_id(f'{option}.group', item['group'], lambda name: grp.getgrnam(name).gr_gid)
         problems.extend(filter(None, [problem, owner_problem, group_problem]))
+        host_path = paths.join_inside(layer, normalize_inner(item['path']))
+        if len(host_path.encode('utf-8', 'surrogateescape')) > PATH_MAX:
+            problems.append(f'{option}.path makes the host path {len(host_path)} characters long, more than Linux '
+                            f'allows ({PATH_MAX}).')
         wanted.append({'inner': normalize_inner(item['path']), 'content': to_bytes(item['content'], errors='surrogate_or_strict'),
                        'mode': mode, 'uid': uid, 'gid': gid, 'option': option})
     seen = {}
@@ -301,6 +417,11 @@ def path_problems(layer: str, wanted) -> list[str]:
     problems = []
     if os.path.lexists(layer) and not os.path.isdir(layer):
         return [f'path "{layer}" exists and is not a directory.']
+    staging = staging_directory(layer)
+    if os.path.lexists(staging) and (os.path.islink(staging) or not os.path.isdir(staging)):
+        problems.append(f'{staging} is where this module writes its temporary files before it renames them into the '
+                        f'layer, and it is {"a symbolic link" if os.path.islink(staging) else "not a directory"}. '
+                        f'Remove it (it is no part of the layer), then run this again.')
     for item in wanted:
         parts = item['inner'].strip('/').split('/')
         current = layer
@@ -384,7 +505,8 @@ def equivalent_command(layer: str, wanted) -> str:
 
 
 def mounted_overlay_problem(layer: str, changed_paths) -> str | None:
-    users = mountinfo.overlays_using(layer)
+    # mountinfo holds the directories as the kernel resolved them.
+    users = mountinfo.overlays_using(paths.resolve(layer))
     if not users:
         return None
     where = '; '.join(f'{entry.mount_point} (as {option})' for entry, option in users)
@@ -393,24 +515,126 @@ def mounted_overlay_problem(layer: str, changed_paths) -> str | None:
             f'(reset.yml, or unboxed.lab.overlay_mount state=unmounted), then run this again.')
 
 
-def write_file(host_path: str, item) -> None:
-    """Replace the file atomically: a temporary file in the same directory, then rename over the old one."""
-    directory = os.path.dirname(host_path)
-    descriptor, temporary = tempfile.mkstemp(prefix=f'.{os.path.basename(host_path)}.', dir=directory)
-    try:
+def staging_directory(layer: str) -> str:
+    """The hidden directory beside the layer where its files are written before they are renamed into it."""
+    parent, name = os.path.split(layer)
+    hidden = f'.{name}{STAGING_SUFFIX}'
+    if len(hidden.encode('utf-8', 'surrogateescape')) > NAME_MAX:
+        hidden = f'.{hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:24]}{STAGING_SUFFIX}'
+    return os.path.join(parent, hidden)
+
+
+def leftovers(layer: str, wanted) -> list[str]:
+    """What an interrupted run left: the staging directory's files, and temporary files by TEMPORARY_PREFIX in the
+    directories of the files (where they are written when the staging directory is on another file system)."""
+    found = []
+    staging = staging_directory(layer)
+    if os.path.isdir(staging) and not os.path.islink(staging):
+        found.extend(os.path.join(staging, name) for name in sorted(os.listdir(staging)))
+    directories = sorted({os.path.dirname(paths.join_inside(layer, item['inner'])) for item in wanted})
+    for directory in directories:
+        if os.path.isdir(directory) and not os.path.islink(directory):
+            found.extend(os.path.join(directory, name) for name in sorted(os.listdir(directory))
+                         if name.startswith(TEMPORARY_PREFIX))
+    return found
+
+
+class Transaction:
+    """One run's writes, all or nothing: every new content is written completely (owner, mode, fsync) as a temporary
+    file first - in the staging directory beside the layer, which the container cannot see - and only then renamed
+    into place; a failure undoes what was done (renames from hard-linked backups, owners and modes, directories)."""
+
+    def __init__(self, layer: str):
+        self.layer = layer
+        self.staging = staging_directory(layer)
+        self.made_staging = False
+        self.created = []       # directories created, parents first
+        self.staged = {}        # host path -> temporary file holding its new content
+        self.metadata = []      # (host path, stat before) of files changed in place
+        self.renamed = []       # (host path, backup of the replaced file or None)
+
+    def remove_leftovers(self, found) -> None:
+        for path in found:
+            os.unlink(path)
+        if os.path.isdir(self.staging) and not os.path.islink(self.staging):
+            os.rmdir(self.staging)
+
+    def make_directory(self, directory: str, mode: int) -> None:
+        os.mkdir(directory, mode)
+        self.created.append(directory)
+        os.chmod(directory, mode)  # mkdir's mode is filtered by the umask
+
+    def _temporary_name(self, host_path: str, what: str) -> str:
+        """A new name on the file system of ``host_path``: in the staging directory, or beside the file."""
+        directory = os.path.dirname(host_path)
+        if not self.made_staging and not os.path.isdir(self.staging):
+            os.mkdir(self.staging, 0o700)
+            self.made_staging = True
+        if os.stat(self.staging).st_dev != os.stat(directory).st_dev:
+            return os.path.join(directory, f'{TEMPORARY_PREFIX}{what}.{secrets.token_hex(6)}')
+        return os.path.join(self.staging, f'{what}.{secrets.token_hex(6)}')
+
+    def stage(self, host_path: str, item) -> None:
+        temporary = self._temporary_name(host_path, 'new')
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        self.staged[host_path] = temporary
         with os.fdopen(descriptor, 'wb') as handle:
             handle.write(item['content'])
             handle.flush()
-            os.fsync(handle.fileno())
             # Owner first, then mode: chown clears the setuid and setgid bits, so a mode set before it would not hold.
             if item['uid'] is not None or item['gid'] is not None:
                 os.fchown(handle.fileno(), -1 if item['uid'] is None else item['uid'], -1 if item['gid'] is None else item['gid'])
             os.fchmod(handle.fileno(), item['mode'])
-        os.rename(temporary, host_path)
-    except BaseException:
-        if os.path.lexists(temporary):
-            os.unlink(temporary)
-        raise
+            os.fsync(handle.fileno())
+
+    def commit(self, writes) -> None:
+        """Every change into place: owners and modes in place, new contents by rename over a backed-up old file."""
+        for host_path, item, changes in writes:
+            if host_path not in self.staged:
+                self.metadata.append((host_path, os.lstat(host_path)))
+                set_owner_and_mode(host_path, item)
+                continue
+            backup = None
+            if os.path.lexists(host_path):
+                backup = self._temporary_name(host_path, 'old')
+                os.link(host_path, backup)
+            self.renamed.append((host_path, backup))
+            os.rename(self.staged.pop(host_path), host_path)
+
+    def rollback(self) -> list[str]:
+        """Undo everything, newest first; returns what could not be undone (normally nothing)."""
+        failures = []
+
+        def attempt(what, action, *args):
+            try:
+                action(*args)
+            except OSError as error:
+                failures.append(f'{what}: {error.strerror or error}')
+
+        for host_path, backup in reversed(self.renamed):
+            if backup:
+                attempt(f'restore {host_path}', os.rename, backup, host_path)
+            else:
+                attempt(f'remove {host_path}', os.unlink, host_path)
+        for host_path, before in reversed(self.metadata):
+            attempt(f'restore owner of {host_path}', os.chown, host_path, before.st_uid, before.st_gid)
+            attempt(f'restore mode of {host_path}', os.chmod, host_path, stat.S_IMODE(before.st_mode))
+        for temporary in self.staged.values():
+            attempt(f'remove {temporary}', os.unlink, temporary)
+        for directory in reversed(self.created):
+            attempt(f'remove directory {directory}', os.rmdir, directory)
+        self.renamed, self.metadata, self.staged, self.created = [], [], {}, []
+        self.finish()
+        return failures
+
+    def finish(self) -> None:
+        """Drop the backups and the staging directory: after a run, nothing of it is left."""
+        for _host_path, backup in self.renamed:
+            if backup and os.path.lexists(backup):
+                os.unlink(backup)
+        self.renamed = []
+        if os.path.isdir(self.staging) and not os.path.islink(self.staging) and not os.listdir(self.staging):
+            os.rmdir(self.staging)
 
 
 def top_level_unlisted(layer: str, wanted) -> list[str]:
@@ -536,7 +760,7 @@ def layer_absent(module, layer: str):
     if problems:
         module.fail_json(msg=' '.join(problems), problems=problems, changed=False, **result)
 
-    uses = mountinfo.uses_of_tree(layer)
+    uses = mountinfo.uses_of_tree(paths.resolve(layer))
     counts = count_tree(layer)
     result.update(removed=counts, actions=[f'remove directory {layer} ({plural(counts["files"], "file")}, '
                                            f'{plural(counts["directories"], "directory", "directories")})'])
@@ -570,11 +794,18 @@ class Differences:
     writes: list        # (host path, wanted item, changes) of each file that differs
     diffs: list         # before/after of each file whose content changes
     actions: list
+    leftovers: list     # temporary files of an interrupted run, to remove
 
 
 def differences(layer: str, wanted) -> Differences:
+    found_leftovers = leftovers(layer, wanted)
+    staging = staging_directory(layer)
+    actions = []
+    if found_leftovers or os.path.isdir(staging):
+        actions.append(f'remove {plural(len(found_leftovers), "temporary file")} of an interrupted run '
+                       f'({staging}{"" if not found_leftovers or os.path.dirname(found_leftovers[0]) == staging else ", ..."})')
     directories = missing_directories(layer, wanted)
-    actions = [f'create directory {directory}' for directory in directories]
+    actions.extend(f'create directory {directory}' for directory in directories)
     diffs = []
     writes = []
     for item in wanted:
@@ -592,7 +823,7 @@ def differences(layer: str, wanted) -> Differences:
                 'after': to_text(item['content'], errors='surrogate_then_replace'),
             })
         writes.append((host_path, item, changes))
-    return Differences(directories, writes, diffs, actions)
+    return Differences(directories, writes, diffs, actions, found_leftovers)
 
 
 def set_owner_and_mode(host_path: str, item) -> None:
@@ -601,8 +832,22 @@ def set_owner_and_mode(host_path: str, item) -> None:
     os.chmod(host_path, item['mode'])
 
 
+def space_problem(layer: str, writes) -> str | None:
+    """The new contents must fit on the layer's file system: known before anything is written."""
+    needed = sum(len(item['content']) for _path, item, changes in writes if {'create', 'content'} & set(changes))
+    existing = layer
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    info = os.statvfs(existing)
+    free = info.f_bavail * info.f_frsize
+    if needed > free:
+        return f'the files need {needed} bytes and the file system of {existing} has {free} bytes free.'
+    return None
+
+
 def layer_present(module, layer: str, wanted, directory_mode: int):
-    """state=present: read the layer -> compare with the files asked for -> write only what differs (not in check mode)."""
+    """state=present: read the layer -> compare with the files asked for -> write only what differs (not in check mode),
+    all or nothing."""
     problems = path_problems(layer, wanted)
     if problems:
         module.fail_json(msg=' '.join(problems), problems=problems)
@@ -611,36 +856,59 @@ def layer_present(module, layer: str, wanted, directory_mode: int):
                   unlisted=top_level_unlisted(layer, wanted), command=equivalent_command(layer, wanted))
     if found.diffs:
         result['diff'] = found.diffs
-    if found.actions:
-        problem = mounted_overlay_problem(layer, [path for path, _item, _changes in found.writes] or found.directories)
+    if found.writes or found.directories:
+        problem = mounted_overlay_problem(layer, [path for path, _item, _changes in found.writes] or found.directories) or \
+            space_problem(layer, found.writes)
         if problem:
             module.fail_json(msg=problem, changed=False, **result)
     if module.check_mode or not found.actions:
         module.exit_json(changed=bool(found.actions), **result)
 
-    done = []  # a failure part way reports changed only for what was really done
-    for directory in found.directories:
-        try:
-            os.mkdir(directory, directory_mode)
-            os.chmod(directory, directory_mode)  # mkdir's mode is filtered by the umask
-        except OSError as error:
-            module.fail_json(msg=f'Could not create directory {directory}: {error.strerror}.', changed=bool(done), **result)
-        done.append(directory)
-    for host_path, item, changes in found.writes:
-        try:
-            if set(changes) <= {'mode', 'owner', 'group'}:
-                set_owner_and_mode(host_path, item)
-            else:
-                write_file(host_path, item)
-        except OSError as error:
-            module.fail_json(msg=f'Could not write {host_path}: {error.strerror}.', changed=bool(done), **result)
-        done.append(host_path)
+    transaction = Transaction(layer)
+    try:
+        transaction.remove_leftovers(found.leftovers)
+    except OSError as error:
+        module.fail_json(msg=f'Could not remove the temporary files of an interrupted run ({error.filename}): '
+                             f'{error.strerror}.', changed=False, **result)
+    step = 'create the directories'
+    try:
+        for directory in found.directories:
+            step = f'create directory {directory}'
+            transaction.make_directory(directory, directory_mode)
+        for host_path, item, changes in found.writes:
+            if {'create', 'content'} & set(changes):
+                step = f'write {host_path}'
+                transaction.stage(host_path, item)
+        step = 'put the files in place'
+        transaction.commit(found.writes)
+    except OSError as error:
+        failures = transaction.rollback()
+        undone = ('Everything this run had done was undone.' if not failures else
+                  f'Undoing what this run had done failed in part: {"; ".join(failures)}.')
+        where = f' ({error.filename})' if error.filename and error.filename not in step else ''
+        module.fail_json(msg=f'Could not {step}: {error.strerror or error}{where}. {undone}',
+                         changed=bool(found.leftovers) or bool(failures), **result)
+    transaction.finish()
     module.exit_json(changed=True, **result)
 
 
 def constraints():
-    """What AnsibleModule checks for us: a layer to write needs its files."""
+    """What AnsibleModule checks for us: a layer to write needs its files (their shape is request_problems' part)."""
     return dict(required_if=[('state', 'present', ('files',))])
+
+
+@contextlib.contextmanager
+def locked(module, layer: str):
+    """One real run at a time per layer (two would rename into the same directories); check mode takes no lock."""
+    if module.check_mode:
+        yield
+        return
+    try:
+        with locking.exclusive('layer', paths.resolve(layer), timeout=module.params['lock_timeout'],
+                               note=f'unboxed.lab.layer state={module.params["state"]}'):
+            yield
+    except locking.LockTimeout as error:
+        module.fail_json(msg=locking.timeout_message(f'the layer {layer}', error), changed=False)
 
 
 def main():
@@ -649,9 +917,10 @@ def main():
     if problems:
         module.fail_json(msg=' '.join(problems), problems=problems)
     layer = paths.normalize(module.params['path'])
-    if module.params['state'] == 'absent':
-        layer_absent(module, layer)
-    layer_present(module, layer, wanted, directory_mode)
+    with locked(module, layer):
+        if module.params['state'] == 'absent':
+            layer_absent(module, layer)
+        layer_present(module, layer, wanted, directory_mode)
 
 
 if __name__ == '__main__':

@@ -305,7 +305,7 @@ def test_absent_refuses_a_mount_point_of_its_own_and_a_mount_inside(run_module, 
     (lambda w: w / 'layer', {'files': TALK_FILES}, 'state=absent removes the whole layer directory, so leave files out'),
     (lambda w: w / 'link', {}, 'is a symbolic link (to '),
     (lambda w: w / 'file', {}, 'exists and is not a directory'),
-    (lambda w: w / 'to-root' / 'etc', {}, 'through a symbolic link on the way'),
+    (lambda w: w / 'to-root' / 'etc', {}, 'leads to /etc through a symbolic link'),
     (lambda w: 'relative/layer', {}, 'path must be an absolute path'),
     (lambda w: '/var/lib', {}, 'system directory'),
 ])
