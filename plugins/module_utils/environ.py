@@ -6,18 +6,22 @@ never the Ansible module's own. Shared by chroot_exec and ns_container."""
 
 from __future__ import annotations
 
+import json
 import re
 
 # The PATH a freshly started container or chroot gets, as Docker sets it for Debian images.
 DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 
-ENV_NAME_PATTERN = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
+# Matched with fullmatch: `$` would also accept a name followed by a newline.
+ENV_NAME_PATTERN = re.compile(r'[A-Za-z_][A-Za-z0-9_]*')
 
 
 def env_name_problems(option: str, env) -> list[str]:
     """One message per variable name a shell could not export."""
-    return [f'{option} has the variable name "{key}", which is not a valid name (letters, digits and _, not starting with a digit).'
-            for key in (env or {}) if not ENV_NAME_PATTERN.match(str(key))]
+    # json.dumps: the name in double quotes, a newline in it shown as \n.
+    return [f'{option} has the variable name {json.dumps(str(key), ensure_ascii=False)}, which is not a valid name '
+            f'(letters, digits and _, not starting with a digit).'
+            for key in (env or {}) if not ENV_NAME_PATTERN.fullmatch(str(key))]
 
 
 def clean_environment(extra) -> dict:

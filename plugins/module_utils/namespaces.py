@@ -20,12 +20,12 @@ NAMESPACE_FILES = {
 }
 NAMESPACE_TYPES = tuple(NAMESPACE_FILES)
 
-_LINK = re.compile(r'^[a-z_]+:\[(\d+)\]$')
+_LINK = re.compile(r'[a-z_]+:\[(\d+)\]')
 
 
 def parse_ns_link(target: str) -> int:
     """``net:[4026531840]`` -> 4026531840."""
-    match = _LINK.match(target)
+    match = _LINK.fullmatch(target)
     if not match:
         raise ValueError(f'not a namespace link: {target!r}')
     return int(match.group(1))

@@ -28,7 +28,8 @@ def test_parse_ns_link(target, inode):
     assert namespaces.parse_ns_link(target) == inode
 
 
-@pytest.mark.parametrize('target', ['', 'net:4026531840', 'net:[]', 'net:[12a]', '/proc/1/ns/net', 'net:[1] '])
+@pytest.mark.parametrize('target', ['', 'net:4026531840', 'net:[]', 'net:[12a]', '/proc/1/ns/net', 'net:[1] ',
+                                    'net:[4026531840]\n', '\nnet:[4026531840]'])
 def test_parse_ns_link_rejects_other_text(target):
     with pytest.raises(ValueError):
         namespaces.parse_ns_link(target)
