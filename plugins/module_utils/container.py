@@ -28,15 +28,23 @@ from ansible_collections.unboxed.lab.plugins.module_utils.command import shell_j
 STATE_ROOT = '/run/unboxed/containers'
 STATE_FILE = 'state.json'
 LOG_FILE = 'container.log'
+# write_state's temporary file, renamed onto STATE_FILE.
+STATE_TEMP_PREFIX = '.state.'
 STATE_FORMAT = 1
 
 ROOT_METHODS = ('chroot', 'pivot_root')
+# pivot_root, as runc and Docker do: chroot leaves the host's files one chroot(); chdir("..") away. The talk's slide
+# asks for chroot explicitly, since that escape is its lesson.
+DEFAULT_ROOT_METHOD = 'pivot_root'
 DEFAULT_NAMESPACES = ('pid', 'net', 'mount')
 
+# Validating patterns are matched with fullmatch: `$` also matches before a final newline, and a name "talk\n" once
+# became a state directory with a newline in its name.
 # Safe as one path component, as Docker's container names are.
-NAME_PATTERN = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$')
+NAME_PATTERN = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,63}')
 # RFC 1123 labels; the kernel keeps at most 64 bytes of hostname.
-HOSTNAME_PATTERN = re.compile(r'^(?=.{1,64}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$')
+HOSTNAME_PATTERN = re.compile(r'(?=.{1,64}\Z)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*',
+                              re.DOTALL)
 
 # Sets the hostname inside the new UTS namespace, then runs the rest of its arguments.
 # Fixed text: the hostname and the command reach it only as arguments ("$1", "$@").
@@ -101,13 +109,13 @@ class ContainerSpec:
     namespaces: tuple = DEFAULT_NAMESPACES
     hostname: str | None = None
     mount_proc: bool = True
-    root_method: str = 'chroot'
+    root_method: str = DEFAULT_ROOT_METHOD
     env: tuple = ()  # sorted (name, value) pairs, so that equal dicts give equal specs
     workdir: str | None = None
 
     @classmethod
     def build(cls, rootfs, command, namespaces=DEFAULT_NAMESPACES, hostname=None, mount_proc=True,
-              root_method='chroot', env=None, workdir=None) -> ContainerSpec:
+              root_method=DEFAULT_ROOT_METHOD, env=None, workdir=None) -> ContainerSpec:
         return cls(
             rootfs=paths.normalize(rootfs),
             command=tuple(str(arg) for arg in command),
@@ -155,17 +163,22 @@ def spec_changes(before: ContainerSpec | None, after: ContainerSpec) -> list[str
 
 
 def name_problem(name: str) -> str | None:
-    if not NAME_PATTERN.match(name or ''):
-        return (f'name "{name}" is not a safe container name: use 1 to 64 letters, digits, ".", "_" or "-", '
+    if not NAME_PATTERN.fullmatch(name or ''):
+        return (f'name {_quoted(name)} is not a safe container name: use 1 to 64 letters, digits, ".", "_" or "-", '
                 f'starting with a letter or digit (it becomes a directory name under {STATE_ROOT}).')
     return None
 
 
 def hostname_problem(hostname: str) -> str | None:
-    if not HOSTNAME_PATTERN.match(hostname):
-        return (f'hostname "{hostname}" is not a valid host name: use letters, digits and "-" in labels '
+    if not HOSTNAME_PATTERN.fullmatch(hostname):
+        return (f'hostname {_quoted(hostname)} is not a valid host name: use letters, digits and "-" in labels '
                 f'separated by ".", at most 64 characters, e.g. container01.')
     return None
+
+
+def _quoted(text) -> str:
+    """A value in double quotes with its control characters escaped, so that a trailing newline shows as \\n."""
+    return json.dumps(text, ensure_ascii=False)
 
 
 def default_state_dir(name: str) -> str:
@@ -202,7 +215,7 @@ def read_state(state_dir: str) -> dict | None:
 def write_state(state_dir: str, state: dict) -> None:
     """Replace the state file atomically: a reader sees the old or the new file, never half of one."""
     state = dict(state, format=STATE_FORMAT)
-    descriptor, temporary = tempfile.mkstemp(prefix='.state.', dir=state_dir)
+    descriptor, temporary = tempfile.mkstemp(prefix=STATE_TEMP_PREFIX, dir=state_dir)
     try:
         with os.fdopen(descriptor, 'w', encoding='utf-8') as handle:
             json.dump(state, handle, indent=2, sort_keys=True)
@@ -241,6 +254,16 @@ def namespace_flags(spec: ContainerSpec, proc_mount_point: str) -> list[str]:
             flags += ['--user', '--map-root-user']
         else:
             flags.append(f'--{namespace}')
+    return flags
+
+
+def probe_flags(spec: ContainerSpec) -> list[str]:
+    """The unshare options of the launch, in a form that is safe to try before anything starts: the same namespaces,
+    no /proc mounted, and --root/--wd (when the launch uses them) pointing at / - so that a kernel that refuses a
+    namespace, or an unshare too old for an option, is explained before the container is started."""
+    flags = namespace_flags(dataclasses.replace(spec, mount_proc=False), '/proc')
+    if spec.root_method == 'chroot' and spec.workdir is not None:
+        flags += ['--root=/', '--wd=/']
     return flags
 
 
@@ -312,6 +335,69 @@ def directory_identity(path: str) -> tuple | None:
         return None
     finally:
         os.close(descriptor)
+
+
+def file_identity(path: str) -> tuple | None:
+    """(device, inode) of what ``path`` leads to, or None when it cannot be reached."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return (status.st_dev, status.st_ino)
+
+
+def root_remounted_problem(pid: int, rootfs: str, proc: str = process.PROC) -> str | None:
+    """Why the running container ``pid`` is not on what is mounted at ``rootfs`` now, or None.
+
+    /proc/PID/root leads to the directory the container uses as "/", in its own mount namespace. After the overlay at
+    ``rootfs`` was unmounted (and mounted again) on the host, the container keeps the old overlay, detached from every
+    path of the host: the same directory no more (another device - each overlay mount has its own - or inode).
+    None also when either side cannot be read: nothing is then claimed.
+    """
+    running_on = file_identity(f'{proc}/{pid}/root')
+    mounted_now = file_identity(rootfs)
+    if running_on is None or mounted_now is None or running_on == mounted_now:
+        return None
+    return (f'its root file system was remounted: the container (PID {pid}) still runs on the root that was at {rootfs} '
+            f'when it started (device {_device(running_on[0])}, inode {running_on[1]}), which is no longer what is there '
+            f'(device {_device(mounted_now[0])}, inode {mounted_now[1]}); its writes would not reach the live mount')
+
+
+def _device(number: int) -> str:
+    return f'{os.major(number)}:{os.minor(number)}'
+
+
+@dataclasses.dataclass(frozen=True)
+class Launched:
+    """A container found by what it is: its launcher (unshare) and the launcher's child, the container's PID 1."""
+
+    launcher: process.ProcessIdentity
+    pid1: process.ProcessIdentity
+
+
+def same_open_file(pid: int, descriptor: int, identity: tuple, proc: str = process.PROC) -> bool:
+    return file_identity(f'{proc}/{pid}/fd/{descriptor}') == identity
+
+
+def find_launched(argv: list[str], log_path: str, proc: str = process.PROC) -> Launched | None:
+    """The container a run started with ``argv`` (recorded before the start) and then lost track of, e.g. when it was
+    killed between starting unshare and recording the PID.
+
+    It is found by what it is, never by a name alone: a process whose command line is exactly ``argv`` (absolute
+    paths, the rootfs, the command) and whose standard output is this container's own log file (the same inode),
+    with a living child - the container's PID 1. None when there is no such process.
+    """
+    log = file_identity(log_path)
+    if log is None:
+        return None
+    for pid in process.all_pids(proc):
+        if process.read_cmdline(pid, proc) != argv or not same_open_file(pid, 1, log, proc):
+            continue
+        launcher = process.identity_of(pid, proc)
+        children = [child for child in process.children_of(pid, proc) if child.state not in 'ZXx']
+        if launcher is not None and children:
+            return Launched(launcher, process.ProcessIdentity(children[0].pid, children[0].start_time))
+    return None
 
 
 class DetachedProcess:
@@ -436,6 +522,44 @@ def unshare_refusal_problem(detail: str, namespaces, chrooted: bool | None) -> s
     if 'operation not permitted' in lowered:
         return text + ' Creating namespaces needs root (CAP_SYS_ADMIN): run the task with become: true.'
     return text
+
+
+# Which module option makes the launch use an unshare option, for the message when unshare does not know it.
+UNSHARE_OPTION_CAUSES = {
+    '--mount-proc': 'mount_proc', '--root': 'workdir', '--wd': 'workdir', '--user': 'namespaces: user',
+    '--map-root-user': 'namespaces: user', '--cgroup': 'namespaces: cgroup', '--ipc': 'namespaces: ipc',
+    '--uts': 'namespaces: uts', '--pid': 'namespaces: pid', '--net': 'namespaces: net', '--mount': 'namespaces: mount',
+    '--fork': 'every container',
+}
+_UNKNOWN_OPTION = re.compile(r"(?:unrecognized|unknown) option [`'\"]?(--?[A-Za-z0-9][A-Za-z0-9-]*)")
+_UTIL_LINUX_VERSION = re.compile(r'util-linux(?:-ng)?\s+v?([0-9][0-9A-Za-z.~+-]*)')
+
+
+def unknown_option(detail: str) -> str | None:
+    """The option a util-linux program refused as unknown (getopt's "unrecognized option '--wd=/app'"), or None."""
+    match = _UNKNOWN_OPTION.search(detail or '')
+    return match.group(1) if match else None
+
+
+def util_linux_version(version_text: str) -> str | None:
+    """``unshare from util-linux 2.38.1`` (``unshare --version``) -> ``2.38.1``."""
+    match = _UTIL_LINUX_VERSION.search(version_text or '')
+    return match.group(1) if match else None
+
+
+def unsupported_option_problem(program: str, detail: str, version_text: str | None) -> str | None:
+    """When ``program`` (unshare) refused an option it does not know, say which, which module option needs it, and
+    which util-linux was found; None when ``detail`` is about something else."""
+    option = unknown_option(detail)
+    if option is None:
+        return None
+    version = util_linux_version(version_text or '')
+    found = f'util-linux {version}' if version else 'a util-linux whose version it did not tell (unshare --version)'
+    cause = UNSHARE_OPTION_CAUSES.get(option)
+    needed = f', which {cause} needs' if cause else ''
+    return (f'{program} on this host does not know the option {option}{needed}: it is {found}, too old for this launch. '
+            f'Install a newer util-linux (2.38, as in Debian 12, knows every option this module uses), or '
+            f'change the option that needs it. {program} said: {detail.strip()}')
 
 
 def read_log_tail(path: str, offset: int = 0, max_lines: int = 20) -> str:

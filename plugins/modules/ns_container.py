@@ -22,6 +22,18 @@ description:
   - It is idempotent. With O(state=started), a running container with the same spec is left alone; a changed spec
     (O(rootfs), O(command), O(namespaces), O(hostname), O(mount_proc), O(root_method), O(env), O(workdir)) restarts it
     and the diff shows what changed; a container that died is started again.
+  - A running container whose root is no longer what is mounted at O(rootfs) - the overlay was unmounted and mounted
+    again behind its back, and the container runs on in the old, detached one, where its writes no longer reach the
+    live mount - is restarted on the live mount (RV(msg) says C(its root file system was remounted)). It compares the
+    device and inode of C(/proc/PID/root) with those of O(rootfs) on the host. When nothing is mounted at O(rootfs)
+    any more, the task fails and says that the container still runs.
+  - A run that is killed at any instant leaves no container untracked. Before it starts C(unshare), the module records
+    the exact command line it runs; a later run that finds this record without a PID looks for a process with that
+    command line whose output goes to this container's log file, and tracks it again (RV(msg) says
+    C(tracked again)) or, if the spec changed, restarts it - it never starts a second container beside it.
+  - Two runs at once for the same container (two C(ansible-playbook) runs, say) are serialised: each holds an exclusive
+    lock for the container's name (in C(/run/unboxed/locks)) from reading the state to writing it, waiting at most
+    O(lock_timeout) seconds for another run to finish. Check mode takes no lock.
   - Everything is validated before anything is touched, and each error names the option and the reason.
   - B(What this isolates.) Each namespace in O(namespaces) gives the container its own view of one kernel resource -
     C(pid) its own process tree (it is PID 1 and sees only its descendants), C(net) its own network stack (only a
@@ -36,7 +48,11 @@ description:
     but the host's whole file system stays mounted in its mount namespace, one well-known trick away (a root process
     calls chroot() again into a subdirectory, then walks up with C(..)). With O(root_method=pivot_root), as runc and
     Docker do, O(rootfs) is bound onto itself in the new mount namespace, made the root with C(pivot_root), and the old
-    root is detached, so that no path leads back to the host's files.
+    root is detached, so that no path leads back to the host's files. Neither drops a capability, sets a seccomp filter
+    or C(no_new_privs); C(docs/security.md) of the collection compares both, each line shown by a test.
+  - B(Default changed in 0.2.0.) O(root_method) defaults to V(pivot_root). The talk's slide, whose lesson is the
+    chroot escape, sets O(root_method=chroot) explicitly. A container started by an older version with the old
+    default (V(chroot)) and run again without O(root_method) is restarted with V(pivot_root); the diff shows it.
 author:
   - unboxed developers (@unboxed)
 extends_documentation_fragment:
@@ -65,8 +81,8 @@ options:
   rootfs:
     description:
       - The directory that becomes the container's C(/), for example the merged directory of an overlay
-        (C(/overlay/merged)). Must be absolute, must not be C(/) or another system directory, and must contain the
-        program of O(command).
+        (C(/overlay/merged)). Must be absolute, must not be C(/) or another system directory - neither as written nor
+        through a symbolic link - and must contain the program of O(command).
       - The module never writes to it or removes anything from it.
       - Required when O(state=started) or O(state=restarted).
     type: path
@@ -106,9 +122,10 @@ options:
         namespace.
       - V(pivot_root) binds O(rootfs) onto itself, makes it the root of the new mount namespace with C(pivot_root) and
         detaches the old root. Needs C(mount) in O(namespaces).
+      - The default is V(pivot_root) (it was V(chroot) before 0.2.0). Set V(chroot) to show the escape, as the talk does.
     type: str
     choices: [chroot, pivot_root]
-    default: chroot
+    default: pivot_root
   env:
     description:
       - Environment variables for the container's command. It starts with a clean environment (C(PATH) as Docker
@@ -141,7 +158,15 @@ options:
       - Default C(/run/unboxed/containers/NAME). C(/run) is a tmpfs, so the record is gone after a reboot, as are the
         container's processes.
       - O(state=absent) removes only the files the module created there, and the directory if it is then empty.
+      - Refused when it is, or leads through a symbolic link to, a system directory (C(/media), C(/etc)...), decided
+        the same way for every path in this collection.
     type: path
+  lock_timeout:
+    description:
+      - Seconds to wait for another run that works on the same container (same O(name)) to finish, before failing
+        with a message naming that run. V(0) fails at once when another run holds the lock.
+    type: int
+    default: 60
 notes:
   - Requires root. Run the task with C(become=true).
   - Without C(pid) in O(namespaces), stopping signals only the command's process; processes it started may keep
@@ -163,21 +188,21 @@ seealso:
 """
 
 EXAMPLES = r"""
-- name: Run the talk's container on the overlay (PID, network and mount namespaces, chroot)
+- name: Run the talk's container on the overlay (PID, network and mount namespaces, chroot as typed in the talk)
   unboxed.lab.ns_container:
     name: talk
     rootfs: /overlay/merged
     command: [tail, -f, /dev/null]
+    root_method: chroot
   become: true
 
-- name: Same container with its own hostname and pivot_root instead of chroot
+- name: A container with its own hostname, entered with pivot_root (the default)
   unboxed.lab.ns_container:
     name: web
     rootfs: /overlay/merged
     command: [sh, -c, "while true; do sleep 1; done"]
     namespaces: [pid, net, mount, uts, ipc]
     hostname: web01
-    root_method: pivot_root
     env:
       GREETING: hello
   become: true
@@ -258,7 +283,7 @@ root_method:
   description: How the root directory was set (V(chroot) or V(pivot_root)).
   returned: always
   type: str
-  sample: chroot
+  sample: pivot_root
 log_path:
   description: The file that receives the container's standard output and error, and the module's start and stop lines.
   returned: always
@@ -288,7 +313,6 @@ stop_signal:
   sample: SIGKILL
 """
 
-import dataclasses
 import os
 import signal
 import sys
@@ -299,6 +323,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.unboxed.lab.plugins.module_utils import command as cmd
 from ansible_collections.unboxed.lab.plugins.module_utils import container
 from ansible_collections.unboxed.lab.plugins.module_utils import environ
+from ansible_collections.unboxed.lab.plugins.module_utils import locking
 from ansible_collections.unboxed.lab.plugins.module_utils import namespaces as ns_utils
 from ansible_collections.unboxed.lab.plugins.module_utils import paths
 from ansible_collections.unboxed.lab.plugins.module_utils import process
@@ -320,12 +345,13 @@ def argument_spec():
                         default=list(container.DEFAULT_NAMESPACES)),
         hostname=dict(type='str'),
         mount_proc=dict(type='bool'),
-        root_method=dict(type='str', choices=list(container.ROOT_METHODS), default='chroot'),
+        root_method=dict(type='str', choices=list(container.ROOT_METHODS), default=container.DEFAULT_ROOT_METHOD),
         env=dict(type='dict', default={}),
         workdir=dict(type='str'),
         state=dict(type='str', choices=list(STATES), default='started'),
         stop_timeout=dict(type='int', default=10),
         state_dir=dict(type='path'),
+        lock_timeout=dict(type='int', default=60),
     )
 
 
@@ -351,12 +377,15 @@ def request_problems(params) -> list[str]:
     if problem:
         problems.append(problem)
     if params['state_dir']:
+        # paths.py decides, for every module, which paths may be used - as written and as the kernel resolves them.
         problem = paths.absolute_path_problem('state_dir', params['state_dir']) or \
             paths.system_directory_problem('state_dir', params['state_dir'])
         if problem:
             problems.append(problem)
     if params['stop_timeout'] < 0:
         problems.append(f'stop_timeout must be 0 or more seconds, got {params["stop_timeout"]}.')
+    if params['lock_timeout'] < 0:
+        problems.append(f'lock_timeout must be 0 or more seconds, got {params["lock_timeout"]}.')
     if params['state'] not in ('started', 'restarted'):
         return problems
 
@@ -389,8 +418,10 @@ def request_problems(params) -> list[str]:
                         f'namespace, and it must be mounted in a mount namespace of its own so the host\'s /proc stays '
                         f'intact. Add {missing} to namespaces, or set mount_proc: false.')
     if params['root_method'] == 'pivot_root' and 'mount' not in namespaces:
-        problems.append('root_method pivot_root needs "mount" in namespaces: pivot_root changes the root of the whole '
-                        'mount namespace, which must be the container\'s own, not the host\'s.')
+        default = ' (the default)' if container.DEFAULT_ROOT_METHOD == 'pivot_root' else ''
+        problems.append(f'root_method pivot_root{default} needs "mount" in namespaces: pivot_root changes the root of the '
+                        f'whole mount namespace, which must be the container\'s own, not the host\'s. Add "mount" to '
+                        f'namespaces, or set root_method: chroot (which leaves the host\'s files one chroot() escape away).')
     if params['workdir'] is not None and not params['workdir'].startswith('/'):
         problems.append(f'workdir is a path inside the container and must be absolute, got "{params["workdir"]}".')
     problems.extend(environ.env_name_problems('env', params['env']))
@@ -427,8 +458,6 @@ def filesystem_problems(spec: container.ContainerSpec, state_dir: str) -> list[s
         return [f'rootfs {rootfs} is an empty directory, not a root file system: is the overlay mounted? Build or mount '
                 f'the root file system first (for example with unboxed.lab.overlay_mount).']
     problems = []
-    if os.path.realpath(rootfs) == '/':
-        problems.append(f'rootfs {rootfs} leads to "/", the host\'s own root (through a symbolic link).')
     search_path = dict(spec.env).get('PATH', environ.DEFAULT_PATH)
     program = spec.command[0]
     if not paths.find_program_inside(rootfs, program, search_path):
@@ -469,7 +498,7 @@ def diff_view(status: str, pid, spec: container.ContainerSpec | None) -> dict:
 
 
 # What check mode predicts for the container's state after each action.
-PREDICTED_STATUS = {'start': 'started', 'restart': 'started', 'stop': 'stopped', 'remove': 'absent'}
+PREDICTED_STATUS = {'start': 'started', 'restart': 'started', 'track': 'started', 'stop': 'stopped', 'remove': 'absent'}
 
 
 class NsContainer:
@@ -486,6 +515,8 @@ class NsContainer:
         self.recorded = None
         self.state_file_error = None
         self.identity = None
+        # A container an interrupted run started but did not record (container.Launched), found by what it is.
+        self.launched = None
         self.acted = False
         self.stop_signal = None
         self.reason = ''
@@ -503,6 +534,19 @@ class NsContainer:
         self.recorded = container.recorded_spec(self.recorded_state)
         identity = container.recorded_process(self.recorded_state)
         self.identity = identity if process.is_running(identity) else None
+        if self.identity is None:
+            self.launched = self.find_interrupted_launch()
+            if self.launched is not None:
+                self.identity = self.launched.pid1
+
+    def find_interrupted_launch(self) -> container.Launched | None:
+        """The container that a run recorded it was about to start, then died before recording its PID - killed
+        between starting unshare and writing the state file. Found by its exact launch command and its log file."""
+        launching = (self.recorded_state or {}).get('launching')
+        argv = launching.get('argv') if isinstance(launching, dict) else None
+        if not isinstance(argv, list) or not argv or not all(isinstance(arg, str) for arg in argv):
+            return None
+        return container.find_launched(argv, self.log_path)
 
     @property
     def running(self) -> bool:
@@ -524,7 +568,7 @@ class NsContainer:
         if not os.path.isdir(self.state_dir):
             return []
         return [os.path.join(self.state_dir, entry) for entry in sorted(os.listdir(self.state_dir))
-                if entry in (container.STATE_FILE, container.LOG_FILE) or entry.startswith('.state.')]
+                if entry in (container.STATE_FILE, container.LOG_FILE) or entry.startswith(container.STATE_TEMP_PREFIX)]
 
     def state_dir_removable(self) -> bool:
         """Whether state_dir holds nothing but the module's own files (or nothing at all)."""
@@ -552,15 +596,23 @@ class NsContainer:
         return container.Binaries(**found)
 
     def check_kernel_allows(self):
-        """Ask the kernel for the namespaces once (unshare ... true), so that a refusal is explained before anything starts."""
-        probe_spec = dataclasses.replace(self.desired, mount_proc=False)
-        argv = [self.module.get_bin_path('unshare', required=True)] + container.namespace_flags(probe_spec, '/proc') + \
-            [self.module.get_bin_path('true', required=True)]
+        """Ask the kernel for the namespaces, and unshare for its options, once (unshare ... true), so that a refusal is
+        explained before anything starts."""
+        unshare = self.module.get_bin_path('unshare', required=True)
+        argv = [unshare] + container.probe_flags(self.desired) + [self.module.get_bin_path('true', required=True)]
         rc, stdout, stderr = cmd.run(self.module, argv)
         if rc != 0:
             detail = cmd.failure_detail(rc, stdout, stderr)
-            self.fail(container.unshare_refusal_problem(detail, self.desired.namespaces, container.is_chrooted()),
-                      cmd=cmd.shell_join(argv), rc=rc, stderr=stderr)
+            problem = self.unshare_too_old_problem(unshare, detail) or \
+                container.unshare_refusal_problem(detail, self.desired.namespaces, container.is_chrooted())
+            self.fail(problem, cmd=cmd.shell_join(argv), rc=rc, stderr=stderr)
+
+    def unshare_too_old_problem(self, unshare: str, detail: str) -> str | None:
+        """When unshare said it does not know an option: which one, and the util-linux version (unshare --version)."""
+        if not container.unknown_option(detail):
+            return None
+        _rc, stdout, stderr = cmd.run(self.module, [unshare, '--version'])
+        return container.unsupported_option_problem('unshare', detail, stdout or stderr)
 
     def log(self, line: str):
         with open(self.log_path, 'a', encoding='utf-8') as handle:
@@ -572,6 +624,13 @@ class NsContainer:
         container.write_state(self.state_dir, state)
         self.recorded_state = container.read_state(self.state_dir)
         self.recorded = container.recorded_spec(self.recorded_state)
+        # A run killed while writing leaves its temporary file behind; under the lock no other writer is at work.
+        for entry in os.listdir(self.state_dir):
+            if entry.startswith(container.STATE_TEMP_PREFIX):
+                try:
+                    os.unlink(os.path.join(self.state_dir, entry))
+                except FileNotFoundError:
+                    pass
 
     def stop(self):
         identity = self.identity
@@ -587,7 +646,8 @@ class NsContainer:
                           f'it is probably stuck in uninterruptible sleep (state D in ps).')
         self.log(f'PID {identity.pid} ended after {self.stop_signal}')
         self.identity = None
-        self.record(process=None, launcher=None, stopped_at=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
+        self.launched = None
+        self.record(process=None, launcher=None, launching=None, stopped_at=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
 
     def start(self):
         spec = self.desired
@@ -597,6 +657,10 @@ class NsContainer:
         stages = container.launch_stages(spec, self.binaries())
         argv = container.launch_argv(stages)
         shown = container.shell_command(spec)
+        # Intent, recorded before the spawn: should this task die between starting unshare and recording its child,
+        # the next run finds that container by this command line and its log file, and starts no second one.
+        self.record(name=self.name, spec=spec.to_dict(), process=None, launcher=None, launching={'argv': argv},
+                    shell_command=shown)
         log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
         try:
             log_offset = os.fstat(log_fd).st_size
@@ -614,9 +678,8 @@ class NsContainer:
         identity = process.ProcessIdentity(pid1.pid, pid1.start_time)
         launcher_identity = process.identity_of(launcher.pid)
         # Recorded before waiting any further: should this task die now, the next one still finds the container.
-        self.record(name=self.name, spec=spec.to_dict(), process=identity.to_dict(),
-                    launcher=launcher_identity.to_dict() if launcher_identity else None,
-                    started_at=process.started_at_iso(identity), stopped_at=None, shell_command=shown)
+        self.record(process=identity.to_dict(), launcher=launcher_identity.to_dict() if launcher_identity else None,
+                    launching=None, started_at=process.started_at_iso(identity), stopped_at=None)
         self.wait_for_command(launcher, identity, container.transitional_cmdlines(stages), log_offset)
         self.identity = identity
         inside = ' (PID 1 inside its PID namespace)' if 'pid' in spec.namespaces else ''
@@ -655,10 +718,22 @@ class NsContainer:
             process.wait_until_not_running(identity, KILL_TIMEOUT)
         reason += exit_explanation(launcher.wait(timeout=KILL_TIMEOUT))
         if self.recorded_state is not None:
-            self.record(process=None, launcher=None)
+            self.record(process=None, launcher=None, launching=None)
         self.log(f'start failed: {reason}')
         output = container.read_log_tail(self.log_path, log_offset)
+        too_old = self.unshare_too_old_problem(self.module.get_bin_path('unshare', required=True), output)
+        if too_old:
+            self.fail(f'Could not start container {self.name}: {too_old}')
         self.fail(f'Could not start container {self.name}: {reason}. Its output ({self.log_path}):\n{output}')
+
+    def track(self):
+        """Record the container an interrupted run started (found by load()): it runs on, now tracked."""
+        self.acted = True
+        launched = self.launched
+        self.record(name=self.name, process=launched.pid1.to_dict(), launcher=launched.launcher.to_dict(), launching=None,
+                    started_at=process.started_at_iso(launched.pid1), stopped_at=None)
+        self.log(f'found PID {launched.pid1.pid}, started by an interrupted run, and recorded it')
+        self.launched = None
 
     def remove(self):
         self.acted = True
@@ -708,6 +783,23 @@ class NsContainer:
         problems = request_problems(params)
         if problems:
             self.module.fail_json(msg=' '.join(problems), problems=problems)
+        if self.module.check_mode:
+            # Check mode only reads: it takes no lock and creates no lock file.
+            self.converge()
+            return
+        try:
+            # One run at a time per container, from reading the record to writing it: two runs at once would both
+            # see "not running" and start two containers.
+            with locking.exclusive('container', self.name, timeout=params['lock_timeout'],
+                                   note=f'unboxed.lab.ns_container state={params["state"]}'):
+                self.converge()
+        except locking.LockTimeout as error:
+            self.module.fail_json(msg=locking.timeout_message(f'container {self.name}', error) +
+                                  ' (lock_timeout sets how long to wait.)', changed=False, name=self.name)
+
+    def converge(self):
+        """read the recorded and live state -> compare with the request -> act only on the difference -> exit."""
+        params = self.params
         self.load()
         problem = state_dir_problem(self.state_dir)
         if problem:
@@ -722,6 +814,9 @@ class NsContainer:
                 problems = []
             else:
                 problems = filesystem_problems(self.desired, self.state_dir)
+            if problems and self.running:
+                problems.append(f'Container {self.name} (PID {self.identity.pid}) still runs, on the root file system '
+                                f'that was at {self.desired.rootfs} when it started; it was left alone.')
             if problems:
                 self.module.fail_json(msg=' '.join(problems), problems=problems)
             if self.state_file_error:
@@ -749,6 +844,8 @@ class NsContainer:
     def why_not_running(self) -> str:
         """Why the recorded container does not count as running - said plainly, it is the lesson of PID reuse."""
         identity = container.recorded_process(self.recorded_state)
+        if identity is None and (self.recorded_state or {}).get('launching'):
+            return 'a run that was starting it was interrupted, and no container of that start runs'
         if identity is None:
             return 'no container was recorded' if self.recorded_state is None else 'it was stopped'
         stat = process.read_proc_stat(identity.pid)
@@ -759,14 +856,27 @@ class NsContainer:
                     f'which was left alone')
         return f'its process (PID {identity.pid}) is a zombie'
 
+    def found_note(self) -> str:
+        """Said of a container found without a record: which run started it and how it was recognised."""
+        if self.launched is None:
+            return ''
+        return (f'PID {self.launched.pid1.pid} was started by an interrupted run that did not record it, and was found '
+                f'by its launch command and log file; ')
+
     def state_started(self):
         if self.running:
             changes = container.spec_changes(self.recorded, self.desired)
-            isolation = None if changes else self.live_isolation_problem()
-            if not changes and not isolation:
+            problem = None if changes else \
+                self.live_isolation_problem() or container.root_remounted_problem(self.identity.pid, self.desired.rootfs)
+            if not changes and not problem:
+                if self.launched is not None:
+                    self.reason = f'{self.found_note()}it runs with this spec'
+                    if not self.module.check_mode:
+                        self.track()
+                    return 'track'
                 self.reason = f'it runs with this spec (PID {self.identity.pid})'
                 return None
-            self.reason = f'{", ".join(changes)} changed' if changes else isolation
+            self.reason = self.found_note() + (f'{", ".join(changes)} changed' if changes else problem)
             self.check_kernel_allows()
             if not self.module.check_mode:
                 self.stop()
@@ -781,7 +891,7 @@ class NsContainer:
     def state_restarted(self):
         self.check_kernel_allows()
         action = 'restart' if self.running else 'start'
-        self.reason = 'state=restarted' if self.running else self.why_not_running()
+        self.reason = self.found_note() + 'state=restarted' if self.running else self.why_not_running()
         if not self.module.check_mode:
             if self.running:
                 self.stop()
@@ -792,7 +902,7 @@ class NsContainer:
         if not self.running:
             self.reason = self.why_not_running()
             return None
-        self.reason = f'PID {self.identity.pid} was running'
+        self.reason = f'{self.found_note()}PID {self.identity.pid} was running'
         if not self.module.check_mode:
             self.stop()
         return 'stop'
@@ -803,8 +913,8 @@ class NsContainer:
             return None
         if self.state_file_error:
             self.module.warn(f'{self.state_file_error}; no process was signalled, since none can be identified.')
-        self.reason = f'{self.state_dir}, and the process running as PID {self.identity.pid}' if self.running \
-            else f'{self.state_dir} (no process was running)'
+        self.reason = f'{self.found_note()}{self.state_dir}, and the process running as PID {self.identity.pid}' \
+            if self.running else f'{self.state_dir} (no process was running)'
         if not self.module.check_mode:
             if self.running:
                 self.stop()
@@ -816,7 +926,7 @@ def describe(action, reason: str, check_mode: bool) -> str:
     """The task's message: what was done (or would be, in check mode) and why."""
     if action is None:
         return f'Nothing to do: {reason}.'
-    done = {'start': 'started', 'restart': 'restarted', 'stop': 'stopped', 'remove': 'removed'}[action]
+    done = {'start': 'started', 'restart': 'restarted', 'track': 'tracked again', 'stop': 'stopped', 'remove': 'removed'}[action]
     return f'{"Would be " + done if check_mode else done.capitalize()}: {reason}.'
 
 

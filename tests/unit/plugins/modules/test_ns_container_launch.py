@@ -21,7 +21,8 @@ HOST = container.Binaries(unshare='/usr/bin/unshare', chroot='/usr/sbin/chroot',
 
 
 def spec(**overrides):
-    base = dict(rootfs='/overlay/merged', command=['tail', '-f', '/dev/null'])
+    """The talk's container: chroot, as the talk types it (the module's default is pivot_root)."""
+    base = dict(rootfs='/overlay/merged', command=['tail', '-f', '/dev/null'], root_method='chroot')
     base.update(overrides)
     return container.ContainerSpec.build(**base)
 
@@ -132,7 +133,8 @@ def test_read_log_tail_reads_only_what_came_after_the_offset(tmp_path):
 
 
 @pytest.mark.parametrize('name, ok', [('talk', True), ('web-01.lab_2', True), ('1', True), ('', False), ('-x', False),
-                                      ('a b', False), ('..', False), ('x' * 64, True), ('x' * 65, False)])
+                                      ('a b', False), ('..', False), ('x' * 64, True), ('x' * 65, False),
+                                      ('talk\n', False), ('\ntalk', False), ('ta\nlk', False), ('x' * 64 + '\n', False)])
 def test_name_problem(name, ok):
     assert (container.name_problem(name) is None) is ok
 
@@ -227,3 +229,51 @@ def test_a_detached_process_that_cannot_be_run_raises(tmp_path):
     with open(tmp_path / 'out.log', 'ab') as handle:
         with pytest.raises(OSError, match='cannot run /nonexistent/program'):
             container.DetachedProcess.spawn(['/nonexistent/program'], {}, handle.fileno())
+
+
+# ---- a container found by what it is, a root that is no longer the live one ------------------------------------------
+
+def test_find_launched_knows_a_launcher_by_its_command_line_and_log_file(tmp_path):
+    """An interrupted run's container: no PID recorded, but its exact launch argv and its output on the log."""
+    argv = ['/bin/sh', '-c', 'sleep 300; exit 0']  # the shell forks sleep: a launcher and its child, as unshare --fork
+    log, other_log = tmp_path / 'container.log', tmp_path / 'other.log'
+    other_log.write_text('')
+    with open(log, 'ab') as handle:
+        spawned = container.DetachedProcess.spawn(argv, {'PATH': '/usr/bin:/bin'}, handle.fileno())
+    try:
+        deadline = time.monotonic() + 30
+        found = None
+        while found is None and time.monotonic() < deadline:
+            found = container.find_launched(argv, str(log))
+            time.sleep(0.02)
+        assert found is not None
+        assert found.launcher == process.identity_of(spawned.pid)
+        assert process.read_cmdline(found.pid1.pid) == ['sleep', '300']
+        assert process.read_proc_stat(found.pid1.pid).ppid == spawned.pid
+        # The same command line with its output elsewhere is another container; another command line too.
+        assert container.find_launched(argv, str(other_log)) is None
+        assert container.find_launched(argv[:-1] + ['sleep 300; exit 1'], str(log)) is None
+        assert container.find_launched(argv, str(tmp_path / 'missing.log')) is None
+    finally:
+        os.killpg(spawned.pid, signal.SIGKILL)
+        spawned.wait(timeout=60)
+
+
+def fake_proc_root(tmp_path, pid, root):
+    (tmp_path / 'proc' / str(pid)).mkdir(parents=True)
+    os.symlink(root, tmp_path / 'proc' / str(pid) / 'root')
+    return str(tmp_path / 'proc')
+
+
+def test_root_remounted_compares_the_containers_root_with_the_live_rootfs(tmp_path):
+    old_root, new_root = tmp_path / 'old', tmp_path / 'new'
+    old_root.mkdir()
+    new_root.mkdir()
+    proc = fake_proc_root(tmp_path, 4242, str(old_root))
+    assert container.root_remounted_problem(4242, str(old_root), proc) is None
+    problem = container.root_remounted_problem(4242, str(new_root), proc)
+    assert problem.startswith(f'its root file system was remounted: the container (PID 4242) still runs on the root that '
+                              f'was at {new_root} when it started (device ')
+    # What cannot be read is no claim: a process gone, a rootfs missing.
+    assert container.root_remounted_problem(4243, str(new_root), proc) is None
+    assert container.root_remounted_problem(4242, str(tmp_path / 'missing'), proc) is None

@@ -14,7 +14,7 @@ from ansible_collections.unboxed.lab.plugins.modules import ns_container
 def params(**overrides):
     base = dict(name='talk', rootfs='/overlay/merged', command=['tail', '-f', '/dev/null'],
                 namespaces=['pid', 'net', 'mount'], hostname=None, mount_proc=None, root_method='chroot', env={},
-                workdir=None, state='started', stop_timeout=10, state_dir=None)
+                workdir=None, state='started', stop_timeout=10, state_dir=None, lock_timeout=60)
     base.update(overrides)
     return base
 
@@ -28,6 +28,9 @@ def test_the_talks_request_has_no_problem():
     (dict(name='a/b'), 'not a safe container name'),
     (dict(name='.hidden'), 'not a safe container name'),
     (dict(name='x' * 65), 'not a safe container name'),
+    # A trailing newline: `$` accepted it, and a state directory with a newline in its name was created.
+    (dict(name='talk\n'), 'name "talk\\n" is not a safe container name'),
+    (dict(name='talk\n\n'), 'not a safe container name'),
     (dict(rootfs='overlay/merged'), 'rootfs must be an absolute path'),
     (dict(rootfs='/'), 'rootfs is "/", the host\'s own root'),
     (dict(rootfs='/usr/'), 'rootfs is "/usr", a system directory'),
@@ -39,15 +42,22 @@ def test_the_talks_request_has_no_problem():
     (dict(hostname='web_01', namespaces=['uts']), 'hostname "web_01" is not a valid host name'),
     (dict(hostname='-web', namespaces=['uts']), 'is not a valid host name'),
     (dict(hostname='a' * 65, namespaces=['uts']), 'is not a valid host name'),
+    (dict(hostname='web01\n', namespaces=['uts']), 'hostname "web01\\n" is not a valid host name'),
+    (dict(hostname='a' * 64 + '\n', namespaces=['uts']), 'is not a valid host name'),
+    (dict(hostname='web01\nevil', namespaces=['uts']), 'is not a valid host name'),
     (dict(mount_proc=True, namespaces=['net', 'mount']), 'mount_proc needs "pid" in namespaces'),
     (dict(mount_proc=True, namespaces=['pid']), 'mount_proc needs "mount" in namespaces'),
     (dict(mount_proc=True, namespaces=['uts']), 'mount_proc needs "pid" and "mount" in namespaces'),
-    (dict(root_method='pivot_root', namespaces=['pid', 'net']), 'root_method pivot_root needs "mount" in namespaces'),
+    (dict(root_method='pivot_root', namespaces=['pid', 'net']), 'root_method pivot_root (the default) needs "mount" in namespaces'),
     (dict(workdir='app'), 'workdir is a path inside the container and must be absolute'),
     (dict(env={'BAD-NAME': 'x'}), 'env has the variable name "BAD-NAME"'),
+    (dict(env={'GREETING\n': 'x'}), 'env has the variable name "GREETING\\n"'),
+    (dict(env={'\nA': 'x'}), 'env has the variable name "\\nA"'),
     (dict(stop_timeout=-1), 'stop_timeout must be 0 or more seconds'),
+    (dict(lock_timeout=-1), 'lock_timeout must be 0 or more seconds'),
     (dict(state_dir='run/x'), 'state_dir must be an absolute path'),
-    (dict(state_dir='/etc'), 'state_dir is "/etc", a system directory'),
+    (dict(state_dir='/etc'), 'state_dir is "/etc"'),
+    (dict(state_dir='/media'), 'state_dir is "/media"'),
 ])
 def test_bad_requests_name_the_option_and_the_reason(overrides, fragment):
     problems = ns_container.request_problems(params(**overrides))
@@ -62,6 +72,25 @@ def test_all_problems_are_reported_at_once():
 @pytest.mark.parametrize('state', ['stopped', 'absent'])
 def test_stopping_and_removing_need_only_a_name(state):
     assert ns_container.request_problems(params(state=state, rootfs=None, command=None, hostname='no uts')) == []
+
+
+@pytest.mark.parametrize('name', ['talk', 'web-01.lab_2', 'x' * 64])
+def test_good_names_pass(name):
+    assert ns_container.request_problems(params(name=name)) == []
+
+
+@pytest.mark.parametrize('hostname', ['web01', 'a.b-c.d', 'a' * 64])
+def test_good_hostnames_pass(hostname):
+    assert ns_container.request_problems(params(hostname=hostname, namespaces=['pid', 'net', 'mount', 'uts'])) == []
+
+
+def test_pivot_root_is_the_default_and_chroot_must_be_asked_for():
+    spec = ns_container.argument_spec()
+    assert spec['root_method']['default'] == 'pivot_root' == container.DEFAULT_ROOT_METHOD
+    assert container.ContainerSpec.build(rootfs='/r', command=['x']).root_method == 'pivot_root'
+    without_mount = ns_container.request_problems(params(root_method='pivot_root', namespaces=['pid', 'net']))
+    assert 'or set root_method: chroot' in without_mount[0]
+    assert ns_container.request_problems(params(root_method='chroot', namespaces=['pid', 'net'], mount_proc=False)) == []
 
 
 @pytest.mark.parametrize('namespaces, mount_proc, expected', [
@@ -89,7 +118,7 @@ def test_desired_spec_is_canonical():
     (dict(command=['sleep', 'infinity']), ['command']),
     (dict(namespaces=['pid', 'net', 'mount', 'uts'], hostname='web01'), ['namespaces', 'hostname']),
     (dict(mount_proc=False), ['mount_proc']),
-    (dict(root_method='pivot_root'), ['root_method']),
+    (dict(root_method='pivot_root'), ['root_method']),  # params() asks for chroot, as the talk does
     (dict(env={'GREETING': 'hello'}), ['env']),
     (dict(workdir='/tmp'), ['workdir']),
     (dict(rootfs='/srv/other'), ['rootfs']),
@@ -177,6 +206,62 @@ def test_user_namespace_refused_where_a_chroot_cannot_be_ruled_out_says_so():
 ])
 def test_describe_says_what_was_done_and_why(action, reason, check_mode, text):
     assert ns_container.describe(action, reason, check_mode) == text
+
+
+def test_describe_a_container_found_again():
+    assert ns_container.describe('track', 'PID 7 was started by an interrupted run', True) == \
+        'Would be tracked again: PID 7 was started by an interrupted run.'
+    assert ns_container.PREDICTED_STATUS['track'] == 'started'
+
+
+# ---- issue 17: an unshare too old for an option --------------------------------------------------------------------
+
+@pytest.mark.parametrize('version_text, version', [
+    ('unshare from util-linux 2.38.1\n', '2.38.1'),
+    ('unshare from util-linux 2.33.1', '2.33.1'),
+    ('unshare from util-linux-ng 2.17.2', '2.17.2'),
+    ('unshare (util-linux) 2.40-rc1', None),
+    ('', None),
+])
+def test_util_linux_version_from_unshare_version(version_text, version):
+    assert container.util_linux_version(version_text) == version
+
+
+@pytest.mark.parametrize('detail, option, cause', [
+    ("unshare: unrecognized option '--wd=/srv'\nTry 'unshare --help' for more information.", '--wd', 'workdir'),
+    ("unshare: unrecognized option '--root=/overlay/merged'", '--root', 'workdir'),
+    ("unshare: unrecognized option '--map-root-user'", '--map-root-user', 'namespaces: user'),
+    ("unshare: unrecognized option '--cgroup'", '--cgroup', 'namespaces: cgroup'),
+    ("unshare: unrecognized option '--mount-proc=/overlay/merged/proc'", '--mount-proc', 'mount_proc'),
+])
+def test_an_unknown_unshare_option_is_named_with_the_version_found(detail, option, cause):
+    text = container.unsupported_option_problem('unshare', detail, 'unshare from util-linux 2.29.2')
+    assert text.startswith(f'unshare on this host does not know the option {option}, which {cause} needs: '
+                           f'it is util-linux 2.29.2, too old for this launch.'), text
+    assert 'Install a newer util-linux' in text and detail.strip() in text
+
+
+def test_an_unknown_option_without_a_version_says_so():
+    text = container.unsupported_option_problem('unshare', "unshare: unrecognized option '--bogus'", None)
+    assert 'does not know the option --bogus: it is a util-linux whose version it did not tell' in text
+
+
+@pytest.mark.parametrize('detail', ['unshare: unshare failed: Operation not permitted', '', 'exit code 1',
+                                    'tail: option used in invalid context -- 2'])
+def test_other_failures_are_not_blamed_on_an_old_unshare(detail):
+    assert container.unsupported_option_problem('unshare', detail, 'unshare from util-linux 2.38.1') is None
+    assert container.unknown_option(detail) is None
+
+
+@pytest.mark.parametrize('overrides, flags', [
+    (dict(), ['--fork', '--pid', '--net', '--mount']),
+    (dict(root_method='chroot', workdir='/srv'), ['--fork', '--pid', '--net', '--mount', '--root=/', '--wd=/']),
+    (dict(root_method='pivot_root', workdir='/srv'), ['--fork', '--pid', '--net', '--mount']),
+    (dict(namespaces=['pid', 'mount', 'user']), ['--fork', '--pid', '--mount', '--user', '--map-root-user']),
+])
+def test_the_probe_tries_every_unshare_option_of_the_launch_but_mounts_nothing(overrides, flags):
+    spec = ns_container.desired_spec(params(**overrides))
+    assert container.probe_flags(spec) == flags
 
 
 @pytest.mark.parametrize('args, error', [
