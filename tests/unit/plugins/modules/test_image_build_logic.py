@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ansible_collections.unboxed.lab.plugins.module_utils import image_store
+from ansible_collections.unboxed.lab.plugins.modules import image_build
+
+
+def params(**overrides):
+    base = dict(dockerfile='FROM scratch\n', context=[], name='talk:latest', build_args={}, base_images={},
+                base_dir='/var/cache/unboxed/base', store='/var/lib/unboxed', state='present', lock_timeout=60,
+                src=None, context_dir=None)
+    base.update(overrides)
+    return base
+
+
+@pytest.mark.parametrize('overrides, fragment', [
+    (dict(store='relative/store'), 'store must be an absolute path'),
+    (dict(store='/'), 'store'),
+    (dict(lock_timeout=-1), 'lock_timeout'),
+    (dict(dockerfile=''), 'dockerfile is empty'),
+    (dict(name='Talk:Latest'), 'not an image name'),
+    (dict(name='talk:latest extra'), 'not an image name'),
+    (dict(build_args={'1A': 'x'}), 'not an ARG name'),
+    (dict(build_args={'A': ['x']}), 'build_args.A must be a string'),
+    (dict(context=[{'path': '../x', 'type': 'file'}]), 'context[0]'),
+    (dict(context=[{'path': 'x', 'type': 'socket'}]), 'context[0]'),
+])
+def test_request_problems(overrides, fragment):
+    assert any(fragment in problem for problem in image_build.request_problems(params(**overrides)))
+
+
+def test_good_request_has_no_problem():
+    assert image_build.request_problems(params()) == []
+
+
+def test_base_source_debian_archives(tmp_path):
+    for suite, age in (('trixie', 100), ('trixie', 10), ('bookworm', 5)):
+        path = tmp_path / f'debian-{suite}-minbase-amd64-{age}.tar.gz'
+        path.write_bytes(b'')
+        os.utime(path, (1_000_000 - age, 1_000_000 - age))
+    (tmp_path / 'debian-trixie-minbase-amd64-x.partial.tar.gz').write_bytes(b'')
+    assert image_build.base_source('debian:latest', {}, str(tmp_path)) == \
+        ('archive', str(tmp_path / 'debian-trixie-minbase-amd64-10.tar.gz'))
+    assert image_build.base_source('debian', {}, str(tmp_path))[1].endswith('trixie-minbase-amd64-10.tar.gz')
+    assert image_build.base_source('debian:bookworm', {}, str(tmp_path))[1].endswith('bookworm-minbase-amd64-5.tar.gz')
+    assert image_build.base_source('scratch', {}, str(tmp_path)) == ('scratch', None)
+    with pytest.raises(image_build.BuildFailed, match='no Debian sid base archive'):
+        image_build.base_source('debian:sid', {}, str(tmp_path))
+    with pytest.raises(image_build.BuildFailed, match='fetches nothing from a registry'):
+        image_build.base_source('alpine:3', {}, str(tmp_path))
+    with pytest.raises(image_build.BuildFailed, match='does not exist on this host'):
+        image_build.base_source('mine:1', {'mine:1': str(tmp_path / 'nothere')}, str(tmp_path))
+    assert image_build.base_source('mine', {'mine:latest': str(tmp_path)}, str(tmp_path)) == ('image', str(tmp_path))
+
+
+def test_cache_key_depends_on_parent_and_text():
+    key = image_store.cache_key('a' * 64, '/bin/sh -c echo hi')
+    assert key == image_store.cache_key('a' * 64, '/bin/sh -c echo hi')
+    assert key != image_store.cache_key('b' * 64, '/bin/sh -c echo hi')
+    assert key != image_store.cache_key('a' * 64, '|1 A=b /bin/sh -c echo hi')
+
+
+def test_store_writes_atomically_and_reads_back(tmp_path):
+    store = image_store.Store(str(tmp_path / 'store'))
+    assert not store.exists() and store.image('0' * 64) is None
+    store.ensure()
+    scratch = store.scratch()
+    upper = os.path.join(scratch, 'upper')
+    os.mkdir(upper)
+    with open(os.path.join(upper, 'file01.txt'), 'w', encoding='utf-8') as handle:
+        handle.write('Texto\n')
+    layer = store.commit_layer(scratch, upper, [])
+    image_id = store.write_image({'config': {'Cmd': ['sh']}}, [layer])
+    store.remember('k' * 64, image_id)
+    assert store.cached('k' * 64) == image_id
+    assert store.tag('talk:latest', image_id) is True and store.tag('talk:latest', image_id) is False
+    assert store.image(image_id)['layers'] == [layer]
+    summary = image_store.image_summary(store, image_id)
+    assert summary['lowerdirs'] == [store.diff_dir(layer)] and summary['short_id'] == image_id[:12]
+    image_store.remove_tree(store.diff_dir(layer))
+    assert store.image(image_id) is None and store.cached('k' * 64) is None   # a missing layer is no cache hit
+    removed = store.remove()
+    assert store.root in removed and not os.path.exists(store.root)
+
+
+def test_tree_digest_sees_content_and_mode(tmp_path):
+    (tmp_path / 'f').write_text('a')
+    first = image_store.tree_digest(str(tmp_path))
+    (tmp_path / 'f').write_text('b')
+    second = image_store.tree_digest(str(tmp_path))
+    os.chmod(tmp_path / 'f', 0o600)
+    assert len({first, second, image_store.tree_digest(str(tmp_path))}) == 3
