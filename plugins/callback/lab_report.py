@@ -105,8 +105,9 @@ options:
         key: print_table
 notes:
   - "The JSON file holds what the HTML page shows: C(stages), C(summary) (hosts, behind, failed,
-    unreachable, on_track, and per stage the number of seats done) and C(hosts), each with C(status), C(behind), C(release) (what the seat runs, e.g. C(Debian 13.1 (trixie)), when the run
-    gathered distribution facts, as C(verify.yml) does; else null), C(reason) (stage, task, status,
+    unreachable, on_track, and per stage the number of seats done) and C(hosts), each with C(status), C(behind),
+    C(release) (what the seat runs, e.g. C(Debian 13.1 (trixie)), when the run gathered distribution facts, as
+    C(verify.yml) does; else null), C(reason) (stage, task, status,
     message) and per stage C(status), the counts C(ok), C(changed), C(failed), C(unreachable),
     C(skipped), and C(failure)."
   - "In check mode the report says so, and C(changed) then means that a task would change something."
