@@ -201,7 +201,7 @@ class Store:
     def commit_layer(self, scratch: str, upper: str, lower_layers: list[str]) -> str:
         """Make the finished directory ``upper`` (inside ``scratch``) a layer on top of ``lower_layers`` (bottom first)."""
         layer_id = secrets.token_hex(32)
-        link = ''.join(secrets.choice(LINK_ALPHABET) for _ in range(26))
+        link = ''.join(map(secrets.choice, [LINK_ALPHABET] * 26))
         staging = os.path.join(scratch, 'layer')
         os.mkdir(staging, 0o710)
         os.rename(upper, os.path.join(staging, 'diff'))

@@ -193,6 +193,42 @@ image:
     - In check mode, when a step would build, C(id) is null.
   returned: when O(state=present)
   type: dict
+  contains:
+    id:
+      description: The image id, C(sha256:...) (the SHA-256 of the image config).
+      type: str
+    short_id:
+      description: The 12 characters docker build prints.
+      type: str
+    layers:
+      description: The layer directories, bottom first.
+      type: list
+      elements: str
+    lowerdirs:
+      description: The layer directories, top first - the O(unboxed.lab.overlay_mount#module:lowerdirs) of a container of the image.
+      type: list
+      elements: str
+    config:
+      description: The image's config as C(docker inspect) shows it (Cmd, Entrypoint, Env, WorkingDir, User, Labels...).
+      type: dict
+    history:
+      description: The image's history, as C(docker history) (bottom first, C(empty_layer) for metadata steps).
+      type: list
+      elements: dict
+    diff_ids:
+      description: The layers' digests, bottom first.
+      type: list
+      elements: str
+    command:
+      description: What a container of the image runs - Entrypoint followed by Cmd.
+      type: list
+      elements: str
+    env:
+      description: The config's Env as a dict.
+      type: dict
+    workdir:
+      description: The config's WorkingDir, or null.
+      type: str
 failed_step:
   description: The step that failed - C(number), C(instruction), C(rc), C(output).
   returned: when a RUN fails
@@ -215,7 +251,6 @@ import glob
 import os
 import posixpath
 import secrets
-import stat
 
 from ansible.module_utils.basic import AnsibleModule
 

@@ -58,8 +58,8 @@ def test_gather_and_copy_targets(context):
     assert [entry for entry in entries if entry['path'] == 'inside-link'][0] == \
         {'path': 'inside-link', 'type': 'link', 'target': 'one.txt', 'mode': 0o777}
     assert base64.b64decode([e for e in entries if e['path'] == 'one.txt'][0]['content']) == b'1\n'
-    targets = [(inner, entry['path']) for inner, entry in build_context.copy_targets(entries, steps[0].sources,
-                                                                                       steps[0].destination)]
+    found = build_context.copy_targets(entries, steps[0].sources, steps[0].destination)
+    targets = [(inner, entry['path']) for inner, entry in found]
     assert targets == [('/www/index.html', 'site/index.html'), ('/www/sub', 'site/sub'), ('/www/sub/a.txt', 'site/sub/a.txt')]
     targets = [inner for inner, _entry in build_context.copy_targets(entries, steps[1].sources, steps[1].destination)]
     assert targets == ['/files/one.txt', '/files/two.txt', '/files/inside-link']
