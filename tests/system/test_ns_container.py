@@ -7,18 +7,22 @@ own root file system.
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
-from conftest import REPO, snapshot_tree
+from conftest import BIN, REPO, ModuleRunner, ansible_env, snapshot_tree
 from ansible_collections.unboxed.lab.plugins.module_utils import container
 from ansible_collections.unboxed.lab.plugins.module_utils import environ
+from ansible_collections.unboxed.lab.plugins.module_utils import locking
 from ansible_collections.unboxed.lab.plugins.module_utils import paths
 from ansible_collections.unboxed.lab.plugins.module_utils import process
 
@@ -136,7 +140,7 @@ def running(result):
 def test_started_runs_the_talks_container_once(run_module, containers, rootfs):
     name = containers.new_name()
     tree = snapshot_tree(rootfs)
-    first = run_module('ns_container', containers.args(name))
+    first = run_module('ns_container', containers.args(name, root_method='chroot'))
     assert first['changed'] is True and not first.get('failed'), first.get('msg')
     assert first['state'] == 'started'
     assert first['shell_command'] == f'unshare --fork --pid --net --mount-proc={rootfs}/proc chroot {rootfs} tail -f /dev/null'
@@ -162,7 +166,7 @@ def test_started_runs_the_talks_container_once(run_module, containers, rootfs):
         assert f"[{report['host_inode']}]" in os.readlink(f'/proc/self/ns/{ns_file}')
         assert (report['inode'] != report['host_inode']) is expected
 
-    second = run_module('ns_container', containers.args(name))
+    second = run_module('ns_container', containers.args(name, root_method='chroot'))
     assert second['changed'] is False
     assert second['pid'] == pid and second['started_at'] == first['started_at']
     assert second['msg'] == f'Nothing to do: it runs with this spec (PID {pid}).'
@@ -214,11 +218,11 @@ def test_hostname_workdir_and_env(run_module, containers, rootfs):
 
 
 def test_pivot_root_detaches_the_host_root_that_chroot_keeps(run_module, containers, rootfs):
-    chrooted = run_module('ns_container', containers.args(containers.new_name()))
+    chrooted = run_module('ns_container', containers.args(containers.new_name(), root_method='chroot'))
     pivoted = run_module('ns_container', containers.args(
-        containers.new_name(), root_method='pivot_root', namespaces=['pid', 'net', 'mount', 'uts'], hostname='pivot',
+        containers.new_name(), namespaces=['pid', 'net', 'mount', 'uts'], hostname='pivot',
         workdir='/app'))
-    assert pivoted['changed'] is True, pivoted.get('msg')
+    assert pivoted['changed'] is True and pivoted['root_method'] == 'pivot_root', pivoted.get('msg')
     assert process.read_nspids(pivoted['pid'])[-1] == 1 and process.read_cmdline(pivoted['pid']) == TALK_COMMAND
     # chroot: the host's whole mount tree is still in the container's mount namespace, the rootfs one path among many.
     chroot_mounts = mount_points_in_namespace_of(chrooted['pid'])
@@ -333,7 +337,7 @@ def test_diff_shows_state_pid_and_spec(run_module, containers, rootfs):
     after = started['diff']['after']
     assert started['diff']['before'] == {'state': 'absent'}
     assert after == {'state': 'started', 'pid': started['pid'], 'rootfs': rootfs, 'command': TALK_COMMAND,
-                     'namespaces': ['pid', 'net', 'mount'], 'hostname': None, 'mount_proc': True, 'root_method': 'chroot',
+                     'namespaces': ['pid', 'net', 'mount'], 'hostname': None, 'mount_proc': True, 'root_method': 'pivot_root',
                      'env': {}, 'workdir': None}
     stopped = run_module('ns_container', containers.args(name, state='stopped'), diff=True)
     assert stopped['diff']['before'] == after
@@ -370,7 +374,7 @@ def _setup_killed(run_module, containers, name):
     (_setup_nothing, dict(), True),
     (_setup_started, dict(), False),
     (_setup_started, dict(env={'A': '1'}), True),
-    (_setup_started, dict(root_method='pivot_root'), True),
+    (_setup_started, dict(root_method='chroot'), True),
     (_setup_killed, dict(), True),
     (_setup_stopped, dict(), True),
     (_setup_started, dict(state='stopped'), True),
@@ -423,16 +427,24 @@ def _rootfs_without_proc(tmp_path, rootfs):
     (lambda tmp, root: dict(command=['tail -f /dev/null']), 'command is an argument list'),
     (lambda tmp, root: dict(hostname='web01'), 'hostname "web01" needs "uts" in namespaces'),
     (lambda tmp, root: dict(mount_proc=True, namespaces=['net', 'mount']), 'mount_proc needs "pid" in namespaces'),
-    (lambda tmp, root: dict(root_method='pivot_root', namespaces=['pid', 'net']), 'root_method pivot_root needs "mount"'),
+    (lambda tmp, root: dict(root_method='pivot_root', namespaces=['pid', 'net']), 'root_method pivot_root (the default) needs "mount"'),
     (lambda tmp, root: dict(name='../escape'), 'name "../escape" is not a safe container name'),
     (lambda tmp, root: dict(workdir='/nowhere'), 'workdir /nowhere is not a directory inside {root}'),
     (lambda tmp, root: dict(state_dir=os.path.join(root, 'tmp', 'state')), 'lies inside rootfs'),
     (lambda tmp, root: dict(rootfs=_rootfs_without_proc(tmp, root)), 'mount_proc needs a directory {root}/proc'),
     (lambda tmp, root: dict(namespaces=['pid', 'mnt']), 'namespaces'),
     (lambda tmp, root: dict(rootfs=None), 'missing: rootfs'),
+    # Family 4 of issue 10: `$` accepted a trailing newline; a state directory "NAME\n" was created.
+    (lambda tmp, root: dict(name='talk\n', state_dir=None), 'name "talk\\n" is not a safe container name'),
+    (lambda tmp, root: dict(name='talk\n', state='absent', state_dir=None), 'name "talk\\n" is not a safe container name'),
+    (lambda tmp, root: dict(hostname='web01\n', namespaces=['pid', 'net', 'mount', 'uts']),
+     'hostname "web01\\n" is not a valid host name'),
+    (lambda tmp, root: dict(env={'GREETING\n': 'hello'}), 'env has the variable name "GREETING\\n"'),
+    (lambda tmp, root: dict(lock_timeout=-1), 'lock_timeout must be 0 or more seconds'),
 ], ids=['relative-rootfs', 'rootfs-is-slash', 'missing-rootfs', 'not-a-root-fs', 'program-missing', 'command-string',
         'hostname-without-uts', 'mount-proc-without-pid', 'pivot-root-without-mount', 'unsafe-name', 'missing-workdir',
-        'state-dir-in-rootfs', 'no-proc-dir', 'unknown-namespace', 'missing-rootfs-option'])
+        'state-dir-in-rootfs', 'no-proc-dir', 'unknown-namespace', 'missing-rootfs-option', 'name-newline',
+        'name-newline-absent', 'hostname-newline', 'env-name-newline', 'negative-lock-timeout'])
 def test_bad_input_is_refused_and_changes_nothing(run_module, containers, rootfs, tmp_path, make_overrides, fragment):
     overrides = make_overrides(tmp_path, rootfs)
     args = containers.args(overrides.pop('name', containers.new_name()), **overrides)
@@ -440,9 +452,46 @@ def test_bad_input_is_refused_and_changes_nothing(run_module, containers, rootfs
     result = run_module('ns_container', args)
     assert result.get('failed') is True and result['changed'] is False
     assert fragment.format(tmp=tmp_path, root=rootfs) in result['msg'], result['msg']
-    assert not os.path.exists(args['state_dir'])
+    assert not os.path.exists(args.get('state_dir') or container.default_state_dir(args['name']))
     assert our_processes(rootfs) == processes
     assert snapshot_tree(rootfs) == tree
+
+
+def _link(tmp, name, target):
+    os.symlink(target, tmp / name)
+    return str(tmp / name)
+
+
+@pytest.mark.parametrize('make_overrides, fragment, target', [
+    (lambda tmp, root: dict(state_dir=_link(tmp, 'state-link', '/media')),
+     'state_dir "{tmp}/state-link" leads to /media through a symbolic link', '/media'),
+    (lambda tmp, root: dict(state_dir=os.path.join(_link(tmp, 'etc-link', '/etc'), 'talk')),
+     'state_dir "{tmp}/etc-link/talk" leads to /etc/talk through a symbolic link', '/etc'),
+    (lambda tmp, root: dict(rootfs=_link(tmp, 'root-link', '/')),
+     'rootfs "{tmp}/root-link" leads to / through a symbolic link', '/'),
+    (lambda tmp, root: dict(rootfs=_link(tmp, 'root-link', '../../../../../../../../..')),
+     'rootfs "{tmp}/root-link" leads to / through a symbolic link', '/'),
+    (lambda tmp, root: dict(rootfs=_link(tmp, 'usr-link', '/usr')),
+     'rootfs "{tmp}/usr-link" leads to /usr through a symbolic link', '/usr'),
+], ids=['state-dir-to-media', 'state-dir-into-etc', 'rootfs-to-slash', 'rootfs-dotdot-to-slash', 'rootfs-to-usr'])
+def test_a_symbolic_link_to_a_system_directory_is_refused(run_module, containers, rootfs, tmp_path, make_overrides,
+                                                          fragment, target):
+    """Family 1 of issue 10: a state_dir or rootfs that leads to a system directory through a symbolic link (paths.py
+    decides, for every module). Nothing is written there, no process started."""
+    overrides = make_overrides(tmp_path, rootfs)
+    args = containers.args(containers.new_name(), **overrides)
+    listing, processes, tree = sorted(os.listdir(target)), our_processes(rootfs), snapshot_tree(rootfs)
+    for state in ('started', 'absent'):
+        result = run_module('ns_container', dict(args, state=state))
+        if state == 'absent' and 'rootfs' in overrides:
+            # rootfs matters only to a start: removing the (never created) record is nothing to do.
+            assert result['changed'] is False and not result.get('failed'), result.get('msg')
+            continue
+        assert result.get('failed') is True and result['changed'] is False
+        assert fragment.format(tmp=tmp_path) in result['msg'], result['msg']
+    assert sorted(os.listdir(target)) == listing
+    assert not os.path.exists(os.path.join('/etc', args['name'])) and not os.path.exists(os.path.join('/media', args['name']))
+    assert our_processes(rootfs) == processes and snapshot_tree(rootfs) == tree
 
 
 # ---- process identity -----------------------------------------------------------------------------------------------
@@ -582,3 +631,251 @@ def test_check_mode_on_an_empty_merged_directory_predicts_a_start(run_module, co
     assert real['msg'] == (f'rootfs {merged} is an empty directory, not a root file system: is the overlay mounted? Build '
                            f'or mount the root file system first (for example with unboxed.lab.overlay_mount).')
     assert os.listdir(merged) == [] and not os.path.exists(args['state_dir'])
+
+
+# ---- issue 10, family 6: the overlay remounted behind the container's back -------------------------------------------
+
+@pytest.fixture
+def overlay(workdir, rootfs):
+    """An overlay with the busybox root as its lower layer, mounted at MERGED; ``remount()`` mounts a new one there."""
+    merged = workdir / 'merged'
+    merged.mkdir()
+    generations = itertools.count()
+
+    def mount():
+        number = next(generations)
+        upper, work = workdir / f'upper{number}', workdir / f'work{number}'
+        upper.mkdir()
+        work.mkdir()
+        subprocess.run(['mount', '-t', 'overlay', 'overlay', '-o', f'lowerdir={rootfs},upperdir={upper},workdir={work}',
+                        str(merged)], check=True, capture_output=True, timeout=60)
+        return str(upper)
+
+    first_upper = mount()
+    return {'merged': str(merged), 'upper': first_upper, 'mount': mount}
+
+
+@pytest.mark.parametrize('root_method', ['chroot', 'pivot_root'])
+def test_a_container_left_on_an_unmounted_overlay_is_restarted_on_the_live_one(run_module, containers, overlay, root_method):
+    merged = overlay['merged']
+    args = containers.args(containers.new_name(), rootfs=merged, root_method=root_method)
+    first = run_module('ns_container', args)
+    assert first['changed'] is True, first.get('msg')
+    old = containers.identity(first['state_dir'])
+    assert os.stat(f'/proc/{old.pid}/root').st_dev == os.stat(merged).st_dev
+
+    # Behind the module's back: the overlay is unmounted. The container runs on, on the detached overlay.
+    subprocess.run(['umount', merged], check=True, capture_output=True, timeout=60)
+    refused = run_module('ns_container', args)
+    assert refused['failed'] is True and refused['changed'] is False
+    assert f'rootfs {merged} is an empty directory' in refused['msg']
+    assert f'(PID {old.pid}) still runs, on the root file system that was at {merged} when it started' in refused['msg']
+    assert process.is_running(old)
+
+    # ... and mounted again: the container still writes into the old one, which no path of the host shows.
+    new_upper = overlay['mount']()
+    inside(old.pid, 'sh', '-c', 'echo lost > /written-after-remount')
+    assert os.path.exists(os.path.join(overlay['upper'], 'written-after-remount'))
+    assert not os.path.exists(os.path.join(merged, 'written-after-remount'))
+
+    predicted = run_module('ns_container', args, check=True)
+    assert predicted['changed'] is True and not predicted.get('failed'), predicted.get('msg')
+    assert predicted['msg'].startswith('Would be restarted: its root file system was remounted: '), predicted['msg']
+    assert process.is_running(old)
+
+    healed = run_module('ns_container', args)
+    assert healed['changed'] is True and healed['msg'].startswith(
+        f'Restarted: its root file system was remounted: the container (PID {old.pid}) still runs on the root that was '
+        f'at {merged} when it started'), healed['msg']
+    assert not process.is_running(old)
+    new = containers.identity(healed['state_dir'])
+    assert os.stat(f'/proc/{new.pid}/root').st_dev == os.stat(merged).st_dev
+    inside(new.pid, 'sh', '-c', 'echo kept > /written-after-restart')
+    assert os.path.exists(os.path.join(new_upper, 'written-after-restart'))
+    assert run_module('ns_container', args)['changed'] is False
+
+
+# ---- issue 10, family 7: the module killed at any instant -------------------------------------------------------------
+
+def find_descendant(ancestor: int, wanted):
+    """A running descendant of ``ancestor`` whose argument list ``wanted(cmdline)`` accepts, as a ProcessIdentity."""
+    for pid in process.all_pids():
+        cmdline = process.read_cmdline(pid)
+        if cmdline and wanted(cmdline) and ancestor in process.ancestors_of(pid):
+            return process.identity_of(pid)
+    return None
+
+
+def is_module(cmdline) -> bool:
+    """The python that runs the module (AnsiballZ runs it in-process), not the sh -c around it nor its chmod."""
+    return len(cmdline) == 2 and cmdline[0] == sys.executable and cmdline[1].endswith('/AnsiballZ_ns_container.py')
+
+
+class Interrupter:
+    """Runs ns_container through the ansible CLI and SIGKILLs the module (the AnsiballZ python) at a chosen instant."""
+
+    def __init__(self, tmp_path):
+        self.tmp_path = tmp_path
+        self.runs = itertools.count()
+
+    def run(self, args, kill_after=None, kill_at_launch=None):
+        """``kill_after``: seconds after the module process appeared; ``kill_at_launch``: 'unshare' (as soon as the
+        module started unshare) or 'pid1' (as soon as unshare has a child); neither: no kill.
+        Returns (killed, seconds from the module's appearance to its end)."""
+        run_dir = self.tmp_path / f'interrupted-{next(self.runs)}'
+        run_dir.mkdir()
+        argv = [os.path.join(BIN, 'ansible'), 'localhost', '-i', 'localhost,', '-c', 'local',
+                '-e', f'ansible_python_interpreter={sys.executable}', '-m', 'unboxed.lab.ns_container',
+                '-a', json.dumps(args)]
+        env = dict(ansible_env(str(run_dir)), ANSIBLE_REMOTE_TMP=str(run_dir / 'remote-tmp'))
+        cli = subprocess.Popen(argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        killed = False
+        try:
+            module = None
+            while module is None and cli.poll() is None:
+                module = find_descendant(cli.pid, is_module)
+                time.sleep(0.002)
+            appeared = time.monotonic()
+            if module is not None:
+                if kill_after is not None:
+                    time.sleep(kill_after)
+                while kill_at_launch and process.is_running(module):
+                    launcher = find_descendant(module.pid, lambda cmdline: args['rootfs'] in cmdline)
+                    if launcher and (kill_at_launch == 'unshare' or process.children_of(launcher.pid)):
+                        break
+                    time.sleep(0.001)
+                if kill_after is not None or kill_at_launch:
+                    killed = process.send_signal(module, signal.SIGKILL)
+                process.wait_until_not_running(module, 60, interval=0.002)
+            ran_for = time.monotonic() - appeared
+        finally:
+            cli.wait(timeout=300)
+        return killed, ran_for
+
+
+def assert_exactly_one_tracked_container(rootfs, state_dir):
+    """One launcher (unshare) and its child, the container's PID 1 running the command; it is the recorded one; the
+    state directory holds the state and the log only."""
+    identity = container.recorded_process(container.read_state(state_dir))
+    assert process.is_running(identity)
+    ours = our_processes(rootfs)
+    pid1s = [pid for pid, _start, cmdline in ours if list(cmdline) == TALK_COMMAND]
+    launchers = [pid for pid, _start, cmdline in ours if os.path.basename(cmdline[0]) == 'unshare']
+    assert pid1s == [identity.pid] and len(launchers) == 1 and len(ours) == 2, ours
+    assert process.read_proc_stat(identity.pid).ppid == launchers[0]
+    assert sorted(os.listdir(state_dir)) == ['container.log', 'state.json']
+
+
+def kill_our_containers(rootfs):
+    for pid, start_time, _cmdline in our_processes(rootfs):
+        identity = process.ProcessIdentity(pid, start_time)
+        if process.send_signal(identity, signal.SIGKILL):
+            process.wait_until_not_running(identity, 30)
+
+
+def test_a_module_killed_at_any_instant_never_leaves_two_containers(run_module, containers, rootfs, tmp_path):
+    """Killed between starting unshare and recording the PID, the module used to leave an untracked container, and the
+    rerun started a second one. Kill it at instants spread across its run, and right at the spawn; rerun each time."""
+    interrupter = Interrupter(tmp_path)
+    calibration = containers.args(containers.new_name())
+    killed, module_time = interrupter.run(calibration)  # not killed: how long a start takes
+    assert not killed and module_time > 0
+    assert_exactly_one_tracked_container(rootfs, calibration['state_dir'])
+    kill_our_containers(rootfs)
+
+    # Spread across the module's run (its start-up, the probe, the intent record, the spawn, the record, the wait for the
+    # command), and right at the spawn: after unshare started, after it forked PID 1 - before the PID is recorded.
+    instants = [dict(kill_after=module_time * fraction) for fraction in (0.05, 0.2, 0.35, 0.5, 0.65, 0.8)]
+    instants += [dict(kill_at_launch='unshare'), dict(kill_at_launch='pid1'), dict(kill_at_launch='pid1')]
+    kills = 0
+    for when in instants:
+        args = containers.args(containers.new_name())
+        killed, _ran = interrupter.run(args, **when)
+        kills += killed
+        rerun = run_module('ns_container', args)
+        assert not rerun.get('failed') and rerun['state'] == 'started', (when, rerun.get('msg'))
+        assert_exactly_one_tracked_container(rootfs, args['state_dir'])
+        if 'kill_at_launch' in when:
+            assert rerun['msg'].startswith('Tracked again: PID ') and \
+                'was started by an interrupted run that did not record it' in rerun['msg'], rerun['msg']
+            assert run_module('ns_container', args)['changed'] is False
+        kill_our_containers(rootfs)
+    assert kills >= len(instants) - 2, f'only {kills} of {len(instants)} runs were killed before they ended'
+
+
+def test_an_interrupted_start_is_found_and_stopped_or_removed(run_module, containers, rootfs, tmp_path):
+    """The container of a killed run is found by state=stopped and state=absent too, and predicted in check mode."""
+    interrupter = Interrupter(tmp_path)
+    for state, status in (('stopped', 'stopped'), ('absent', 'absent')):
+        args = containers.args(containers.new_name())
+        assert interrupter.run(args, kill_at_launch='pid1')[0]
+        state_record = container.read_state(args['state_dir'])
+        assert state_record['process'] is None and state_record['launching']['argv'][-3:] == TALK_COMMAND
+        orphans = [pid for pid, _start, cmdline in our_processes(rootfs) if list(cmdline) != TALK_COMMAND]
+        assert orphans, 'the killed run left no launcher: the kill came too late to test anything'
+        predicted = run_module('ns_container', dict(args, state=state), check=True)
+        assert predicted['changed'] is True and 'was started by an interrupted run' in predicted['msg'], predicted['msg']
+        done = run_module('ns_container', dict(args, state=state))
+        assert done['changed'] is True and done['state'] == status, done.get('msg')
+        assert our_processes(rootfs) == []
+
+
+# ---- issue 10, family 8: two runs at once ---------------------------------------------------------------------------
+
+def modules_of(run_dir_prefix) -> list[int]:
+    """The ns_container module processes (AnsiballZ) of this test's ansible runs, known by the result file in their
+    environment (other runs on this machine are not ours)."""
+    found = []
+    for pid in process.all_pids():
+        if not is_module(process.read_cmdline(pid) or []):
+            continue
+        try:
+            with open(f'/proc/{pid}/environ', 'rb') as handle:
+                environment = handle.read().decode('utf-8', 'replace')
+        except OSError:
+            continue
+        if f'UNBOXED_RECORD_RESULTS={run_dir_prefix}' in environment:
+            found.append(pid)
+    return found
+
+
+def test_two_runs_at_once_start_exactly_one_container(containers, rootfs, tmp_path):
+    """Two ansible runs for the same container, released at the same instant: one starts it, the other finds it."""
+    for attempt in range(2):
+        name = containers.new_name()
+        args = containers.args(name)
+        runners = []
+        for index in range(2):
+            (tmp_path / f'concurrent-{attempt}-{index}').mkdir()
+            runners.append(ModuleRunner(str(tmp_path / f'concurrent-{attempt}-{index}')))
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            # The test holds the container's lock until both modules run and wait for it, then lets them race.
+            with locking.exclusive('container', name, note='pytest: lets two runs race'):
+                futures = [pool.submit(runner, 'ns_container', args) for runner in runners]
+                deadline = time.monotonic() + 120
+                while len(modules_of(tmp_path / f'concurrent-{attempt}-')) < 2:
+                    assert time.monotonic() < deadline, 'the two modules never ran at the same time'
+                    time.sleep(0.01)
+                time.sleep(0.3)
+            results = [future.result() for future in futures]
+        assert [result.get('failed', False) for result in results] == [False, False], [r.get('msg') for r in results]
+        assert sorted(result['changed'] for result in results) == [False, True]
+        assert results[0]['pid'] == results[1]['pid']
+        assert_exactly_one_tracked_container(rootfs, args['state_dir'])
+        kill_our_containers(rootfs)
+
+
+def test_a_run_that_waits_too_long_for_the_lock_says_who_holds_it(run_module, containers, rootfs):
+    name = containers.new_name()
+    args = containers.args(name, lock_timeout=1)
+    with locking.exclusive('container', name, note='pytest holds it'):
+        predicted = run_module('ns_container', args, check=True)  # check mode reads only, takes no lock
+        waited = run_module('ns_container', args)
+    assert predicted['changed'] is True and not predicted.get('failed')
+    assert waited['failed'] is True and waited['changed'] is False
+    assert waited['msg'].startswith(f'Another run is working on container {name} (PID {os.getpid()} {name} pytest holds it) '
+                                    f'and did not finish within 1 s.'), waited['msg']
+    assert 'lock_timeout' in waited['msg'] and locking.lock_file_path('container', name) in waited['msg']
+    assert not os.path.exists(args['state_dir']) and our_processes(rootfs) == []
+    assert run_module('ns_container', args)['changed'] is True
