@@ -777,6 +777,11 @@ class OverlayMount:
                            f'unmount {self.desired["path"]} by hand.')
         if not self.mounted_here:
             for directory in reversed(self.created_dirs):
+                if directory == self.desired['workdir']:
+                    # the kernel's own (empty) scratch directories, made by the mount in a workdir this run created
+                    for scratch in ('work', 'index'):
+                        with contextlib.suppress(OSError):
+                            os.rmdir(os.path.join(directory, scratch))
                 try:
                     os.rmdir(directory)
                 except OSError:
