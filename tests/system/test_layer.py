@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
+import sys
+import time
 
 import pytest
 
-from conftest import snapshot_tree
+from conftest import BIN, REPO, ansible_env, snapshot_tree
 
 pytestmark = pytest.mark.root
 
@@ -319,3 +323,230 @@ def test_absent_bad_input_names_the_problem_and_removes_nothing(run_module, work
     result = run_module('layer', absent_args(make_path(workdir), **args))
     assert result['failed'] is True and fragment in result['msg'], result['msg']
     assert snapshot_tree(workdir) == tree and os.path.isdir('/etc') and os.path.isdir('/var/lib')
+
+
+# --- Family 1: symbolic links that lead into system directories ------------------------------------------------
+
+
+@pytest.mark.parametrize('target, below', [('/etc', ''), ('/', 'etc'), ('/media', ''), ('/proc', 'driver'),
+                                           ('/usr/lib', ''), ('/srv', '')])
+def test_a_layer_path_that_leads_into_a_system_directory_writes_nothing_there(run_module, workdir, target, below):
+    (workdir / 'link').symlink_to(target)
+    path = workdir / 'link' / below if below else workdir / 'link'
+    resolved = os.path.join(target, below) if below else target
+    watched = os.path.realpath(resolved) if os.path.isdir(resolved) else os.path.dirname(resolved)
+    listing, tree = sorted(os.listdir(watched)), snapshot_tree(workdir)
+    for check in ((True, False) if target in ('/etc', '/') else (False,)):
+        result = run_module('layer', layer_args(path), check=check)
+        assert result['failed'] is True and result['changed'] is False
+        assert f'path "{path}" leads to {os.path.normpath(resolved)} through a symbolic link' in result['msg'], result['msg']
+    assert sorted(os.listdir(watched)) == listing and snapshot_tree(workdir) == tree
+    assert not os.path.lexists(os.path.join(resolved, 'file01.txt'))
+
+
+# --- Families 3 and 5: everything validated before the first change, and files named by item ---------------------
+
+
+@pytest.mark.parametrize('files, fragment', [
+    ([{'path': '/file01.txt', 'content': 'x', 'owner': '4294967296'}], 'files[0].owner 4294967296 is too large'),
+    ([{'path': '/a', 'content': 'x'}, {'path': '/b', 'content': 'x', 'group': '99999999999'}], 'files[1].group 99999999999'),
+    ('just a string', 'files must be a list of files, each a dictionary with path and content'),
+    ('path=/a content=x', "files must be a list of files"),
+    (['/file01.txt'], "files[0] must be a dictionary with path and content"),
+    ([{'content': 'x'}], 'files[0].path is missing'),
+    ([{'path': '/a', 'content': 'x', 'bogus': 1}], 'files[0] has unknown key bogus'),
+    ([{'path': ['a'], 'content': 'x'}], 'files[0].path must be a path inside the layer, as a string; got a list'),
+    ([{'path': '/' + 'n' * 256, 'content': 'x'}], 'files[0].path has a name longer than 255 bytes'),
+])
+def test_a_bad_file_fails_naming_it_and_nothing_is_created(run_module, workdir, files, fragment):
+    layer = workdir / 'parent' / 'layer'
+    result = run_module('layer', layer_args(layer, files))
+    assert result['failed'] is True and result['changed'] is False
+    assert fragment in result['msg'], result['msg']
+    assert os.listdir(workdir) == []
+
+
+def test_a_failure_part_way_undoes_the_run(run_module, workdir):
+    layer = workdir / 'layer'
+    old = [{'path': f'/f{index}', 'content': f'old {index}\n'} for index in range(4)]
+    run_module('layer', layer_args(layer, old))
+    (layer / 'notes.txt').write_text('mine\n')
+    tree = snapshot_tree(workdir)
+    subprocess.run(['chattr', '+i', str(layer / 'f3')], check=True)      # renaming over it fails with EPERM
+    try:
+        new = [{'path': f'/f{index}', 'content': f'new {index}\n', 'mode': '0600'} for index in range(4)] + \
+              [{'path': '/new/dir/g', 'content': 'g\n'}]
+        result = run_module('layer', layer_args(layer, new))
+    finally:
+        subprocess.run(['chattr', '-i', str(layer / 'f3')], check=True)
+    assert result['failed'] is True and result['changed'] is False, result
+    assert f'Could not put the files in place: Operation not permitted ({layer}/f3)' in result['msg']
+    assert 'Everything this run had done was undone.' in result['msg']
+    assert snapshot_tree(workdir) == tree          # f0..f2 back, new/dir gone, no staging directory
+
+
+def test_a_layer_that_is_a_mount_point_writes_its_temporary_files_beside_them_and_removes_them(run_module, workdir):
+    layer = workdir / 'layer'
+    layer.mkdir()
+    subprocess.run(['mount', '-t', 'tmpfs', 'unboxed-test', str(layer)], check=True)
+    result = run_module('layer', layer_args(layer, TALK_FILES + [{'path': '/etc/motd', 'content': 'hi\n'}]))
+    assert result['changed'] is True and (layer / 'etc' / 'motd').read_text() == 'hi\n'
+    assert sorted(os.listdir(layer)) == ['etc', 'file01.txt'] and os.listdir(workdir) == ['layer']
+
+
+# --- Family 7: a run killed at any instant leaves no debris in the layer and the rerun heals -----------------------
+
+KILL_FILES = 400
+
+
+def kill_files(version):
+    """Enough files that writing them takes a while: each a distinct content, in a few directories."""
+    return [{'path': f'/d{index % 6}/f{index:03d}', 'content': f'{version} {index} ' * 100 + '\n', 'mode': '0640'}
+            for index in range(KILL_FILES)]
+
+
+def files_variables(tmp_dir, files):
+    """An extra-vars file holding ``layer_files``: too large for one command line argument."""
+    variables = os.path.join(tmp_dir, f'files-{time.monotonic_ns()}.json')
+    with open(variables, 'w', encoding='utf-8') as handle:
+        json.dump({'layer_files': files}, handle)
+    return variables
+
+
+def async_layer_run(tmp_dir, layer, files, record_to=None):
+    """``ansible -m unboxed.lab.layer`` in the background; the files come through an extra-vars file (too large
+    for one command line argument)."""
+    argv = [os.path.join(BIN, 'ansible'), 'localhost', '-i', 'localhost,', '-c', 'local',
+            '-e', f'ansible_python_interpreter={sys.executable}', '-e', f'@{files_variables(tmp_dir, files)}',
+            '-m', 'unboxed.lab.layer', '-a', json.dumps({'path': str(layer), 'files': '{{ layer_files }}'})]
+    return subprocess.Popen(argv, cwd=REPO, env=ansible_env(tmp_dir, record_to=record_to), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def module_pids(ancestor):
+    """PIDs of the AnsiballZ python running the module, below ``ancestor`` (ours only: never another test's)."""
+    parents, commands = {}, {}
+    for name in os.listdir('/proc'):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f'/proc/{name}/stat', encoding='utf-8') as handle:
+                parents[int(name)] = int(handle.read().rsplit(')', 1)[1].split()[1])
+            with open(f'/proc/{name}/cmdline', 'rb') as handle:
+                commands[int(name)] = handle.read().split(b'\0')
+        except (OSError, IndexError, ValueError):
+            continue
+
+    def descends(pid):
+        while pid > 1:
+            pid = parents.get(pid, 0)
+            if pid == ancestor:
+                return True
+        return False
+
+    return [pid for pid, argv in commands.items()
+            if len(argv) > 1 and argv[1].endswith(b'AnsiballZ_layer.py') and descends(pid)]
+
+
+def run_and_kill(tmp_dir, layer, files, delay):
+    """Start a run, wait for the module process, SIGKILL it ``delay`` seconds later (None: let it finish).
+    Returns how long the module process lived."""
+    proc = async_layer_run(tmp_dir, layer, files)
+    deadline = time.monotonic() + 60
+    pids = []
+    while not pids and proc.poll() is None and time.monotonic() < deadline:
+        pids = module_pids(proc.pid)
+        time.sleep(0.002)
+    started = time.monotonic()
+    if delay is not None:
+        time.sleep(delay)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    else:
+        while any(os.path.exists(f'/proc/{pid}') for pid in pids):
+            time.sleep(0.002)
+    lived = time.monotonic() - started
+    proc.communicate(timeout=120)
+    return lived
+
+
+@pytest.fixture(scope='module')
+def module_run_time(tmp_path_factory):
+    """How long the module process takes for KILL_FILES files on this machine, measured once."""
+    if os.geteuid() != 0:
+        pytest.skip('needs root')
+    scratch = tmp_path_factory.mktemp('calibrate')
+    return run_and_kill(str(scratch), scratch / 'layer', kill_files('new'), None)
+
+
+def layer_state(layer):
+    """Every entry of the layer: {relative path: content or 'dir'}."""
+    state = {}
+    for dirpath, dirnames, filenames in os.walk(layer):
+        for name in dirnames:
+            state[os.path.relpath(os.path.join(dirpath, name), layer)] = 'dir'
+        for name in filenames:
+            with open(os.path.join(dirpath, name), encoding='utf-8') as handle:
+                state[os.path.relpath(os.path.join(dirpath, name), layer)] = handle.read()
+    return state
+
+
+@pytest.mark.parametrize('fraction', [0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.7, 0.9])
+def test_a_run_killed_at_any_instant_leaves_no_debris_and_the_rerun_heals(run_module, workdir, module_run_time, fraction):
+    layer = workdir / 'layer'
+    old, new = kill_files('old'), kill_files('new')
+    for item in old[::2]:                                   # half the files exist with an older content
+        os.makedirs(os.path.dirname(f'{layer}{item["path"]}'), exist_ok=True)
+        with open(f'{layer}{item["path"]}', 'w', encoding='utf-8') as handle:
+            handle.write(item['content'])
+    (layer / 'notes.txt').write_text('the student\'s own\n')
+    allowed = {item['path'].lstrip('/'): {old_item['content'] for old_item in old[::2] if old_item['path'] == item['path']}
+               | {item['content']} for item in new}
+    allowed.update({'notes.txt': {'the student\'s own\n'}}, **{f'd{index}': {'dir'} for index in range(6)})
+
+    run_and_kill(str(workdir.parent), layer, new, fraction * module_run_time)
+    killed = layer_state(layer)
+    debris = {name for name in killed if name not in allowed}
+    assert debris == set(), f'killed at {fraction:.0%} of {module_run_time:.2f} s: temporary files in the layer {debris}'
+    assert all(content in allowed[name] for name, content in killed.items())      # whole old or whole new, never half
+
+    rerun = run_module('layer', {'path': str(layer), 'files': '{{ layer_files }}'},
+                       extra=('-e', f'@{files_variables(str(workdir.parent), new)}'))
+    assert rerun['failed'] is False, rerun
+    assert rerun['unlisted'] == ['notes.txt']
+    healed = layer_state(layer)
+    assert healed == {**{item['path'].lstrip('/'): item['content'] for item in new}, 'notes.txt': 'the student\'s own\n',
+                      **{f'd{index}': 'dir' for index in range(6)}}
+    assert all(os.stat(f'{layer}{item["path"]}').st_mode & 0o7777 == 0o640 for item in new)
+    assert sorted(os.listdir(workdir)) == ['layer']          # the staging directory went with the rerun
+
+
+# --- Family 8: two runs at once on the same layer ------------------------------------------------------------------
+
+
+def recorded(record):
+    with open(record, encoding='utf-8') as handle:
+        return [json.loads(line) for line in handle]
+
+
+def test_two_runs_at_once_on_the_same_layer_take_turns(workdir):
+    layer = workdir / 'layer'
+    for round_, contents in enumerate([('same', 'same'), ('first', 'second')]):
+        records = [str(workdir.parent / f'record-{round_}-{index}.jsonl') for index in range(2)]
+        procs = [async_layer_run(str(workdir.parent), layer, kill_files(content), record_to=record)
+                 for content, record in zip(contents, records)]
+        outputs = [proc.communicate(timeout=240)[0] for proc in procs]
+        results = [recorded(record)[0] for record in records]
+        assert [entry['status'] for entry in results] == ['ok', 'ok'], outputs
+        changed = sorted(entry['result']['changed'] for entry in results)
+        # The same files: one run writes them, the other finds them written. Different files: both write, in turn.
+        assert changed == ([False, True] if round_ == 0 else [True, True]), outputs
+        state = layer_state(layer)
+        assert sorted(os.listdir(workdir)) == ['layer']
+        winners = {content for content in contents if state == {
+            **{item['path'].lstrip('/'): item['content'] for item in kill_files(content)},
+            **{f'd{index}': 'dir' for index in range(6)}}}
+        assert winners, 'the layer holds a mix of both runs'

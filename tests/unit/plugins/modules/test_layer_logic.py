@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
@@ -233,3 +235,131 @@ def test_differences_are_the_change_test_and_the_reason(tmp_path):
 def test_argument_spec_declares_that_a_layer_to_write_needs_files(args, error):
     result = ArgumentSpecValidator(layer.argument_spec(), **layer.constraints()).validate(args)
     assert result.error_messages == ([error] if error else [])
+
+
+@pytest.mark.parametrize('files, expected', [
+    ('abc', 'files must be a list of files, each a dictionary with path and content'),
+    ('path=/a content=x', "got the string 'path=/a content=x'"),
+    ({'path': '/a', 'content': 'x'}, 'files must be a list of files'),
+    (5, 'got the number 5'),
+    (['/a', '/b'], "files[0] must be a dictionary with path and content, such as {path: /file01.txt"),
+    ([None], 'files[0] must be a dictionary with path and content'),
+    ([[{'path': '/a', 'content': 'x'}]], 'files[0] must be a dictionary with path and content'),
+    ([file_item('/a', 'x'), {'content': 'x'}], 'files[1].path is missing'),
+    ([{'path': '/a'}], 'files[0].content is missing'),
+    ([dict(file_item('/a', 'x'), bogus=1, other=2)], 'files[0] has unknown keys bogus, other; a file takes path, content, mode, owner, group.'),
+    ([file_item(['x'], 'x')], 'files[0].path must be a path inside the layer, as a string; got a list'),
+    ([file_item('/a', {'a': 1})], 'files[0].content must be text; got a dictionary'),
+    ([file_item('/a', True)], 'files[0].content must be text; got the boolean True'),
+    ([file_item('/a', 'x', owner=['root'])], 'files[0].owner must be a user name or number; got a list'),
+    ([file_item('/a', 'x', group={'g': 1})], 'files[0].group must be a group name or number; got a dictionary'),
+    ([file_item('/a', 'x', mode=True)], "files[0].mode must be an octal mode such as '0644'"),
+])
+def test_every_wrong_shape_of_files_names_the_item_and_what_was_expected(files, expected):
+    problems, _wanted, _mode = layer.request_problems(params(files))
+    assert any(expected in problem for problem in problems), problems
+
+
+def test_numbers_where_yaml_reads_them_are_taken_as_text():
+    problems, wanted, _mode = layer.request_problems(params([file_item('/a', 42, owner=4242, group=0)]))
+    assert problems == [] and (wanted[0]['content'], wanted[0]['uid'], wanted[0]['gid']) == (b'42', 4242, 0)
+
+
+@pytest.mark.parametrize('owner, group, expected', [
+    ('4294967294', None, []),
+    ('4294967295', None, ['files[0].owner 4294967295 is too large for a user or group ID (at most 4294967294).']),
+    ('99999999999999999999', None, ['files[0].owner 99999999999999999999 is too large for a user or group ID (at most 4294967294).']),
+    (None, '4294967296', ['files[0].group 4294967296 is too large for a user or group ID (at most 4294967294).']),
+    ('-1', None, ['files[0].owner "-1" does not exist on this host.']),
+    ('١٢', None, ['files[0].owner "١٢" does not exist on this host.']),      # digits, but not ASCII ones
+])
+def test_an_owner_number_must_fit_a_user_id(owner, group, expected):
+    assert layer.request_problems(params([file_item('/a', 'x', owner=owner, group=group)]))[0] == expected
+
+
+def test_names_and_paths_longer_than_linux_allows_are_refused_before_anything():
+    problems, _wanted, _mode = layer.request_problems(params([file_item('/' + 'n' * 256, 'x')]))
+    assert problems and 'longer than 255 bytes' in problems[0]
+    deep = '/'.join(['d' * 200] * 21)
+    problems, _wanted, _mode = layer.request_problems(params([file_item(deep, 'x')]))
+    assert problems and 'more than Linux allows (4095)' in problems[0]
+
+
+@pytest.mark.parametrize('text', ['0644\n', '644\n', '0755 '])
+def test_a_mode_with_a_trailing_newline_is_refused(text):
+    assert layer.parse_mode('mode', text)[0] is None
+
+
+def test_the_staging_directory_is_a_hidden_sibling_of_the_layer():
+    assert layer.staging_directory('/overlay/lower2-file') == '/overlay/.lower2-file.unboxed-staging'
+    long_name = layer.staging_directory('/srv/' + 'x' * 250)
+    assert long_name.startswith('/srv/.') and long_name.endswith('.unboxed-staging') and len(os.path.basename(long_name)) <= 255
+
+
+def staged_layer(tmp_path):
+    layer_dir = tmp_path / 'layer'
+    layer_dir.mkdir()
+    (layer_dir / 'a').write_text('old a\n')
+    (layer_dir / 'm').write_text('mode\n')
+    (layer_dir / 'm').chmod(0o644)
+    return layer_dir
+
+
+def test_a_transaction_puts_everything_in_place_and_leaves_nothing_behind(tmp_path):
+    layer_dir = staged_layer(tmp_path)
+    wanted = [wanted_item(inner='/a', content=b'new a\n'), wanted_item(inner='/d/b', content=b'b\n'),
+              wanted_item(inner='/m', content=b'mode\n', mode=0o600)]
+    found = layer.differences(str(layer_dir), wanted)
+    transaction = layer.Transaction(str(layer_dir))
+    for directory in found.directories:
+        transaction.make_directory(directory, 0o755)
+    for host_path, item, changes in found.writes:
+        if 'content' in changes or 'create' in changes:
+            transaction.stage(host_path, item)
+    assert sorted(os.listdir(layer_dir)) == ['a', 'd', 'm']          # staged contents are not in the layer
+    assert len(os.listdir(layer.staging_directory(str(layer_dir)))) == 2
+    transaction.commit(found.writes)
+    transaction.finish()
+    assert (layer_dir / 'a').read_text() == 'new a\n' and (layer_dir / 'd' / 'b').read_text() == 'b\n'
+    assert os.stat(layer_dir / 'm').st_mode & 0o7777 == 0o600
+    assert not os.path.lexists(layer.staging_directory(str(layer_dir)))
+    assert layer.differences(str(layer_dir), wanted).actions == []
+
+
+def test_a_failure_while_putting_files_in_place_undoes_the_whole_run(tmp_path):
+    layer_dir = staged_layer(tmp_path)
+    before = {name: (layer_dir / name).read_text() for name in ('a', 'm')}
+    wanted = [wanted_item(inner='/m', content=b'mode\n', mode=0o600), wanted_item(inner='/a', content=b'new a\n'),
+              wanted_item(inner='/d/b', content=b'b\n'), wanted_item(inner='/z', content=b'z\n')]
+    found = layer.differences(str(layer_dir), wanted)
+    transaction = layer.Transaction(str(layer_dir))
+    for directory in found.directories:
+        transaction.make_directory(directory, 0o755)
+    for host_path, item, changes in found.writes:
+        if 'content' in changes or 'create' in changes:
+            transaction.stage(host_path, item)
+    (layer_dir / 'z').mkdir()              # appears meanwhile: the last rename fails (a file cannot replace a directory)
+    with pytest.raises(OSError):
+        transaction.commit(found.writes)
+    assert transaction.rollback() == []
+    (layer_dir / 'z').rmdir()
+    assert sorted(os.listdir(layer_dir)) == ['a', 'm']
+    assert {name: (layer_dir / name).read_text() for name in ('a', 'm')} == before
+    assert os.stat(layer_dir / 'm').st_mode & 0o7777 == 0o644
+    assert not os.path.lexists(layer.staging_directory(str(layer_dir)))
+
+
+def test_leftovers_of_an_interrupted_run_are_found_and_reported(tmp_path):
+    layer_dir = staged_layer(tmp_path)
+    staging = layer.staging_directory(str(layer_dir))
+    os.mkdir(staging)
+    for name in ('new.1', 'new.2'):
+        with open(os.path.join(staging, name), 'w', encoding='utf-8') as handle:
+            handle.write('half')
+    (layer_dir / '.unboxed-tmp.new.3').write_text('half')
+    (layer_dir / '.user-file').write_text('mine')
+    found = layer.differences(str(layer_dir), [wanted_item(inner='/a', content=b'old a\n')])
+    assert found.leftovers == [f'{staging}/new.1', f'{staging}/new.2', f'{layer_dir}/.unboxed-tmp.new.3']
+    assert found.actions == [f'remove 3 temporary files of an interrupted run (in {staging}, {layer_dir})']
+    layer.Transaction(str(layer_dir)).remove_leftovers(found.leftovers)
+    assert not os.path.lexists(staging) and sorted(os.listdir(layer_dir)) == ['.user-file', 'a', 'm']
