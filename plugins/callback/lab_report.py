@@ -54,7 +54,7 @@ options:
       - The stages of the lab, in the order of the columns.
     type: list
     elements: str
-    default: [layers, overlay, chroot, namespaces, verify]
+    default: [layers, build, overlay, chroot, namespaces, verify]
     env:
       - name: UNBOXED_LAB_REPORT_STAGES
     ini:
@@ -65,8 +65,8 @@ options:
       - Extra names that mean a stage, as C(name=stage) items, where C(name) is a tag or a role name of your own
         content (V(base_image=layers), V(my.lab.rootfs=layers), V(mount=overlay)).
       - A name equal to a stage needs no entry. Each slide of this collection has one name everywhere - its role,
-        its tag in C(site.yml), C(verify.yml) and C(reset.yml), and its column here (C(layers), C(overlay),
-        C(chroot), C(namespaces)) - so the collection's own content needs none; the role C(unboxed.lab.base_rootfs)
+        its tag in C(site.yml), C(verify.yml) and C(reset.yml), and its column here (C(layers), C(build),
+        C(overlay), C(chroot), C(namespaces)) - so the collection's own content needs none; the role C(unboxed.lab.base_rootfs)
         tags its tasks C(layers), the slide it belongs to.
     type: list
     elements: str
@@ -128,7 +128,7 @@ from ansible.errors import AnsibleError
 from ansible.plugins.callback import CallbackBase
 
 REPORT_FORMAT = 'unboxed.lab.lab_report/1'
-DEFAULT_STAGES = ('layers', 'overlay', 'chroot', 'namespaces', 'verify')
+DEFAULT_STAGES = ('layers', 'build', 'overlay', 'chroot', 'namespaces', 'verify')
 NOT_RUN = 'not_run'
 # Worst last: a cell shows the worst outcome of its tasks.
 SEVERITY = (NOT_RUN, 'skipped', 'ok', 'changed', 'failed', 'unreachable')

@@ -93,7 +93,7 @@ def test_stage_map_names_tags_and_roles_for_stages():
 @pytest.mark.parametrize('item, words', [
     ('mount', 'not of the form name=stage'),
     ('=overlay', 'not of the form name=stage'),
-    ('mount=network', 'names stage "network", which is not one of the stages: layers, overlay'),
+    ('mount=network', 'names stage "network", which is not one of the stages: layers, build, overlay'),
 ])
 def test_stage_map_rejects_malformed_items(item, words):
     with pytest.raises(AnsibleError, match=words):
@@ -159,7 +159,7 @@ def test_seats_behind_come_first_and_the_summary_counts_them():
     assert [host['host'] for host in document['hosts']] == ['carol-diaz', 'bob-okafor', 'alice-martin']
     assert [host['status'] for host in document['hosts']] == ['unreachable', 'failed', 'changed']
     assert document['summary'] == {'hosts': 3, 'behind': 2, 'failed': 1, 'unreachable': 1, 'on_track': 1,
-                                   'stage_done': {'layers': 2, 'overlay': 1, 'chroot': 1, 'namespaces': 1, 'verify': 1, 'other': 0}}
+                                   'stage_done': {'layers': 2, 'build': 1, 'overlay': 1, 'chroot': 1, 'namespaces': 1, 'verify': 1, 'other': 0}}
 
 
 def test_seats_come_in_natural_order_as_ansible_inventory_lists_them():
@@ -209,16 +209,16 @@ def test_text_table_lines_up_and_carries_the_reason():
     lines = render_text(classroom_report().document())
     assert lines[0] == ('LAB REPORT site.yml - 3 seats: 1 on track, 2 behind (1 failed, 1 unreachable)', 'title')
     header, carol, bob, alice = (text for text, _status in lines[1:])
-    assert header.split() == ['HOST', 'STUDENT', 'LAYERS', 'OVERLAY', 'CHROOT', 'NAMESPACES', 'VERIFY', 'OTHER', 'WHY']
+    assert header.split() == ['HOST', 'STUDENT', 'LAYERS', 'BUILD', 'OVERLAY', 'CHROOT', 'NAMESPACES', 'VERIFY', 'OTHER', 'WHY']
     assert [status for _text, status in lines[2:]] == ['unreachable', 'failed', 'changed']
     # Every column starts where its header starts.
     for column in ('OVERLAY', 'VERIFY', 'WHY'):
         start = header.index(column)
         assert bob[start - 2:start] == '  ' and bob[start] != ' '
-    assert bob.split()[:9] == ['bob-okafor', 'Bob', '<Okafor>', 'ok', 'FAILED', '-', '-', '-', '-']
+    assert bob.split()[:10] == ['bob-okafor', 'Bob', '<Okafor>', 'ok', '-', 'FAILED', '-', '-', '-', '-']
     assert bob.endswith('overlay: Mount the overlay: mount: /overlay/merged: special device overlay does not exist. (exit code 32)')
     assert 'UNREACHABLE' in carol and carol.endswith('port 1: Connection refused')
-    assert alice.split()[3:8] == ['changed'] * 5
+    assert alice.split()[3:9] == ['changed'] * 6
 
 
 def test_text_table_says_when_it_was_a_check_run():
@@ -360,7 +360,7 @@ def test_callback_files_each_event_under_its_host_and_stage(callback):
     host = callback.report.document()['hosts'][0]
     assert (host['host'], host['student'], host['room']) == ('alice-martin', 'Alice Martin', 'B204')
     assert {stage: cell['status'] for stage, cell in host['stages'].items()} == \
-        {'layers': 'changed', 'overlay': 'skipped', 'chroot': 'ok', 'namespaces': 'ok', 'verify': 'failed'}
+        {'layers': 'changed', 'build': 'not_run', 'overlay': 'skipped', 'chroot': 'ok', 'namespaces': 'ok', 'verify': 'failed'}
     assert host['reason'] == {'stage': 'verify', 'task': 'Check', 'status': 'failed', 'message': '/overlay/merged is not mounted'}
 
 
@@ -392,4 +392,4 @@ def test_ansible_doc_renders_the_documentation(tmp_path):
     doc = json.loads(proc.stdout)['unboxed.lab.lab_report']['doc']
     assert doc['type'] == 'aggregate'
     assert sorted(doc['options']) == ['other_stage', 'output_dir', 'print_table', 'stage_map', 'stages', 'title']
-    assert doc['options']['stages']['default'] == ['layers', 'overlay', 'chroot', 'namespaces', 'verify']
+    assert doc['options']['stages']['default'] == ['layers', 'build', 'overlay', 'chroot', 'namespaces', 'verify']
