@@ -63,6 +63,8 @@ options:
       - A layer path may not contain C(:), C(,) (the option syntax), C(\) (overlayfs reads it as an escape and would
         mount another directory) or C(") (mount(8) reads it as a quote), and may not lead into a system directory.
       - All layer paths and options together must fit in one memory page (4095 bytes on x86), the most mount(2) takes.
+        Where mount(8) uses the new mount API (util-linux 2.39 and later, C(fd-based-mount) in C(mount -V)), the whole
+        C(lowerdir=) list, like every other option value, must fit in 255 bytes.
     type: list
     elements: path
   upperdir:
@@ -335,6 +337,30 @@ def mount_data_limit():
     """The longest option string mount(2) passes on whole: one page, less its terminating NUL. The kernel
     cuts a longer one without an error, which mounts other layers than asked, or none upper."""
     return os.sysconf('SC_PAGE_SIZE') - 1
+
+
+# mount(8) of util-linux 2.39 and later ("fd-based-mount" in mount -V) hands each option to the kernel with
+# fsconfig(2), which takes at most 255 bytes per value and fails a longer one with only "bad option".
+FSCONFIG_VALUE_LIMIT = 255
+
+
+def long_option_values(desired):
+    """(option, bytes) for each option value of the mount longer than fsconfig(2) takes."""
+    values = [('lowerdir', ':'.join(desired['lowerdirs'])), ('upperdir', desired['upperdir']), ('workdir', desired['workdir'])]
+    values += [tuple(option.split('=', 1)) for option in desired['options'] if '=' in option]
+    return [(key, len(value.encode('utf-8', 'surrogateescape'))) for key, value in values
+            if value and len(value.encode('utf-8', 'surrogateescape')) > FSCONFIG_VALUE_LIMIT]
+
+
+def fsconfig_problems(desired, mount_version):
+    """Option values the mount(8) in use cannot pass (``mount_version``: the output of mount -V)."""
+    if 'fd-based-mount' not in mount_version:
+        return []
+    version = mount_version.strip().splitlines()[0] if mount_version.strip() else 'mount'
+    return [f'{"lowerdirs make" if key == "lowerdir" else "the option makes"} a {key}= value of {length} bytes, but this '
+            f'host\'s mount(8) ({version}) passes each option through the new mount API (fsconfig), which takes at most '
+            f'{FSCONFIG_VALUE_LIMIT} bytes per value and otherwise fails with only "wrong fs type, bad option". Use shorter '
+            f'directory names (e.g. /overlay/l1, /overlay/l2) or fewer layers.' for key, length in long_option_values(desired)]
 
 
 def layer_path_problem(option, path):
@@ -813,6 +839,9 @@ class OverlayMount:
         problems = fstab_problems(self.params['fstab'], self.desired, self.params['persist'])
         if self.params['state'] == 'mounted':
             problems += filesystem_problems(self.desired, self.params['create_dirs'], mountinfo.read_mountinfo())
+            if long_option_values(self.desired):
+                _rc, version, _err = cmd.run(self.module, [self.module.get_bin_path('mount', required=True), '-V'])
+                problems += fsconfig_problems(self.desired, version)
         if problems:
             self.module.fail_json(msg=' '.join(problems), problems=problems)
 

@@ -319,3 +319,17 @@ def test_fstab_problems_are_found_before_any_change(tmp_path):
     (tmp_path / 'fstab').write_text(FSTAB)
     assert overlay_mount.fstab_problems(str(tmp_path / 'fstab'), wanted, True) == []
     assert overlay_mount.fstab_problems(str(tmp_path / 'new-fstab'), wanted, True) == []
+
+
+def test_values_longer_than_fsconfig_takes_are_refused_only_where_mount_uses_it():
+    lowers = [f'/overlay/{index:02d}-' + 'x' * 60 for index in range(4)]
+    wanted = desired(lowerdirs=lowers, options=['index=off'])
+    length = len(':'.join(lowers))
+    assert overlay_mount.long_option_values(wanted) == [('lowerdir', length)]
+    new_api = 'mount from util-linux 2.41 (libmount 2.41.0: selinux, btrfs, verity, namespaces, idmapping, fd-based-mount)\n'
+    problems = overlay_mount.fsconfig_problems(wanted, new_api)
+    assert len(problems) == 1 and f'lowerdirs make a lowerdir= value of {length} bytes' in problems[0]
+    assert 'at most 255 bytes per value' in problems[0] and '(mount from util-linux 2.41' in problems[0]
+    old_api = 'mount from util-linux 2.38.1 (libmount 2.38.1: selinux, smack, btrfs, verity, namespaces, assert, debug)\n'
+    assert overlay_mount.fsconfig_problems(wanted, old_api) == []
+    assert overlay_mount.long_option_values(desired()) == []
