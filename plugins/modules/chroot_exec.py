@@ -39,6 +39,7 @@ options:
   root:
     description:
       - The directory that becomes C(/) for the command, for example the merged directory of an overlay.
+      - Must not be C(/) or a system directory, nor lead to one through a symbolic link (the message says where it leads).
     type: path
     required: true
   argv:
@@ -83,11 +84,25 @@ options:
       - Pseudo file systems to mount inside the root for the duration of the command and unmount afterwards.
       - V(proc) mounts a C(proc) file system at C(ROOT/proc) (what C(ps) reads), V(sys) a C(sysfs) at C(ROOT/sys),
         V(dev) binds the host's C(/dev) at C(ROOT/dev).
-      - A mount point that already has a mount is left as it is, and not unmounted afterwards.
+      - A mount point that already has a mount of its own (one this module did not make) is left as it is, and not
+        unmounted afterwards.
+      - C(ROOT/proc), C(ROOT/sys), C(ROOT/dev) must be real directories of the root. A symbolic link there is refused,
+        even one that stays inside: C(mount) follows links on the host, so C(ROOT/dev -> /dev) would mount over the
+        host's own C(/dev).
+      - Runs on the same root at once share these mounts - a run mounts what is missing and the last run still
+        using a mount unmounts it, so one run never unmounts what another's command is using. Who uses them is
+        recorded in C(/run/unboxed/chroot-mounts); mounts left by a run that was killed are unmounted by the next
+        real run on that root.
     type: list
     elements: str
     choices: [proc, sys, dev]
     default: []
+  lock_timeout:
+    description:
+      - How many seconds to wait for another run on the same root that is mounting or unmounting (the command
+        itself runs without the lock). Not used in check mode.
+    type: int
+    default: 60
 notes:
   - Requires root (chroot and mount are privileged).
   - The returned RV(command) is the equivalent shell command sequence for reading and copying by hand.
@@ -187,15 +202,20 @@ msg:
   sample: Did not run command since '/file01.txt' exists
 """
 
+import contextlib
 import datetime
+import hashlib
+import json
 import os
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.unboxed.lab.plugins.module_utils import command as cmd
 from ansible_collections.unboxed.lab.plugins.module_utils import environ
+from ansible_collections.unboxed.lab.plugins.module_utils import locking
 from ansible_collections.unboxed.lab.plugins.module_utils import mountinfo
 from ansible_collections.unboxed.lab.plugins.module_utils import paths
+from ansible_collections.unboxed.lab.plugins.module_utils import process
 
 # How each pseudo file system is mounted inside the root: argv after `mount`, with the target last.
 PSEUDO_MOUNTS = {
@@ -203,6 +223,9 @@ PSEUDO_MOUNTS = {
     'sys': ['-t', 'sysfs', 'sysfs'],
     'dev': ['--bind', '/dev'],
 }
+
+# Who uses the pseudo file systems this module mounted inside a root: one JSON file per root.
+MOUNT_USERS_DIR = '/run/unboxed/chroot-mounts'
 
 # Runs "$@" in the directory "$1": a fixed script that only ever sees its arguments as data.
 CHDIR_SCRIPT = 'cd -- "$1" || exit 127; shift; exec "$@"'
@@ -223,6 +246,7 @@ def argument_spec():
         stdin=dict(type='str'),
         stdin_add_newline=dict(type='bool', default=True),
         mounts=dict(type='list', elements='str', choices=list(PSEUDO_MOUNTS), default=[]),
+        lock_timeout=dict(type='int', default=60),
     )
 
 
@@ -275,6 +299,8 @@ def request_problems(params):
         if params[option] is not None and not params[option].startswith('/'):
             problems.append(f'{option} is a path inside the root and must be absolute, got "{params[option]}".')
     problems.extend(environ.env_name_problems('env', params['env']))
+    if params.get('lock_timeout', 0) < 0:
+        problems.append(f'lock_timeout must be 0 or more seconds, got {params["lock_timeout"]}.')
     return problems
 
 
@@ -297,9 +323,9 @@ def root_problems(params, argv, env):
         if not target or not os.path.isdir(target):
             problems.append(f'chdir {params["chdir"]} is not a directory inside {root}.')
     for name in params['mounts']:
-        target = paths.resolve_inside(root, f'/{name}')
-        if not target or not os.path.isdir(target):
-            problems.append(f'mounts includes {name}, but {root}/{name} is not a directory to mount it on.')
+        _target, problem = paths.mount_target_inside(root, f'/{name}', f'mounts includes {name}, but')
+        if problem:
+            problems.append(problem.replace(', but: ', ', but '))
     return problems
 
 
@@ -329,45 +355,132 @@ def equivalent_command(params, root, argv, env):
     return '; '.join(cmd.shell_join(step) for step in command_steps(DISPLAY_PROGRAMS, params, root, argv, env))
 
 
+def mount_targets(root, names):
+    """{name: host directory} of each pseudo file system, inside the root as the kernel resolves it."""
+    real_root = paths.resolve(root)
+    return {name: os.path.join(real_root, name) for name in names}
+
+
+def users_file(root: str, directory: str = MOUNT_USERS_DIR) -> str:
+    digest = hashlib.sha256(paths.resolve(root).encode('utf-8', 'surrogateescape')).hexdigest()[:24]
+    return os.path.join(directory, f'{digest}.json')
+
+
+def read_users(path: str) -> dict:
+    """{mount target: [process identity dicts]} of the mounts this module made inside a root; {} when none."""
+    try:
+        with open(path, encoding='utf-8') as handle:
+            recorded = json.load(handle).get('mounts', {})
+    except (FileNotFoundError, ValueError, AttributeError):
+        return {}
+    return {target: list(users) for target, users in recorded.items() if isinstance(users, list)}
+
+
+def write_users(path: str, root: str, users: dict) -> None:
+    if not users:
+        if os.path.exists(path):
+            os.unlink(path)
+        return
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    temporary = f'{path}.{os.getpid()}.tmp'
+    with open(temporary, 'w', encoding='utf-8') as handle:
+        json.dump({'root': paths.resolve(root), 'mounts': users}, handle)
+    os.rename(temporary, path)
+
+
+def living(users) -> list:
+    """The recorded users still running (same PID and start time): a killed run is no user any more."""
+    return [user for user in users if process.is_running(process.ProcessIdentity.from_dict(user))]
+
+
 class PseudoMounts:
-    """Mounts /proc, /sys, /dev inside the root for one command and always takes them down again."""
+    """Mounts /proc, /sys, /dev inside the root for one command and takes them down again - shared with other runs
+    on the same root: each run records itself as a user of the mounts it needs (under a lock, for the mount and
+    unmount steps only), and a mount this module made is unmounted when its last living user is done."""
 
     def __init__(self, module, programs, root, names):
         self.module = module
         self.programs = programs
         self.root = root
-        self.names = names
-        self.ours = []
+        self.targets = mount_targets(root, names)
+        self.record = users_file(root)
+        self.me = process.identity_of(os.getpid()).to_dict()
+
+    @contextlib.contextmanager
+    def locked(self):
+        try:
+            with locking.exclusive('chroot', paths.resolve(self.root), timeout=self.module.params['lock_timeout'],
+                                   note='unboxed.lab.chroot_exec mounts'):
+                yield
+        except locking.LockTimeout as error:
+            self.module.fail_json(msg=locking.timeout_message(f'the mounts inside {self.root}', error), changed=False)
 
     def __enter__(self):
-        entries = mountinfo.read_mountinfo()
-        for name in self.names:
-            target = os.path.join(self.root, name)
-            if mountinfo.find_mount(os.path.realpath(target), entries) is not None:
-                continue
-            cmd.run_checked(self.module, pseudo_mount_argv(self.programs, name, target), f'mount {name} at {target}',
-                            fail=self.fail)
-            self.ours.append(target)
+        with self.locked():
+            users = {target: living(who) for target, who in read_users(self.record).items()}
+            entries = mountinfo.read_mountinfo()
+            try:
+                for name, target in self.targets.items():
+                    if target not in users and mountinfo.find_mount(target, entries) is not None:
+                        continue            # the user's own mount: used, never unmounted
+                    if mountinfo.find_mount(target, entries) is None:
+                        self.mount(name, target)
+                    users.setdefault(target, []).append(self.me)
+            except BaseException:
+                # fail_json part way: this run will use nothing, so what only it used comes down again.
+                self.release({target: [user for user in who if user != self.me] for target, who in users.items()})
+                raise
+            self.release(users)
         return self
 
-    def fail(self, **result):
-        self.__exit__(None, None, None)
-        self.module.fail_json(**result)
+    def mount(self, name, target):
+        # The target was checked to be a real directory; it must still be one when mount(8) resolves it.
+        _checked, problem = paths.mount_target_inside(self.root, f'/{name}', f'mounts includes {name}, but')
+        if problem:
+            self.module.fail_json(msg=problem.replace(', but: ', ', but '), changed=False)
+        before = {entry.mount_id for entry in mountinfo.read_mountinfo()}
+        rc, stdout, stderr = cmd.run(self.module, pseudo_mount_argv(self.programs, name, target))
+        if rc != 0:
+            self.module.fail_json(msg=f'Could not mount {name} at {target}: {cmd.failure_detail(rc, stdout, stderr)}',
+                                  rc=rc, stdout=stdout, stderr=stderr, changed=False)
+        if os.path.islink(target) or mountinfo.find_mount(target) is None:
+            # Replaced by a link between the check and mount(8): the mount landed where the link leads. Take it down
+            # there - only if the mount on top there is the one just made, never the host's own.
+            landed = paths.resolve(target)
+            on_top = mountinfo.find_mount(landed)
+            if on_top is not None and on_top.mount_id not in before:
+                cmd.run(self.module, [self.programs['umount'], '-l', landed])
+            self.module.fail_json(msg=f'mounts includes {name}, but {target} was replaced by a symbolic link (to {landed}) '
+                                      f'while it was being mounted; that mount was taken down again.', changed=False)
+
+    def release(self, users):
+        """Unmount every mount of ours that no living run uses (this run's, or a killed run's), and record the rest."""
+        for target in sorted(users, key=len, reverse=True):
+            if users[target]:
+                continue
+            del users[target]
+            if mountinfo.find_mount(target) is not None:
+                self.unmount(target)
+        write_users(self.record, self.root, users)
+
+    def unmount(self, target):
+        rc, stdout, stderr = cmd.run(self.module, umount_argv(self.programs, target))
+        if rc == 0:
+            return
+        # A process the command left behind may still use it: detach it rather than leave it in place.
+        busy = cmd.failure_detail(rc, stdout, stderr)
+        rc, stdout, stderr = cmd.run(self.module, [self.programs['umount'], '-l', target])
+        if rc == 0:
+            self.module.warn(f'{target} was busy after the command ({busy}); it was detached with umount -l.')
+        else:
+            self.module.warn(f'{target} was busy after the command ({busy}) and could not be detached either '
+                             f'({cmd.failure_detail(rc, stdout, stderr)}): it is still mounted.')
 
     def __exit__(self, *exc_info):
-        for target in reversed(self.ours):
-            rc, stdout, stderr = cmd.run(self.module, umount_argv(self.programs, target))
-            if rc == 0:
-                continue
-            # A process the command left behind may still use it: detach it rather than leave it in place.
-            busy = cmd.failure_detail(rc, stdout, stderr)
-            rc, stdout, stderr = cmd.run(self.module, [self.programs['umount'], '-l', target])
-            if rc == 0:
-                self.module.warn(f'{target} was busy after the command ({busy}); it was detached with umount -l.')
-            else:
-                self.module.warn(f'{target} was busy after the command ({busy}) and could not be detached either '
-                                 f'({cmd.failure_detail(rc, stdout, stderr)}): it is still mounted.')
-        self.ours = []
+        with self.locked():
+            users = {target: [user for user in living(who) if user != self.me]
+                     for target, who in read_users(self.record).items()}
+            self.release(users)
         return False
 
 
@@ -406,6 +519,10 @@ def main():
         module.exit_json(**result)
 
     programs = {name: module.get_bin_path(name, required=True) for name in DISPLAY_PROGRAMS}
+    if not params['mounts'] and os.path.exists(users_file(root)):
+        # Mounts a killed run left inside this root: taken down now that nobody uses them.
+        with PseudoMounts(module, programs, root, []):
+            pass
     with PseudoMounts(module, programs, root, params['mounts']):
         start = datetime.datetime.now()
         rc, stdout, stderr = cmd.run(module, chroot_argv(programs, root, argv, env, params['chdir']),

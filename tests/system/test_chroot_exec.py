@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
-from conftest import snapshot_mounts, snapshot_tree
+from conftest import BIN, REPO, ansible_env, snapshot_mounts, snapshot_tree
 from ansible_collections.unboxed.lab.plugins.module_utils import environ
+from ansible_collections.unboxed.lab.plugins.module_utils import mountinfo
+from ansible_collections.unboxed.lab.plugins.modules import chroot_exec
 
 pytestmark = pytest.mark.root
 
@@ -121,3 +129,141 @@ def test_check_mode_before_the_root_exists_predicts_a_run(run_module, workdir):
     assert any('does not exist yet' in warning for warning in predicted.get('warnings', []))
     assert not os.path.exists(missing)
     assert run_module('chroot_exec', {'root': missing, 'argv': ['ps', 'ax']})['failed'] is True
+
+
+# --- Family 1: symbolic links out of the root, and a root that is one ------------------------------------------------
+
+
+def mount_points():
+    """Every mount point with how many mounts are stacked there: a new mount anywhere on the host shows."""
+    counts = {}
+    for line in snapshot_mounts():
+        point = mountinfo.parse_mountinfo_line(line).mount_point
+        counts[point] = counts.get(point, 0) + 1
+    return counts
+
+
+@pytest.mark.parametrize('target, resolved', [('/', '/'), ('/etc', '/etc'), ('/usr/lib', '/usr/lib')])
+def test_a_root_that_leads_to_a_system_directory_runs_nothing(run_module, workdir, target, resolved):
+    (workdir / 'link').symlink_to(target)
+    marker = os.path.join(resolved, 'unboxed-chroot-marker')
+    result = run_module('chroot_exec', {'root': str(workdir / 'link'), 'cmd': 'touch /unboxed-chroot-marker'})
+    assert result['failed'] is True and result.get('rc') is None
+    assert f'"{workdir}/link" leads to {resolved} through a symbolic link' in result['msg'], result['msg']
+    assert not os.path.exists(marker)
+
+
+@pytest.mark.parametrize('name, link, fragment', [
+    ('dev', '/dev', 'is a symbolic link (to /dev)'),
+    ('proc', '../../../../../../../../..', 'is a symbolic link (to ../../'),
+    ('sys', 'tmp', 'is a symbolic link (to tmp)'),           # even a link that stays inside
+])
+def test_a_mount_target_that_is_a_symbolic_link_is_refused_and_nothing_is_mounted(run_module, busybox_rootfs, name, link,
+                                                                                   fragment):
+    shutil.rmtree(f'{busybox_rootfs}/{name}')
+    os.symlink(link, f'{busybox_rootfs}/{name}')
+    tree, points = snapshot_tree(busybox_rootfs), mount_points()
+    result = run_module('chroot_exec', {'root': busybox_rootfs, 'cmd': 'touch /ran', 'mounts': [name]})
+    assert result['failed'] is True and result.get('rc') is None
+    assert f'mounts includes {name}, but {busybox_rootfs}/{name} {fragment}' in result['msg'], result['msg']
+    assert 'mount follows it on the host' in result['msg']
+    assert snapshot_tree(busybox_rootfs) == tree
+    assert {point: count for point, count in mount_points().items() if point in ('/dev', '/proc', '/sys', '/')} == \
+        {point: count for point, count in points.items() if point in ('/dev', '/proc', '/sys', '/')}
+
+
+# --- Families 7 and 8: mounts shared by runs at once, and left by a killed run -----------------------------------------
+
+
+def chroot_run_async(tmp_dir, args):
+    argv = [os.path.join(BIN, 'ansible'), 'localhost', '-i', 'localhost,', '-c', 'local',
+            '-e', f'ansible_python_interpreter={sys.executable}', '-m', 'unboxed.lab.chroot_exec', '-a', json.dumps(args)]
+    record = os.path.join(tmp_dir, f'record-{time.monotonic_ns()}.jsonl')
+    proc = subprocess.Popen(argv, cwd=REPO, env=ansible_env(tmp_dir, record_to=record), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return proc, record
+
+
+def finished(proc, record):
+    output = proc.communicate(timeout=120)[0]
+    with open(record, encoding='utf-8') as handle:
+        return json.loads(handle.readline())['result'], output
+
+
+def wait_for(condition, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, 'timed out'
+        time.sleep(0.02)
+
+
+def test_two_runs_on_one_root_never_unmount_what_the_other_uses(run_module, busybox_rootfs, tmp_path):
+    mounts = snapshot_mounts(busybox_rootfs)
+    root = busybox_rootfs
+    mounted = lambda name: mountinfo.find_mount(f'{root}/{name}') is not None   # noqa: E731
+    # The first run mounts proc and waits; the second starts while proc is mounted, also needs it (and sys), and
+    # is still in its command when the first one ends.
+    first, first_record = chroot_run_async(str(tmp_path), {
+        'root': root, 'mounts': ['proc'], 'cmd': 'while [ ! -e /first-may-end ]; do sleep 0.1; done'})
+    wait_for(lambda: mounted('proc'))
+    second, second_record = chroot_run_async(str(tmp_path), {
+        'root': root, 'mounts': ['proc', 'sys'],
+        'cmd': 'touch /second-started; while [ ! -e /second-may-end ]; do sleep 0.1; done; '
+               'test -r /proc/self/stat && test -d /sys/kernel && echo still-mounted'})
+    wait_for(lambda: os.path.exists(f'{root}/second-started'))
+    open(f'{root}/first-may-end', 'w', encoding='utf-8').close()
+    result, output = finished(first, first_record)
+    assert result['rc'] == 0, output
+    assert mounted('proc') and mounted('sys')          # the second run still uses them: the first one left them
+    open(f'{root}/second-may-end', 'w', encoding='utf-8').close()
+    result, output = finished(second, second_record)
+    assert result['rc'] == 0 and result['stdout'] == 'still-mounted', output
+    assert snapshot_mounts(root) == mounts
+    assert not os.path.exists(chroot_exec.users_file(root))
+
+
+def test_mounts_left_by_a_killed_run_are_taken_down_by_the_next_run(run_module, busybox_rootfs, tmp_path):
+    mounts = snapshot_mounts(busybox_rootfs)
+    proc, _record = chroot_run_async(str(tmp_path), {'root': busybox_rootfs, 'cmd': 'sleep 60', 'mounts': ['proc', 'sys']})
+    wait_for(lambda: mountinfo.find_mount(f'{busybox_rootfs}/sys') is not None)
+    module = [pid for pid in descendants(proc.pid) if cmdline(pid)[1:2] and cmdline(pid)[1].endswith(b'AnsiballZ_chroot_exec.py')]
+    assert len(module) == 1
+    command = descendants(module[0])
+    assert command                                  # the chroot command, sleeping
+    for pid in module + command:                    # the module and its command, as a kill -9 of the run would
+        os.kill(pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert snapshot_mounts(busybox_rootfs) != mounts           # the killed run left proc and sys mounted
+    healed = run_module('chroot_exec', {'root': busybox_rootfs, 'argv': ['true']})
+    assert healed['rc'] == 0
+    assert snapshot_mounts(busybox_rootfs) == mounts
+    assert not os.path.exists(chroot_exec.users_file(busybox_rootfs))
+
+
+def cmdline(pid):
+    """The argument list of a process (the AnsiballZ python: [python, .../AnsiballZ_chroot_exec.py])."""
+    try:
+        with open(f'/proc/{pid}/cmdline', 'rb') as handle:
+            return handle.read().split(b'\0')
+    except OSError:
+        return []
+
+
+def descendants(ancestor):
+    parents = {}
+    for name in os.listdir('/proc'):
+        if name.isdigit():
+            try:
+                with open(f'/proc/{name}/stat', encoding='utf-8') as handle:
+                    parents[int(name)] = int(handle.read().rsplit(')', 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found = []
+    for pid in parents:
+        parent = pid
+        while parent > 1:
+            parent = parents.get(parent, 0)
+            if parent == ancestor:
+                found.append(pid)
+                break
+    return found

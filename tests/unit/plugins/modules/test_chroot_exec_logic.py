@@ -98,3 +98,38 @@ def test_differences_decide_the_run_and_say_why(tmp_path, overrides, expected):
     (tmp_path / 'file01.txt').write_text('Texto\n')
     must_run, reason = chroot_exec.differences(params(**overrides), str(tmp_path))
     assert (must_run, reason) == (expected[0], expected[1].format(root=tmp_path))
+
+
+def test_a_mount_target_that_is_a_link_is_refused_before_anything_runs(tmp_path):
+    root = tmp_path / 'root'
+    (root / 'bin').mkdir(parents=True)
+    (root / 'bin' / 'ps').write_text('#!/bin/sh\n')
+    (root / 'bin' / 'ps').chmod(0o755)
+    (root / 'proc').mkdir()
+    (root / 'dev').symlink_to('/dev')
+    request = params(root=str(root), mounts=['proc', 'dev'], argv=['/bin/ps'])
+    problems = chroot_exec.root_problems(request, ['/bin/ps'], chroot_exec.environment(request))
+    assert len(problems) == 1
+    assert problems[0].startswith(f'mounts includes dev, but {root}/dev is a symbolic link (to /dev): mount follows it '
+                                  f'on the host, where it leads to /dev, not inside {root}.')
+
+
+def test_mount_targets_are_inside_the_root_as_the_kernel_resolves_it(tmp_path):
+    (tmp_path / 'rootfs').mkdir()
+    (tmp_path / 'link').symlink_to('rootfs')
+    assert chroot_exec.mount_targets(str(tmp_path / 'link'), ['proc']) == {'proc': str(tmp_path / 'rootfs' / 'proc')}
+    # One record per root, whatever name it is given by.
+    assert chroot_exec.users_file(str(tmp_path / 'link'), '/d') == chroot_exec.users_file(str(tmp_path / 'rootfs'), '/d')
+
+
+def test_the_users_of_the_mounts_are_recorded_and_dead_ones_dropped(tmp_path):
+    import os
+    from ansible_collections.unboxed.lab.plugins.module_utils import process
+    record = str(tmp_path / 'users' / 'r.json')
+    me = process.identity_of(os.getpid()).to_dict()
+    gone = dict(me, start_time=me['start_time'] - 1)            # same PID, another start: a process that ended
+    chroot_exec.write_users(record, str(tmp_path), {'/r/proc': [me, gone]})
+    assert chroot_exec.read_users(record) == {'/r/proc': [me, gone]}
+    assert chroot_exec.living(chroot_exec.read_users(record)['/r/proc']) == [me]
+    chroot_exec.write_users(record, str(tmp_path), {})
+    assert not os.path.exists(record) and chroot_exec.read_users(record) == {}
