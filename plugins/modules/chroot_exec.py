@@ -87,8 +87,8 @@ options:
       - A mount point that already has a mount of its own (one this module did not make) is left as it is, and not
         unmounted afterwards.
       - C(ROOT/proc), C(ROOT/sys), C(ROOT/dev) must be real directories of the root. A symbolic link there is refused,
-        even one that stays inside: C(mount) follows links on the host, so C(ROOT/dev -> /dev) would mount over the
-        host's own C(/dev).
+        even one that stays inside - C(mount) follows links on the host, so a link C(ROOT/dev) to C(/dev) would
+        mount over the host's own C(/dev).
       - Runs on the same root at once share these mounts - a run mounts what is missing and the last run still
         using a mount unmounts it, so one run never unmounts what another's command is using. Who uses them is
         recorded in C(/run/unboxed/chroot-mounts); mounts left by a run that was killed are unmounted by the next
