@@ -3,20 +3,23 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """``labctl _boot``: PID 1 of a new lab host, what a container runtime's init does before the container runs.
 
-It runs inside the host's new namespaces (host.py starts it), still seeing the controller's files: it mounts
-/proc, /sys, /dev and /run into the host's root, pivots into that root and detaches the old one, sets the
-hostname and execs tini, which runs sshd.
+It runs inside the host's new namespaces (host.py starts it in the seat's init.scope cgroups), still seeing the
+controller's files: it enters a cgroup namespace of its own rooted at the seat's cgroups (cgroups.py), mounts
+/proc, /sys, the seat's cgroup hierarchies at /sys/fs/cgroup, /dev and /run into the host's root, pivots into
+that root and detaches the old one, sets the hostname and execs tini, which runs sshd.
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import socket
 
 from ansible_collections.unboxed.lab.plugins.module_utils import environ
 from ansible_collections.unboxed.lab.plugins.module_utils import paths
 
+from . import cgroups
 from .system import LabError, run
 
 # (type, source, target inside the root, options). /sys read-only: a lab host must not reconfigure the machine.
@@ -36,12 +39,17 @@ OLD_ROOT = '.unboxed-old-root'
 INIT_ARGV = ('/usr/bin/tini', '--', '/usr/sbin/sshd', '-D', '-e')
 LAB_HOST_PATH = environ.DEFAULT_PATH
 MNT_DETACH = 2
+CLONE_NEWCGROUP = 0x02000000
 
 
-def boot(root: str, hostname: str) -> None:
+def boot(root: str, hostname: str, cgroup_dirs=(), cgroup_mounts: str = '[]') -> None:
+    """``cgroup_dirs``: the seat's cgroups on the machine (host.py made them and started this process in their
+    init.scope); ``cgroup_mounts``: cgroups.seat_mounts as JSON."""
     if os.getpid() != 1:
         raise LabError('_boot runs only as PID 1 of a new PID namespace; `labctl up` starts it.')
     root = os.path.realpath(root)
+    libc = ctypes.CDLL(None, use_errno=True)
+    enter_cgroup_namespace(libc, list(cgroup_dirs))
     # pivot_root needs the new root to be a mount point of its own.
     run(['mount', '--bind', root, root], f'bind-mount {root} onto itself')
     for fstype, source, target, options in KERNEL_MOUNTS:
@@ -53,11 +61,12 @@ def boot(root: str, hostname: str) -> None:
         if target == '/run':
             for directory in ('sshd', 'lock'):
                 os.makedirs(os.path.join(mount_point, directory), mode=0o755)
+        if target == '/sys':
+            mount_cgroups(root, [cgroups.SeatMount.from_dict(entry) for entry in json.loads(cgroup_mounts)])
     os.chdir(root)
     os.makedirs(OLD_ROOT, exist_ok=True)
     run(['pivot_root', '.', OLD_ROOT], f'pivot into {root}')
     os.chdir('/')
-    libc = ctypes.CDLL(None, use_errno=True)
     if libc.umount2(f'/{OLD_ROOT}'.encode(), MNT_DETACH) != 0:
         raise LabError(f'Could not detach the old root: {os.strerror(ctypes.get_errno())}')
     os.rmdir(f'/{OLD_ROOT}')
@@ -76,3 +85,32 @@ def populate_dev(dev: str) -> None:
         os.umask(previous_umask)
     for name, target in DEVICE_LINKS:
         os.symlink(target, os.path.join(dev, name))
+
+
+def enter_cgroup_namespace(libc, seat_dirs) -> None:
+    """A cgroup namespace rooted at the seat's cgroups, with this process back in their init.scope.
+
+    The namespace's root is the cgroup the caller is in when it is made: this process steps up from init.scope
+    into the seat's cgroup, makes the namespace, and steps down again; the seat's own cgroup keeps no process."""
+    if not seat_dirs:
+        return
+    cgroups.join_cgroups([os.path.join(directory, 'cgroup.procs') for directory in seat_dirs])
+    if libc.unshare(CLONE_NEWCGROUP) != 0:
+        raise LabError(f'Could not make a cgroup namespace: {os.strerror(ctypes.get_errno())}')
+    cgroups.join_cgroups(cgroups.scope_procs_files(seat_dirs))
+
+
+def mount_cgroups(root: str, mounts) -> None:
+    """The seat's cgroup file systems at /sys/fs/cgroup (inside its cgroup namespace: each shows the seat's
+    cgroup as its top), then the tmpfs that holds the v1 hierarchies made read-only, as on a Debian seat."""
+    for seat_mount in mounts:
+        mount_point = paths.join_inside(root, seat_mount.target)
+        os.makedirs(mount_point, exist_ok=True)
+        run(['mount', '-t', seat_mount.fstype, '-o', seat_mount.options, seat_mount.source, mount_point],
+            f'mount {seat_mount.fstype} on {seat_mount.target}')
+        for name, target in seat_mount.links:
+            os.symlink(target, os.path.join(os.path.dirname(mount_point), name))
+    for seat_mount in mounts:
+        if seat_mount.read_only_after:
+            mount_point = paths.join_inside(root, seat_mount.target)
+            run(['mount', '-o', f'remount,ro,{seat_mount.options}', mount_point], f'make {seat_mount.target} read-only')

@@ -118,6 +118,8 @@ def parser() -> argparse.ArgumentParser:
     boot_parser = subcommands.add_parser('_boot')  # internal: PID 1 of a new host
     boot_parser.add_argument('--root', required=True)
     boot_parser.add_argument('--hostname', required=True)
+    boot_parser.add_argument('--cgroup', action='append', default=[], help='a seat cgroup on the machine (repeated)')
+    boot_parser.add_argument('--cgroup-mounts', default='[]', help='what to mount at /sys/fs/cgroup, as JSON')
     boot_parser.set_defaults(handler=None)
     return top
 
@@ -149,7 +151,7 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.command == '_boot':
         try:
-            boot.boot(args.root, args.hostname)
+            boot.boot(args.root, args.hostname, args.cgroup, args.cgroup_mounts)
         except (LabError, OSError) as error:
             print(f'labctl _boot: {error}', file=sys.stderr)
         return 1

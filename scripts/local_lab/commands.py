@@ -15,7 +15,7 @@ import shutil
 
 from ansible_collections.unboxed.lab.plugins.module_utils import mountinfo
 
-from . import addresses, host, image, inventory, net, releases, rootfs, ssh, state
+from . import account, addresses, cgroups, host, image, inventory, net, releases, rootfs, ssh, state
 from .changes import Changes
 from .state import Lab
 from .system import LabError, read_file, require_root, run, write_file_atomically
@@ -53,7 +53,10 @@ def command_up(args) -> dict:
         # A host whose files hold another release than the lab now gives it is made again.
         installed = {name: rootfs.installed_release(lab.hosts[name]) for name in wanted if lab.hosts[name] not in to_copy}
         to_remake = [lab.hosts[name] for name, release in installed.items() if release != lab.hosts[name].release]
-        to_copy += to_remake
+        # A host made by an earlier labctl (root login, no student account) is made again too.
+        outdated = {name: rootfs.outdated_reason(lab.hosts[name]) for name in installed if lab.hosts[name] not in to_remake}
+        outdated = {name: reason for name, reason in outdated.items() if reason}
+        to_copy += to_remake + [lab.hosts[name] for name in outdated]
         bases = {release: image.ensure_base(changes, release) for release in sorted({record.release for record in to_copy})}
         key_made_now = ensure_lab_dir(changes, lab)
         net.ensure_bridge(changes, lab)
@@ -62,6 +65,8 @@ def command_up(args) -> dict:
         for record in to_remake:
             changes.make(f'make {record.name} again as {releases.describe(record.release)}: it runs {releases.describe(installed[record.name])} '
                          f'(its files go; address and MAC stay, its host key is new)', host.remove_host_files, record)
+        for name, reason in outdated.items():
+            changes.make(f'make {name} again: {reason}', host.remove_host_files, lab.hosts[name])
         for name in wanted:
             if lab.hosts[name] not in to_copy:
                 ssh.ensure_authorized_key(changes, lab, lab.hosts[name], key_made_now)
@@ -124,7 +129,7 @@ def command_down(args) -> dict:
         recorded = lab.hosts_in_order() if lab else []
         for record in recorded:
             if host.host_present(record, links):
-                changes.make(f'remove {record.name} (processes, {record.netns}, {record.veth}, {record.dir})',
+                changes.make(f'remove {record.name} (processes, cgroups, {record.netns}, {record.veth}, {record.dir})',
                              host.remove_host, lab, record)
         # What the kernel still has of this lab beyond its record: namespaces by name, links by alias.
         handled_netns = {record.netns for record in recorded}
@@ -136,6 +141,10 @@ def command_down(args) -> dict:
         for name, link in sorted(links.items()):
             if link.get('ifalias') == addresses.link_alias(args.lab) and name not in handled_links:
                 changes.make(f'remove the link {name}', net.delete_link, name)
+        # Seats started by a labctl that lost its record leave cgroups below this labctl's own: removed once empty.
+        stray_cgroups = cgroups.stray_lab_cgroups(cgroups.current_hierarchies(), args.lab, {record.name for record in recorded})
+        if stray_cgroups:
+            changes.make(f'remove the cgroups {", ".join(stray_cgroups)}', cgroups.remove_stray_cgroups, stray_cgroups)
         # Without a record, the default inventory is the one place this lab's inventory can be found.
         inventory.remove_inventory(changes, lab.inventory if lab else inventory.DEFAULT_INVENTORY, args.lab)
         current_known_hosts = read_file(ssh.SYSTEM_KNOWN_HOSTS)
@@ -204,11 +213,12 @@ def lab_result(lab: Lab, changes: Changes, with_memory: bool = False) -> dict:
                  'rootfs': record.rootfs, 'release': record.release,
                  # What the host's files hold now: the same as release once `up` has run.
                  'installed_release': rootfs.installed_release(record), 'debian_version': rootfs.debian_version(record),
-                 'running': host.host_running(record),
+                 'running': host.host_running(record), 'cgroups': dict(record.cgroups),
                  'init': record.init.to_dict() if record.init else None}
         if with_memory:
             entry['memory_kib'] = host.host_memory_kib(record) if entry['running'] else 0
         hosts[record.name] = entry
     return {'changed': changes.changed, 'check': changes.check, 'lab': lab.name, 'releases': list(lab.releases), 'subnet': str(lab.subnet),
+            'user': account.LAB_USER,
             'bridge': lab.bridge, 'inventory': lab.inventory, 'key': lab.key, 'known_hosts': lab.known_hosts,
             'hosts': hosts, 'changes': changes.made, 'timings': changes.timings}

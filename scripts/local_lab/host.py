@@ -1,16 +1,19 @@
 # -*- coding: utf-8 -*-
 # Copyright: unboxed developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""A lab host as processes: started in its own namespaces, known by PID and start time, stopped, removed.
+"""A lab host as processes: started in its own namespaces and cgroups, known by PID and start time, stopped, removed.
 
 A host runs as ``nsenter --net=/run/netns/NETNS unshare --mount --pid --uts --ipc --fork`` around
-``labctl _boot`` (boot.py), which becomes PID 1 of the new PID namespace and execs tini and sshd. labctl
-records the init (tini, PID 1 inside) and its supervisor (``unshare``) with plugins/module_utils/process.py;
-stopping the init ends its PID namespace, and every process of the host goes with it.
+``labctl _boot`` (boot.py), which becomes PID 1 of the new PID namespace, enters a cgroup namespace of its own
+and execs tini and sshd. The supervisor starts in the seat's cgroups (cgroups.py: below labctl's own, made
+just before), so every process of the seat is counted there. labctl records the init (tini, PID 1 inside)
+and its supervisor (``unshare``) with plugins/module_utils/process.py; stopping the init ends its PID
+namespace, and every process of the host goes with it; then its cgroups are removed.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -21,7 +24,7 @@ from ansible_collections.unboxed.lab.plugins.module_utils import namespaces
 from ansible_collections.unboxed.lab.plugins.module_utils import process
 from ansible_collections.unboxed.lab.plugins.module_utils.command import shell_join
 
-from . import net
+from . import cgroups, net
 from .changes import Changes
 from .rootfs import remove_tree
 from .ssh import ssh_banner
@@ -34,26 +37,40 @@ START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
 
 
-def boot_argv(host: HostRecord) -> list[str]:
-    return ['nsenter', f'--net={net.netns_path(host.netns)}', '--',
+def boot_argv(host: HostRecord, cgroup_dirs=(), cgroup_mounts=()) -> list[str]:
+    """``cgroup_dirs``: the seat's cgroups on the machine; ``cgroup_mounts``: cgroups.SeatMount, what the seat
+    mounts at /sys/fs/cgroup."""
+    argv = ['nsenter', f'--net={net.netns_path(host.netns)}', '--',
             'unshare', '--mount', '--pid', '--uts', '--ipc', '--fork', '--propagation', 'private', '--',
             sys.executable, LABCTL, '_boot', '--root', host.rootfs, '--hostname', host.name]
+    for directory in cgroup_dirs:
+        argv += ['--cgroup', directory]
+    if cgroup_mounts:
+        argv += ['--cgroup-mounts', json.dumps([mount.to_dict() for mount in cgroup_mounts], separators=(',', ':'))]
+    return argv
 
 
 def start_host(host: HostRecord) -> None:
-    """Start the host's init in new mount, PID, UTS and IPC namespaces, inside its network namespace."""
+    """Start the host's init in new mount, PID, UTS, IPC and cgroup namespaces, inside its network namespace
+    and in cgroups of its own below labctl's."""
     stop_host(host)
-    argv = boot_argv(host)
+    hierarchies = cgroups.current_hierarchies()
+    host.cgroups = cgroups.create_seat_cgroups(hierarchies, host.lab, host.name)
+    argv = boot_argv(host, list(host.cgroups.values()), cgroups.seat_mounts(hierarchies))
+    scopes = cgroups.scope_procs_files(host.cgroups.values())
     with open(host.console_log, 'ab') as console:
         console.write(f'--- {time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())} {shell_join(argv)}\n'.encode())
         console.flush()
-        # A session of its own: the host outlives labctl and no terminal's hangup reaches it.
+        # A session of its own: the host outlives labctl and no terminal's hangup reaches it. The supervisor and
+        # all it starts are in the seat's init.scope from their first instruction, never in labctl's cgroup.
         supervisor = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
-                                      cwd='/', start_new_session=True)
+                                      cwd='/', start_new_session=True,
+                                      preexec_fn=lambda: cgroups.join_cgroups(scopes))  # pylint: disable=subprocess-popen-preexec-fn
     host.supervisor = process.identity_of(supervisor.pid)
     init_found = wait_until(lambda: bool(process.children_of(supervisor.pid)) or supervisor.poll() is not None, START_TIMEOUT)
     children = process.children_of(supervisor.pid) if init_found else []
     if not children:
+        stop_host(host)  # its supervisor, if still there, and its cgroups
         raise LabError(f'{host.name} did not start: {tail(host.console_log)}')
     host.init = process.ProcessIdentity(children[0].pid, children[0].start_time)
     address = str(host.address.ip)
@@ -79,8 +96,18 @@ def stop_host(host: HostRecord) -> None:
         # unshare exits once its child is gone; a supervisor still there had no child to wait for.
         if not process.wait_until_not_running(supervisor, STOP_TIMEOUT):
             process.send_signal(supervisor, signal.SIGKILL)
+            process.wait_until_not_running(supervisor, STOP_TIMEOUT)
     host.init = None
     host.supervisor = None
+    remove_cgroups(host)
+
+
+def remove_cgroups(host: HostRecord) -> None:
+    """The seat's cgroups, once its processes are gone: those recorded (made below the cgroup of the labctl that
+    started it), and those this labctl would make (a record lost between start and save)."""
+    computed = [cgroups.seat_dir(hierarchy, host.lab, host.name) for hierarchy in cgroups.current_hierarchies()]
+    cgroups.remove_seat_cgroups(list(host.cgroups.values()) + computed, host.lab, host.name)
+    host.cgroups = {}
 
 
 def host_running(host: HostRecord) -> bool:
@@ -145,7 +172,8 @@ def ensure_host(changes: Changes, lab: Lab, host: HostRecord, controller: dict, 
     """
     net.ensure_host_network(changes, lab, host, controller)
     if copied_now or not host_running(host):
-        changes.make(f'start {host.name}: tini and sshd in new mount, PID, UTS and IPC namespaces', start_host, host)
+        changes.make(f'start {host.name}: tini and sshd in new mount, PID, UTS, IPC and cgroup namespaces, in cgroups of '
+                     f'its own below labctl\'s', start_host, host)
         if not changes.check:
             save_lab(lab)
 

@@ -17,13 +17,14 @@ import time
 
 from ansible_collections.unboxed.lab.plugins.module_utils.command import shell_join
 
-from . import apt, releases
+from . import account, apt, releases
 from .changes import Changes
 from .system import LabError, run, write_file_atomically
 
 CACHE_DIR = '/var/cache/unboxed/lab-base'
-# What Ansible and the talk need on a lab host. tini is PID 1 (it reaps orphans, as `docker run --init`).
-BASE_PACKAGES = ('python3', 'python3-apt', 'iproute2', 'procps', 'util-linux', 'openssh-server', 'tini')
+# What Ansible and the talk need on a lab host. tini is PID 1 (it reaps orphans, as `docker run --init`); sudo is
+# how the student account becomes root, as on a classroom's seat (account.py).
+BASE_PACKAGES = ('python3', 'python3-apt', 'iproute2', 'procps', 'util-linux', 'openssh-server', 'tini', 'sudo')
 # Nobody reads man pages, documentation or translations on a lab host; every copy is smaller without them.
 DPKG_OPTIONS = (
     'path-exclude=/usr/share/man/*',
@@ -35,10 +36,13 @@ DPKG_OPTIONS = (
 BASE_FORMAT = 1
 
 
-def base_key(suite: str, packages, mirrors, dpkg_options) -> str:
-    """What the cached base depends on, hashed: a change in any of them builds a new base."""
+def base_key(suite: str, packages, mirrors, dpkg_options, hooks=()) -> str:
+    """What the cached base depends on, hashed: a change in any of them builds a new base. ``hooks``: the
+    customize hooks (a base without any hashes as it did before there were hooks)."""
     recipe = {'format': BASE_FORMAT, 'suite': suite, 'packages': sorted(packages),
               'mirrors': list(mirrors), 'dpkg_options': list(dpkg_options)}
+    if hooks:
+        recipe['customize_hooks'] = list(hooks)
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -64,7 +68,7 @@ def base_image(release: str) -> BaseImage:
         raise LabError(f'No Debian mirror for {release} in {", ".join(apt.APT_SOURCE_FILES)} (nor for this machine\'s own '
                        f'release, {machine_release or "unknown"}, to take it from): labctl builds the lab hosts from the mirror '
                        f'apt already uses. Add one, e.g. "deb http://deb.debian.org/debian {release} main".')
-    return BaseImage(release=release, key=base_key(release, BASE_PACKAGES, mirrors, DPKG_OPTIONS), mirrors=tuple(mirrors))
+    return BaseImage(release=release, key=base_key(release, BASE_PACKAGES, mirrors, DPKG_OPTIONS, account.BASE_HOOKS), mirrors=tuple(mirrors))
 
 
 def build_base(base: BaseImage) -> None:
@@ -75,6 +79,7 @@ def build_base(base: BaseImage) -> None:
     partial = base.tarball + '.partial'
     argv = [mmdebstrap, '--variant=minbase', '--mode=root', '--format=tar', f'--include={",".join(BASE_PACKAGES)}']
     argv += [f'--dpkgopt={option}' for option in DPKG_OPTIONS]
+    argv += [f'--customize-hook={hook}' for hook in account.BASE_HOOKS]
     argv += [base.release, partial, *base.mirrors]
     try:
         run(argv, f'build the {base.release} base root file system with mmdebstrap')
@@ -84,7 +89,8 @@ def build_base(base: BaseImage) -> None:
         raise
     os.replace(partial, base.tarball)
     manifest = {'suite': base.release, 'packages': list(BASE_PACKAGES), 'mirrors': list(base.mirrors),
-                'dpkg_options': list(DPKG_OPTIONS), 'built_at': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
+                'dpkg_options': list(DPKG_OPTIONS), 'customize_hooks': list(account.BASE_HOOKS),
+                'built_at': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
                 'bytes': os.path.getsize(base.tarball), 'command': shell_join(argv)}
     write_file_atomically(base.manifest, json.dumps(manifest, indent=2) + '\n')
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 
-from . import releases
+from . import account, releases
 from .changes import Changes
 from .ssh import SYSTEM_KNOWN_HOSTS
 from .state import Lab
@@ -73,7 +73,12 @@ def render_inventory(lab: Lab) -> str:
             lines += [f'        {group}:', '          hosts:'] + [f'            {name}: {{}}' for name in members]
     lines += [
         '      vars:',
-        '        ansible_user: root',
+        '        # As on a classroom\'s seat (inventories/classroom/): an unprivileged account with the lab\'s key,',
+        '        # and sudo for root, so every task runs through become. The lab\'s sudo rule needs no password',
+        '        # (docs/local-lab.md); a classroom\'s asks for one (--ask-become-pass).',
+        f'        ansible_user: {yaml_scalar(account.LAB_USER)}',
+        '        ansible_become: true',
+        '        ansible_become_method: ansible.builtin.sudo',
         '        ansible_python_interpreter: /usr/bin/python3',
         f'        unboxed_lab_name: {yaml_scalar(lab.name)}',
         '        # Read by both transports, ssh and paramiko.',

@@ -13,11 +13,16 @@ import shutil
 from ansible_collections.unboxed.lab.plugins.module_utils import mountinfo
 from ansible_collections.unboxed.lab.plugins.module_utils import paths
 
-from . import releases, ssh
+from . import account, releases, ssh
 from .changes import Changes
 from .image import BaseImage
 from .state import HostRecord, Lab
 from .system import LabError, read_file, run, write_file_atomically, write_inside
+
+
+# What a seat is made of, recorded in its marker: 1 (no record) root logged in over SSH; 2 the student account
+# with sudo, root login off, cgroups of its own. A host of an earlier format is made again by `up`.
+SEAT_FORMAT = 2
 
 
 def provision_rootfs(lab: Lab, host: HostRecord, base: BaseImage) -> None:
@@ -33,7 +38,24 @@ def provision_rootfs(lab: Lab, host: HostRecord, base: BaseImage) -> None:
     write_inside(root, '/etc/resolv.conf', '# The unboxed lab has no DNS: its hosts reach only each other by address.\n')
     write_inside(root, '/etc/machine-id', os.urandom(16).hex() + '\n', 0o444)
     ssh.set_up_sshd(lab, host)
-    write_file_atomically(host.marker, json.dumps({'base': base.key, 'tarball': base.tarball, 'release': base.release}) + '\n')
+    write_file_atomically(host.marker, json.dumps({'base': base.key, 'tarball': base.tarball, 'release': base.release,
+                                                   'seat_format': SEAT_FORMAT}) + '\n')
+
+
+def seat_format(host: HostRecord) -> int:
+    """The format of the host's files (SEAT_FORMAT when made by this labctl); 1 for a marker without one."""
+    try:
+        return int(json.loads(read_file(host.marker) or '{}').get('seat_format', 1))
+    except (ValueError, TypeError, AttributeError):
+        return 1
+
+
+def outdated_reason(host: HostRecord) -> str | None:
+    """Why a host made by an earlier labctl is made again, or None."""
+    if seat_format(host) < SEAT_FORMAT:
+        return (f'an earlier labctl made it (root logs in over SSH, no {account.LAB_USER} account with sudo, no cgroups '
+                f'of its own); its files go, address and MAC stay, its host key is new')
+    return None
 
 
 def ensure_rootfs(changes: Changes, lab: Lab, hosts: list[HostRecord], bases: dict[str, BaseImage]) -> None:

@@ -15,18 +15,18 @@ import glob
 import os
 import socket
 
-from ansible_collections.unboxed.lab.plugins.module_utils import paths
-
+from . import account
 from .changes import Changes
 from .state import HostRecord, Lab, save_controller
 from .system import read_file, run, write_file_atomically, write_inside
 
 SSH_PORT = 22
 SYSTEM_KNOWN_HOSTS = '/etc/ssh/ssh_known_hosts'
-SSHD_CONFIG = """\
-# Written by labctl: root logs in with the lab's key only, as on a lab machine an instructor prepared.
+SSHD_CONFIG = f"""\
+# Written by labctl: as on a classroom's seat, root does not log in over SSH; {account.LAB_USER} logs in with the
+# lab's key only and becomes root with sudo.
 HostKey /etc/ssh/ssh_host_ed25519_key
-PermitRootLogin prohibit-password
+PermitRootLogin no
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 # Ansible opens many sessions at once (forks, pipelining); refuse none of them.
@@ -37,57 +37,33 @@ MaxSessions 100
 
 # --- the lab's client key ------------------------------------------------------------------------
 
-def client_key_comment(lab: str) -> str:
-    return f'unboxed-lab-{lab}'
-
-
 def create_client_key(lab: Lab) -> None:
     for path in (lab.key, lab.key + '.pub'):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-    run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', client_key_comment(lab.name), '-f', lab.key],
+    run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', account.client_key_comment(lab.name), '-f', lab.key],
         f'generate the SSH key of lab {lab.name}')
 
 
-# --- a host's side: host key, sshd settings, authorized_keys ------------------------------------
+# --- a host's side: host key, sshd settings, the account's key ---------------------------------
 
 def set_up_sshd(lab: Lab, host: HostRecord) -> None:
-    """A new host key (never one copied from the base), sshd's settings and the lab's key for root."""
+    """A new host key (never one copied from the base), sshd's settings, and the lab's key and sudo for the account."""
     root = host.rootfs
     for old_key in glob.glob(os.path.join(root, 'etc', 'ssh', 'ssh_host_*')):
         os.unlink(old_key)
     run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', f'root@{host.name}',
          '-f', os.path.join(root, 'etc', 'ssh', 'ssh_host_ed25519_key')], f'generate the host key of {host.name}')
     write_inside(root, '/etc/ssh/sshd_config.d/unboxed-lab.conf', SSHD_CONFIG)
-    authorize_lab_key(lab, host)
-
-
-def authorized_keys_path(host: HostRecord) -> str | None:
-    return paths.resolve_inside(host.rootfs, '/root/.ssh/authorized_keys')
-
-
-def authorize_lab_key(lab: Lab, host: HostRecord) -> None:
-    """Put the lab's public key in root's authorized_keys on the host in place of an earlier lab key,
-    keeping any other key there."""
-    public_key = read_file(lab.key + '.pub')
-    path = authorized_keys_path(host)
-    kept = [line for line in (read_file(path) or '').splitlines() if not line.endswith(' ' + client_key_comment(lab.name))]
-    os.makedirs(os.path.join(host.rootfs, 'root', '.ssh'), mode=0o700, exist_ok=True)
-    write_inside(host.rootfs, '/root/.ssh/authorized_keys', ''.join(line + '\n' for line in kept) + public_key, 0o600)
-
-
-def lab_key_authorized(lab: Lab, host: HostRecord) -> bool:
-    public_key = read_file(lab.key + '.pub')
-    path = authorized_keys_path(host)
-    return bool(public_key and path and public_key.strip() in (read_file(path) or '').splitlines())
+    account.set_up_account(lab, host)
 
 
 def ensure_authorized_key(changes: Changes, lab: Lab, host: HostRecord, key_made_now: bool) -> None:
     """A lab key made again (its file was lost) must reach the hosts that were already there."""
     if not os.path.isfile(host.marker):
         return  # copied just now (or about to be, in check mode) with the current key
-    if key_made_now or not lab_key_authorized(lab, host):
-        changes.make(f'authorize the lab key on {host.name}', authorize_lab_key, lab, host)
+    if key_made_now or not account.lab_key_authorized(lab, host):
+        changes.make(f'authorize the lab key for {account.LAB_USER} on {host.name}', account.authorize_lab_key, lab, host)
 
 
 def ssh_banner(address: str, timeout: float = 1.0) -> str | None:

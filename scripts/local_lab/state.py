@@ -52,6 +52,9 @@ class HostRecord:
     release: str = releases.DEFAULT_RELEASES[0]
     init: process.ProcessIdentity | None = None
     supervisor: process.ProcessIdentity | None = None
+    # The seat's cgroup in each hierarchy, on the machine ({'memory': '/sys/fs/cgroup/memory/.../unboxed-lab/LAB/HOST'}):
+    # made below the cgroup of the labctl that started it, which a later labctl (in another cgroup) cannot compute.
+    cgroups: dict = dataclasses.field(default_factory=dict)
 
     @property
     def address(self) -> ipaddress.IPv4Interface:
@@ -93,7 +96,8 @@ class HostRecord:
     def to_dict(self) -> dict:
         return {'position': self.position,
                 'init': self.init.to_dict() if self.init else None,
-                'supervisor': self.supervisor.to_dict() if self.supervisor else None}
+                'supervisor': self.supervisor.to_dict() if self.supervisor else None,
+                'cgroups': dict(self.cgroups)}
 
 
 @dataclasses.dataclass
@@ -163,6 +167,7 @@ class Lab:
             record = lab.new_host(name, int(host['position']))
             record.init = process.ProcessIdentity.from_dict(host.get('init'))
             record.supervisor = process.ProcessIdentity.from_dict(host.get('supervisor'))
+            record.cgroups = dict(host.get('cgroups') or {})
             lab.hosts[name] = record
         return lab
 

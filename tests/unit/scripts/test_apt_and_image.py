@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from local_lab import apt, image
+from local_lab import account, apt, image
 
 # This machine's /etc/apt/sources.list.d/debian.sources, verbatim.
 DEB822 = """\
@@ -168,6 +168,17 @@ def test_each_release_has_its_own_cached_tarball():
 
 
 def test_the_bookworm_base_keeps_the_key_it_had_before_releases():
-    """Its recipe is unchanged, so a base cached by an earlier labctl is used, not built again."""
+    """The recipe without sudo and the student account hashes as it did (a cached base of that recipe keeps its
+    name); with them, the key is new, so no seat is made from a base without the account."""
     mirrors = apt.release_mirror_lines(apt.parse_deb822_sources(DEB822), 'bookworm', 'bookworm')
-    assert image.base_key('bookworm', image.BASE_PACKAGES, mirrors, image.DPKG_OPTIONS) == '563b39d6bdc1'
+    before = tuple(package for package in image.BASE_PACKAGES if package != 'sudo')
+    assert image.base_key('bookworm', before, mirrors, image.DPKG_OPTIONS) == '563b39d6bdc1'
+    now = image.base_key('bookworm', image.BASE_PACKAGES, mirrors, image.DPKG_OPTIONS, account.BASE_HOOKS)
+    assert now != '563b39d6bdc1'
+    assert now != image.base_key('bookworm', image.BASE_PACKAGES, mirrors, image.DPKG_OPTIONS)
+
+
+def test_the_base_has_sudo_and_makes_the_student_account_with_the_seats_own_useradd():
+    assert 'sudo' in image.BASE_PACKAGES
+    assert account.BASE_HOOKS == (
+        'chroot "$1" useradd --uid 1000 --user-group --create-home --shell /bin/bash --comment "Lab student" student',)

@@ -50,7 +50,10 @@ def test_inventory_is_valid_yaml_with_both_transports_configured():
     assert group['hosts'] == {'lab1': {'ansible_host': '10.213.7.11', 'unboxed_lab_debian_release': 'trixie'},
                               'lab2': {'ansible_host': '10.213.7.12', 'unboxed_lab_debian_release': 'bookworm'}}
     variables = group['vars']
-    assert variables['ansible_user'] == 'root'
+    # As on a classroom's seat: the unprivileged account logs in, sudo makes every task root.
+    assert variables['ansible_user'] == 'student'
+    assert variables['ansible_become'] is True
+    assert variables['ansible_become_method'] == 'ansible.builtin.sudo'
     assert variables['ansible_python_interpreter'] == '/usr/bin/python3'
     assert variables['ansible_private_key_file'] == '/var/lib/unboxed/lab/pytest/ssh/id_ed25519'
     assert '-o UserKnownHostsFile=/var/lib/unboxed/lab/pytest/ssh/known_hosts' in variables['ansible_ssh_common_args']
