@@ -1,5 +1,7 @@
 """The local lab for real: three Debian hosts in namespaces, of two releases (Debian 13 beside Debian 12, as in
-a classroom set up this term), reached by Ansible over ssh and paramiko.
+a classroom set up this term), reached by Ansible over ssh and paramiko as a classroom's seats are: the
+unprivileged account student logs in, sudo makes it root (become), root cannot log in, and each seat sees its
+own cgroups at /sys/fs/cgroup, made below the cgroup labctl (this test) runs in.
 
 The tests run in order against one lab of their own (LAB), so the default lab is never touched; the
 module fixture brings it down at the end whatever happened.
@@ -19,6 +21,10 @@ from conftest import ansible_env, run_adhoc
 from ansible_collections.unboxed.lab.plugins.module_utils import mountinfo
 from ansible_collections.unboxed.lab.plugins.module_utils import namespaces
 from ansible_collections.unboxed.lab.plugins.module_utils import process
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'scripts'))
+from local_lab import cgroups  # noqa: E402  pylint: disable=wrong-import-position
+from local_lab import host as host_module  # noqa: E402  pylint: disable=wrong-import-position
 
 pytestmark = [pytest.mark.lab, pytest.mark.root]
 
@@ -40,6 +46,10 @@ DEBIAN_MAJOR = {'trixie': '13', 'bookworm': '12'}
 PYTHON_VERSION = {'trixie': '3.13', 'bookworm': '3.11'}
 NETNS_PREFIX = f'unboxed.{LAB}.'
 LAB_DIR = os.path.join(STATE_ROOT, LAB)
+USER = 'student'
+# Ansible's options for a task run as the account itself, without sudo.
+WITHOUT_BECOME = ('-e', 'ansible_become=false')
+PROBE = 'pytest-probe'
 
 
 @dataclasses.dataclass
@@ -103,6 +113,21 @@ def read_text(path: str) -> str:
 
 def known_hosts_by_address() -> dict[str, str]:
     return {line.split()[0]: line for line in read_text(f'{LAB_DIR}/ssh/known_hosts').splitlines()}
+
+
+def recorded_cgroups() -> dict[str, dict[str, str]]:
+    """{host: {hierarchy: the seat's cgroup on this machine}} from lab.json."""
+    with open(os.path.join(LAB_DIR, 'lab.json'), encoding='utf-8') as handle:
+        return {name: host.get('cgroups', {}) for name, host in json.load(handle)['hosts'].items()}
+
+
+def cgroup_pids(directory: str) -> set[int]:
+    """Every process in a cgroup and the cgroups below it."""
+    pids = set()
+    for parent, _children, files in os.walk(directory):
+        if 'cgroup.procs' in files:
+            pids |= set(cgroups.processes_in(parent))
+    return pids
 
 
 def recorded_processes() -> list[process.ProcessIdentity]:
@@ -201,20 +226,107 @@ def test_ping_every_host(lab, transport):
     assert all(result.get('ping') == 'pong' for result in results.values()), results
 
 
+def ssh_to(lab, host: str, user: str, *command: str) -> subprocess.CompletedProcess:
+    """Plain ssh with the lab's key and known_hosts, as a person at the controller would log in."""
+    status = lab.labctl('status')
+    lab_key = os.path.join(LAB_DIR, 'ssh', 'id_ed25519')
+    argv = ['ssh', '-i', lab_key, '-o', 'IdentitiesOnly=yes', '-o', 'IdentityAgent=none', '-o', 'BatchMode=yes',
+            '-o', f'UserKnownHostsFile={LAB_DIR}/ssh/known_hosts', '-o', 'StrictHostKeyChecking=yes',
+            '-o', 'ConnectTimeout=20', f'{user}@{status["hosts"][host]["address"]}', *command]
+    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120, stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize('transport', ['ssh', 'paramiko'])
+def test_seats_are_reached_as_student_who_becomes_root_with_sudo(lab, transport):
+    rc, results = lab.adhoc('ansible.builtin.shell', 'id -un; id -u; sudo -n true && echo sudo-ok', '-c', transport, *WITHOUT_BECOME)
+    assert rc == 0, results
+    assert all(result['stdout_lines'] == [USER, '1000', 'sudo-ok'] for result in results.values()), results
+    # The inventory's become (sudo) makes every task root, as on a classroom's seat.
+    rc, results = lab.adhoc('ansible.builtin.command', 'id -u', '-c', transport)
+    assert rc == 0, results
+    assert sorted(results) == HOSTS and all(result['stdout'] == '0' for result in results.values()), results
+
+
+def test_root_cannot_log_in_over_ssh(lab):
+    refused = ssh_to(lab, 'lab1', 'root', 'true')
+    assert refused.returncode == 255 and 'Permission denied' in refused.stderr, refused.stderr
+    # The same key, the same options: the account logs in, so it is root that is refused.
+    allowed = ssh_to(lab, 'lab1', USER, 'id', '-un')
+    assert allowed.returncode == 0 and allowed.stdout.strip() == USER, allowed.stderr
+    rc, results = lab.adhoc('ansible.builtin.ping', None, '-e', 'ansible_user=root', *WITHOUT_BECOME)
+    assert rc == 4 and all(result.get('unreachable') for result in results.values()), results
+
+
+def test_each_seat_sees_its_own_cgroups_at_sys_fs_cgroup_as_this_machine_lays_them_out(lab):
+    hierarchies = cgroups.current_hierarchies()
+    expected_mounts = cgroups.seat_mounts(hierarchies)
+    assert expected_mounts, 'this machine mounts no cgroup hierarchy under /sys/fs/cgroup'
+    script = 'findmnt -R -n -l -o TARGET,FSTYPE,OPTIONS /sys/fs/cgroup; echo ---; cat /proc/self/cgroup; echo ---; cat /proc/1/cgroup'
+    rc, results = lab.adhoc('ansible.builtin.shell', script)
+    assert rc == 0, results
+    status = lab.labctl('status')
+    for host in HOSTS:
+        mounts, own, init = (part.strip().splitlines() for part in results[host]['stdout'].split('---'))
+        seen = [line.split() for line in mounts]
+        assert [(target, fstype) for target, fstype, _options in seen] == \
+            [(mount.target, mount.fstype) for mount in expected_mounts], mounts
+        if expected_mounts[0].read_only_after:
+            assert seen[0][2].startswith('ro,'), seen[0]
+        # Inside its cgroup namespace, a seat's processes are in /init.scope of every hierarchy it has, as
+        # systemd's PID 1 is on a real seat; the hierarchies it does not have show the namespace's root.
+        for lines in (own, init):
+            paths = {tuple(filter(None, controllers.split(','))) or ('unified',): path
+                     for _id, controllers, path in (line.split(':', 2) for line in lines)}
+            for hierarchy in hierarchies:
+                key = ('unified',) if hierarchy.version == 2 else hierarchy.controllers
+                assert paths[key] == '/init.scope', (host, lines)
+        # On the machine: each cgroup below this test's own (labctl ran as its child), holding every process of
+        # the seat (everything in its network namespace, and the supervisor outside it).
+        recorded = status['hosts'][host]['cgroups']
+        assert sorted(recorded) == sorted(hierarchy.key for hierarchy in hierarchies)
+        seat_pids = set(host_module.pids_in_netns(f'{NETNS_PREFIX}{host}'))
+        assert seat_pids
+        for hierarchy in hierarchies:
+            assert recorded[hierarchy.key] == cgroups.seat_dir(hierarchy, LAB, host)
+            assert recorded[hierarchy.key].startswith(hierarchy.own_dir.rstrip('/') + '/unboxed-lab/')
+            assert cgroups.processes_in(recorded[hierarchy.key]) == []  # the seat's root cgroup holds no process
+            assert seat_pids <= cgroup_pids(recorded[hierarchy.key]), (host, hierarchy.key)
+
+
+def test_a_cgroup_made_inside_a_seat_lands_below_labctls_cgroup_with_its_limit(lab):
+    hierarchies = cgroups.current_hierarchies()
+    targets = [mount.target for mount in cgroups.seat_mounts(hierarchies) if mount.fstype.startswith('cgroup')]
+    memory = [mount.target for mount in cgroups.seat_mounts(hierarchies) if mount.options.endswith(',memory')]
+    limit = 48 * 1024 * 1024
+    script = ' && '.join([f'mkdir {target}/{PROBE}' for target in targets]
+                         + [f'echo {limit} > {target}/{PROBE}/memory.limit_in_bytes' for target in memory])
+    rc, results = lab.adhoc('ansible.builtin.shell', script, pattern='lab1')
+    assert rc == 0, results
+    for directory in recorded_cgroups()['lab1'].values():
+        assert os.path.isdir(os.path.join(directory, PROBE)), directory
+    if memory:
+        memory_dir = recorded_cgroups()['lab1']['memory']
+        with open(os.path.join(memory_dir, PROBE, 'memory.limit_in_bytes'), encoding='ascii') as handle:
+            assert int(handle.read()) == limit
+    # Not below the other seats.
+    for host in ('lab2', 'lab3'):
+        assert not [directory for directory in recorded_cgroups()[host].values() if os.path.exists(os.path.join(directory, PROBE))]
+
+
 def test_each_host_has_its_own_hostname_and_namespaces(lab):
     # One line per fact, so each host answers in the same shape.
-    script = ('hostname; for ns in pid net mnt uts ipc; do readlink /proc/self/ns/$ns; done; '
+    script = ('hostname; for ns in pid net mnt uts ipc cgroup; do readlink /proc/self/ns/$ns; done; '
               'ps -e --no-headers -o comm | wc -l; tr "\\0" " " < /proc/1/cmdline; echo; '
               'ip -4 -o address show dev eth0 | awk "{print \\$4}"; ip route | wc -l')
     rc, results = lab.adhoc('ansible.builtin.shell', script)
     assert rc == 0, results
     controller = {ns: namespaces.namespace_inode('self', name) for ns, name in
-                  (('pid', 'pid'), ('net', 'net'), ('mnt', 'mount'), ('uts', 'uts'), ('ipc', 'ipc'))}
+                  (('pid', 'pid'), ('net', 'net'), ('mnt', 'mount'), ('uts', 'uts'), ('ipc', 'ipc'), ('cgroup', 'cgroup'))}
     seen = {ns: set() for ns in controller}
     status = lab.labctl('status')
     for host in HOSTS:
         lines = results[host]['stdout_lines']
-        hostname, ns_links, process_count, init_cmdline, address, route_count = lines[0], lines[1:6], lines[6], lines[7], lines[8], lines[9]
+        hostname, ns_links, process_count, init_cmdline, address, route_count = lines[0], lines[1:7], lines[7], lines[8], lines[9], lines[10]
         assert hostname == host
         for ns, link in zip(controller, ns_links):
             inode = namespaces.parse_ns_link(link)
@@ -222,8 +334,8 @@ def test_each_host_has_its_own_hostname_and_namespaces(lab):
             seen[ns].add(inode)
         # The netns labctl named for this host is the one its sshd lives in.
         assert namespaces.parse_ns_link(ns_links[1]) == os.stat(f'/run/netns/{NETNS_PREFIX}{host}').st_ino
-        # tini, sshd, the session's sshd, the module's sh and python, ps, wc: none of the controller's processes.
-        assert int(process_count) < 15
+        # tini, sshd, the session's sshd, sudo, the module's sh and python, ps, wc: none of the controller's processes.
+        assert int(process_count) < 20
         assert init_cmdline.split()[0] == '/usr/bin/tini'
         assert address == status['hosts'][host]['address'] + '/24'
         assert int(route_count) == 1  # the lab's own subnet, no default route: nothing leaves the lab
@@ -231,8 +343,14 @@ def test_each_host_has_its_own_hostname_and_namespaces(lab):
 
 
 def test_a_stopped_host_fails_alone_and_up_starts_it_again(lab):
+    lab2_cgroups = recorded_cgroups()['lab2']
+    assert lab2_cgroups and all(os.path.isdir(directory) for directory in lab2_cgroups.values())
     stopped = lab.labctl('stop', 'lab2')
     assert stopped['changed'] and not stopped['hosts']['lab2']['running']
+    # Its processes are gone, so are its cgroups; the others keep theirs.
+    assert stopped['hosts']['lab2']['cgroups'] == {}
+    assert [directory for directory in lab2_cgroups.values() if os.path.exists(directory)] == []
+    assert all(os.path.isdir(directory) for directory in stopped['hosts']['lab1']['cgroups'].values())
     assert stopped['hosts']['lab1']['running'] and stopped['hosts']['lab3']['running']
 
     rc, results = lab.adhoc('ansible.builtin.ping')
@@ -311,15 +429,22 @@ def test_a_second_lab_lives_beside_the_first_and_goes_alone(lab):
     assert rc == 0, results
 
 
-def test_down_leaves_no_namespace_link_mount_process_or_file(lab):
+def test_down_leaves_no_namespace_link_mount_process_file_or_cgroup(lab):
     processes = recorded_processes()
     assert len(processes) == 2 * len(HOSTS) and all(process.is_running(identity) for identity in processes)
+    seat_cgroups = [directory for host in recorded_cgroups().values() for directory in host.values()]
+    hierarchies = cgroups.current_hierarchies()
+    assert len(seat_cgroups) == len(HOSTS) * len(hierarchies)
+    # lab1 still holds the cgroup made inside it (test_a_cgroup_made_inside_a_seat...): down removes it too.
+    assert any(os.path.isdir(os.path.join(directory, PROBE)) for directory in recorded_cgroups()['lab1'].values())
     run = lab.playbook(state='down')
     assert run.returncode == 0, run.stdout + run.stderr
     assert recap_changed(run.stdout) == 1
     assert lab_netns() == []
     assert lab_links() == []
     assert lab_mounts() == []
+    assert [directory for directory in seat_cgroups if os.path.exists(directory)] == []
+    assert [cgroups.lab_dir(hierarchy, LAB) for hierarchy in hierarchies if os.path.exists(cgroups.lab_dir(hierarchy, LAB))] == []
     # Zombies would pass kill -0; is_running reads the state in /proc/PID/stat.
     assert [identity for identity in processes if process.is_running(identity)] == []
     assert not os.path.exists(LAB_DIR)
