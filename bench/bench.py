@@ -268,6 +268,7 @@ class Lab:
     seats: dict[str, dict] = field(default_factory=dict)
     key: str = ''
     known_hosts: str = ''
+    user: str = 'student'  # the account labctl's seats let in (it becomes root with sudo)
     touched: bool = False  # `labctl up` has been run
 
     @property
@@ -290,17 +291,18 @@ class Lab:
         self.hosts = {name: host['address'] for name, host in state['hosts'].items()}
         self.seats = {name: {'release': host.get('release'), 'debian_version': host.get('debian_version')}
                       for name, host in state['hosts'].items()}
-        self.key, self.known_hosts = state['key'], state['known_hosts']
+        self.key, self.known_hosts, self.user = state['key'], state['known_hosts'], state.get('user', self.user)
         self._write_ssh_config()
         return round(time.monotonic() - started, 2)
 
     def _write_ssh_config(self) -> None:
-        # What a user of the hand-written script has in ~/.ssh/config for the class's machines.
+        # What a user of the hand-written script has in ~/.ssh/config for the class's machines: the seats' own
+        # account, as Ansible logs in (root cannot log in; the script uses sudo as the playbooks use become).
         lines = []
         for address in self.hosts.values():
             lines += [
                 f'Host {address}',
-                '  User root',
+                f'  User {self.user}',
                 f'  IdentityFile {self.key}',
                 '  IdentitiesOnly yes',
                 '  IdentityAgent none',

@@ -9,6 +9,10 @@
 # BASE.tar.gz is the Debian base that the base_rootfs role builds on the controller
 # (/var/cache/unboxed/base/debian-bookworm-*.tar.gz). It is streamed into lower1-base over the same ssh
 # connection, only on hosts that do not have a base yet. Exit status: 0 when every host succeeded.
+#
+# It logs in as the ssh config's user, an unprivileged account as on a classroom's seat (root cannot log in),
+# and runs everything as root through `sudo -n`, as the playbooks do through become: a sudo that would ask
+# for a password fails at once rather than hang.
 set -euo pipefail
 
 usage() { sed -n '5,6s/^#   //p' "$0" >&2; exit 2; }
@@ -34,6 +38,8 @@ if [[ $mode == provision && ! -r $archive ]]; then
 fi
 
 run_ssh() { ssh -F "$ssh_config" -o BatchMode=yes "$@"; }
+# HOST COMMAND: COMMAND (one string, run by the login shell on the host) as root, through sudo.
+run_root() { run_ssh "$1" "sudo -n sh -c '$2'"; }
 
 # The talk's slides, as one script run by bash on the host. Quoted heredoc: nothing expands here.
 read -r -d '' talk <<'TALK' || true
@@ -73,15 +79,15 @@ RESET
 provision() {
     local host=$1
     # FROM debian: unpack the base once (into a temporary name, so an interrupted copy is not taken for a base)
-    if ! run_ssh "$host" test -e /overlay/lower1-base/etc/debian_version; then
-        run_ssh "$host" 'rm -rf /overlay/lower1-base.partial && mkdir -p /overlay/lower1-base.partial &&
+    if ! run_root "$host" 'test -e /overlay/lower1-base/etc/debian_version'; then
+        run_root "$host" 'rm -rf /overlay/lower1-base.partial && mkdir -p /overlay/lower1-base.partial &&
             tar -xzf - --numeric-owner -C /overlay/lower1-base.partial &&
             mv /overlay/lower1-base.partial /overlay/lower1-base' <"$archive"
     fi
-    run_ssh "$host" bash -s <<<"$talk"
+    run_ssh "$host" sudo -n bash -s <<<"$talk"
 }
 
-teardown() { run_ssh "$1" bash -s <<<"$reset"; }
+teardown() { run_ssh "$1" sudo -n bash -s <<<"$reset"; }
 
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
