@@ -158,8 +158,7 @@ def test_a_root_that_leads_to_a_system_directory_runs_nothing(run_module, workdi
     ('proc', '../../../../../../../../..', 'is a symbolic link (to ../../'),
     ('sys', 'tmp', 'is a symbolic link (to tmp)'),           # even a link that stays inside
 ])
-def test_a_mount_target_that_is_a_symbolic_link_is_refused_and_nothing_is_mounted(run_module, busybox_rootfs, name, link,
-                                                                                   fragment):
+def test_a_mount_target_that_is_a_link_is_refused_and_nothing_mounted(run_module, busybox_rootfs, name, link, fragment):
     shutil.rmtree(f'{busybox_rootfs}/{name}')
     os.symlink(link, f'{busybox_rootfs}/{name}')
     tree, points = snapshot_tree(busybox_rootfs), mount_points()
@@ -200,7 +199,10 @@ def wait_for(condition, timeout=30.0):
 def test_two_runs_on_one_root_never_unmount_what_the_other_uses(run_module, busybox_rootfs, tmp_path):
     mounts = snapshot_mounts(busybox_rootfs)
     root = busybox_rootfs
-    mounted = lambda name: mountinfo.find_mount(f'{root}/{name}') is not None   # noqa: E731
+
+    def mounted(name):
+        return mountinfo.find_mount(f'{root}/{name}') is not None
+
     # The first run mounts proc and waits; the second starts while proc is mounted, also needs it (and sys), and
     # is still in its command when the first one ends.
     first, first_record = chroot_run_async(str(tmp_path), {
