@@ -31,7 +31,7 @@ description:
     the exact command line it runs; a later run that finds this record without a PID looks for a process with that
     command line whose output goes to this container's log file, and tracks it again (RV(msg) says
     C(tracked again)) or, if the spec changed, restarts it - it never starts a second container beside it.
-  - Two runs at once for the same container (two C(ansible-playbook) runs, say) are serialised: each holds an exclusive
+  - Two runs at once for the same container (two C(ansible-playbook) runs, say) are serialised; each holds an exclusive
     lock for the container's name (in C(/run/unboxed/locks)) from reading the state to writing it, waiting at most
     O(lock_timeout) seconds for another run to finish. Check mode takes no lock.
   - Everything is validated before anything is touched, and each error names the option and the reason.

@@ -796,7 +796,7 @@ def test_a_module_killed_at_any_instant_never_leaves_two_containers(run_module, 
 
     # Spread across the module's run (its start-up, the probe, the intent record, the spawn, the record, the wait for the
     # command), and right at the spawn: after unshare started, after it forked PID 1 - before the PID is recorded.
-    instants = [dict(kill_after=module_time * fraction) for fraction in (0.05, 0.2, 0.35, 0.5, 0.65, 0.8)]
+    instants = [dict(kill_after=module_time * fraction) for fraction in (0.05, 0.25, 0.45, 0.65, 0.85)]
     instants += [dict(kill_at_launch='unshare'), dict(kill_at_launch='pid1'), dict(kill_at_launch='pid1')]
     kills = 0
     for when in instants:
