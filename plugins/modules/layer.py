@@ -802,8 +802,8 @@ def differences(layer: str, wanted) -> Differences:
     staging = staging_directory(layer)
     actions = []
     if found_leftovers or os.path.isdir(staging):
-        actions.append(f'remove {plural(len(found_leftovers), "temporary file")} of an interrupted run '
-                       f'({staging}{"" if not found_leftovers or os.path.dirname(found_leftovers[0]) == staging else ", ..."})')
+        places = ', '.join(dict.fromkeys([staging] * os.path.isdir(staging) + [os.path.dirname(path) for path in found_leftovers]))
+        actions.append(f'remove {plural(len(found_leftovers), "temporary file")} of an interrupted run (in {places})')
     directories = missing_directories(layer, wanted)
     actions.extend(f'create directory {directory}' for directory in directories)
     diffs = []
