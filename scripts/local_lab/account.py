@@ -60,8 +60,8 @@ def account_ids(host: HostRecord) -> tuple[int, int]:
     ids = parse_passwd_ids(read_file(passwd) or '', LAB_USER) if passwd else None
     if ids is None:
         raise LabError(f'{host.name} has no {LAB_USER} account in its /etc/passwd: its base was built by an earlier '
-                       f'labctl. Run `labctl build-base` (or `labctl up`, which builds the current base) and make the host again.')
-    return ids
+                       f'labctl. `labctl up` builds the current base and makes such a host again.')
+    return ids[0], ids[1]
 
 
 def authorized_keys_path(host: HostRecord) -> str | None:

@@ -329,4 +329,3 @@ def remove_stray_cgroups(stray) -> None:
         else:
             seat = posixpath.basename(directory)
             remove_seat_cgroups([directory], posixpath.basename(posixpath.dirname(directory)), seat)
-
