@@ -6,7 +6,9 @@ default lab nor the lab tests' lab is touched. Each test brings the hosts into t
 into a temporary cache of this module, so the first check run really meets a fresh controller and
 fresh hosts, and nothing the user cached in /var/cache/unboxed is used or removed.
 
-What a host holds is read over SSH, through Ansible, as a user would look at it.
+What a host holds is read over SSH, through Ansible, as a user would look at it. As on a classroom's seats,
+Ansible logs in as the unprivileged account student and every task, the snapshot's too, runs as root through
+become (sudo): the inventory labctl writes says so, and nothing here adds it.
 """
 
 from __future__ import annotations
@@ -30,17 +32,20 @@ LABCTL = os.path.join(REPO, 'scripts', 'labctl')
 LAB = 'talktest'
 HOSTS = ['lab1', 'lab2', 'lab3']
 CONTAINER = 'talk'
-OBSERVATIONS_PER_HOST = 12
+OBSERVATIONS_PER_HOST = 15  # layers, build, overlay, chroot and namespaces (verify.yml)
 
 RECAP_LINE = re.compile(r'^(?P<host>\S+)\s+:\s+(?P<counts>(?:\w+=\d+\s*)+)$')
 
 # What a host shows of the talk: the lab's directory tree, the host's archive cache and the container's
 # state directory (files with mode, size and mtime; directories with their mode - verify's probe file
-# touches the upper layer's mtime and nothing else), the mount table and the talk's processes.
+# touches the upper layer's mtime and nothing else), the mount table and the talk's processes. Not the
+# modules' lock files (/run/unboxed/locks): every real run takes its locks again and writes its PID into
+# them; they hold no state of the talk.
 SNAPSHOT_SCRIPT = r"""
+echo "login $(id -un "${SUDO_UID:-$(id -u)}") as $(id -un)"
 for dir in /overlay /var/cache/unboxed /run/unboxed; do
   if [ -e "$dir" ]; then
-    find "$dir" -xdev \( -type d -printf '%p d %m\n' \) -o -printf '%p %y %m %s %T@\n' | sort
+    find "$dir" -xdev -path /run/unboxed/locks -prune -o \( -type d -printf '%p d %m\n' \) -o -printf '%p %y %m %s %T@\n' | sort
   else
     echo "$dir absent"
   fi
@@ -130,7 +135,17 @@ class TalkLab:
         results = self.adhoc('ansible.builtin.shell', SNAPSHOT_SCRIPT)
         for host, result in results.items():
             assert result.get('rc') == 0, f'snapshot failed on {host}: {result}'
+            # The seat let in its account, and sudo made the snapshot root: become, as on a classroom's seat.
+            assert result['stdout_lines'][0] == 'login student as root', f'{host}: {result["stdout_lines"][:1]}'
         return {host: result['stdout'] for host, result in results.items()}
+
+
+def cached_archives(lab: TalkLab) -> list[str]:
+    """The archives in the controller's cache, each with the file of its checksum beside it (written last)."""
+    names = sorted(os.listdir(lab.cache_dir))
+    archives = [name for name in names if name.endswith('.tar.gz')]
+    assert names == sorted(archives + [archive + '.sha256' for archive in archives]), names
+    return archives
 
 
 def assert_ok(run: Run):
@@ -161,7 +176,8 @@ def talk_lab(tmp_path_factory):
     lab = TalkLab(tmp=tmp, inventory=os.path.join(tmp, 'hosts.yml'), cache_dir=os.path.join(tmp, 'base-cache'))
     lab.labctl('down')  # what an interrupted earlier run may have left
     try:
-        lab.labctl('up', '--hosts', str(len(HOSTS)), '--inventory', lab.inventory)
+        up = lab.labctl('up', '--hosts', str(len(HOSTS)), '--inventory', lab.inventory)
+        assert up['user'] == 'student', up
         yield lab
     finally:
         lab.labctl('down')
@@ -206,8 +222,7 @@ def test_check_on_fresh_hosts_predicts_the_converge_exactly(fresh):
     # The base was built once, on the controller, for all three hosts.
     builds = [entry for entry in site.results if entry['task'] == 'Build the base root file system with mmdebstrap']
     assert len(builds) == 1 and builds[0]['result']['changed'], site.explain()
-    archives = os.listdir(fresh.cache_dir)
-    assert len(archives) == 1 and archives[0].endswith('.tar.gz'), archives
+    assert len(cached_archives(fresh)) == 1, os.listdir(fresh.cache_dir)
 
 
 def test_second_run_changes_nothing_and_skips_the_transfer(converged):
@@ -335,7 +350,7 @@ def test_reset_leaves_hosts_clean_as_check_predicted_and_keeps_the_cached_base(c
         assert 'overlay' not in mounts, f'{host}:\n{mounts}'
         assert processes.strip() == '', f'{host}:\n{processes}'
         assert re.search(r'^/var/cache/unboxed/base/\S+\.tar\.gz f ', text, re.MULTILINE), f'{host}:\n{text}'
-    assert len(os.listdir(talk_lab.cache_dir)) == 1
+    assert len(cached_archives(talk_lab)) == 1, os.listdir(talk_lab.cache_dir)
 
     assert_nothing_changed(talk_lab.playbook('reset.yml'))
 
