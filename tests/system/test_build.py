@@ -396,3 +396,17 @@ def test_the_talks_dockerfile_from_the_debian_archive(build, lab):
     assert again['changed'] is False and cached_flags(again) == [True, True, True]
     print(f'debian cold build {cold:.2f} s, all-cache rebuild {warm:.2f} s')
     shutil.rmtree(lab['store'])
+
+
+def test_check_mode_before_the_base_archive_is_there_predicts_the_whole_build(build, lab, workdir):
+    # A --check of site.yml on a fresh seat: base_rootfs's copy of the archive is only predicted.
+    empty = workdir / 'no-base-yet'
+    empty.mkdir()
+    predicted = build(TALK, check=True, base_dir=str(empty), base_images={})
+    assert not predicted['failed'], predicted.get('msg')
+    assert predicted['changed'] is True
+    assert [step['built'] for step in predicted['steps']] == [True, True, True]
+    assert any('no Debian trixie base archive' in warning for warning in predicted.get('warnings', []))
+    assert not os.path.exists(lab['store'])
+    real = build(TALK, base_dir=str(empty), base_images={})
+    assert real['failed'] and 'no Debian trixie base archive' in real['msg']
