@@ -185,14 +185,82 @@ class Store:
     # -- writing --------------------------------------------------------------------------------------------------
 
     def ensure(self) -> list[str]:
-        """Create the store's directories; returns those it created."""
+        """Create the store's directories (and missing parents of the store); returns those it created, outermost
+        first, so that a build that fails before it keeps anything can take them back (``discard_created``)."""
         created = []
+        missing = []
+        parent = os.path.dirname(self.root)
+        while parent and parent != '/' and not os.path.lexists(parent):
+            missing.insert(0, parent)
+            parent = os.path.dirname(parent)
+        for directory in missing:
+            os.mkdir(directory, 0o755)
+            created.append(directory)
         for directory in (self.root, self.overlay2, os.path.join(self.overlay2, 'l'), self.images_dir, self.cache_dir,
                           self.tmp):
             if not os.path.isdir(directory):
-                os.makedirs(directory, mode=0o700 if directory == self.root else 0o755, exist_ok=True)
+                os.mkdir(directory, 0o700 if directory == self.root else 0o755)
                 created.append(directory)
         return created
+
+    @staticmethod
+    def discard_created(created: list[str]) -> list[str]:
+        """Take back the directories ``ensure`` created when none of them holds anything but empty directories: a
+        build that failed before keeping anything leaves no store skeleton where there was no store. When the run
+        kept something (the FROM image before a failing RUN: the cache of step 1) they all stay. Returns what went."""
+        for top in created:
+            for dirpath, dirnames, filenames in os.walk(top):
+                if filenames or any(os.path.islink(os.path.join(dirpath, name)) for name in dirnames):
+                    return []
+        removed = []
+        for directory in reversed(created):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                continue
+            removed.append(directory)
+        return removed
+
+    def debris(self) -> list[str]:
+        """What a run killed half way left behind (the store's lock keeps two runs from working at once, so
+        while it is held nothing of this is in use): step directories under tmp/, temporary JSON files, layer
+        directories no image names (committed just before the kill, before their image), dangling l/ links."""
+        found = []
+        if os.path.isdir(self.tmp):
+            found.extend(os.path.join(self.tmp, name) for name in sorted(os.listdir(self.tmp)))
+        for directory in (self.root, self.images_dir, self.cache_dir):
+            if os.path.isdir(directory):
+                found.extend(os.path.join(directory, name) for name in sorted(os.listdir(directory))
+                             if name.startswith('.tmp-'))
+        if os.path.isdir(self.overlay2):
+            named = self.named_layers()
+            found.extend(self.layer_dir(name) for name in sorted(os.listdir(self.overlay2))
+                         if name != 'l' and name not in named)
+            links = os.path.join(self.overlay2, 'l')
+            if os.path.isdir(links):
+                for name in sorted(os.listdir(links)):
+                    target = os.path.join(links, name)
+                    if os.path.islink(target) and (not os.path.exists(target) or os.readlink(target).split('/')[1]
+                                                   not in named):
+                        found.append(target)
+        return found
+
+    def named_layers(self) -> set:
+        """Every layer id some image document lists."""
+        named = set()
+        if not os.path.isdir(self.images_dir):
+            return named
+        for name in os.listdir(self.images_dir):
+            if not name.endswith('.json') or name.startswith('.'):
+                continue
+            try:
+                with open(os.path.join(self.images_dir, name), encoding='utf-8') as handle:
+                    document = json.load(handle)
+            except (OSError, ValueError):
+                continue
+            if isinstance(document, dict) and isinstance(document.get('layers'), list):
+                named.update(layer for layer in document['layers'] if isinstance(layer, str))
+        return named
 
     def scratch(self) -> str:
         """A fresh directory under tmp/ for one step; the caller removes it (remove_tree) on every path."""

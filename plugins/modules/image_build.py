@@ -25,7 +25,9 @@ description:
   - A step is reused from the build cache when the same parent image was already built on by the same instruction
     (the same text, build args and COPY file checksums); a rerun prints C(Using cache) for every step and changes
     nothing. A step that fails stops the build there with its output and exit code; it leaves no layer behind and
-    earlier steps stay cached.
+    earlier steps stay cached. A first build that fails before it keeps anything leaves no store behind.
+  - A run killed half way (SIGKILL, a lost connection) leaves no half layer - layers and images appear by rename,
+    complete - and the next run, holding the store's lock, unmounts and removes what it left (see RV(healed)).
   - Run it through its action plugin (the usual way, O(src)) - it reads the Dockerfile and the files C(COPY)
     needs on the controller. The module itself takes the Dockerfile's text (O(dockerfile)) and those files (O(context)).
   - B(Not supported) (each refused with a clear message) - multi-stage builds, heredocs, BuildKit flags
@@ -236,6 +238,14 @@ failed_step:
 removed:
   description: What O(state=absent) removed (in check mode, would remove).
   returned: when O(state=absent)
+  type: list
+  elements: str
+healed:
+  description:
+    - What an interrupted earlier run had left in the store and this run removed first (with the store's lock
+      held) - step directories under C(tmp/) (their overlays unmounted), temporary files, layers no image names.
+      In check mode, what a real run would remove.
+  returned: when there was something
   type: list
   elements: str
 warnings_text:
@@ -741,6 +751,29 @@ def build(module, params, store, check_mode: bool) -> dict:
     return result
 
 
+def heal(module, store) -> list[str]:
+    """Unmount and remove what a killed run left in the store (its step overlays under tmp/, temporary files,
+    layers committed before their image); returns what went. Called with the store's lock held."""
+    debris = store.debris()
+    if not debris:
+        return []
+    umount = module.get_bin_path('umount', required=True)
+    for entry in reversed(mountinfo.mounts_below(store.tmp)):
+        rc, _out, _err = cmd.run(module, [umount, entry.mount_point])
+        if rc != 0:
+            cmd.run(module, [umount, '--lazy', entry.mount_point])
+    still = mountinfo.mounts_below(store.tmp)
+    if still:
+        raise BuildFailed(f'{still[0].mount_point} (a step overlay an interrupted run left) cannot be unmounted; '
+                          f'unmount it by hand (umount {still[0].mount_point}), then run again.')
+    for path in debris:
+        if os.path.isdir(path) and not os.path.islink(path):
+            image_store.remove_tree(path)
+        elif os.path.lexists(path):
+            os.unlink(path)
+    return debris
+
+
 def image_description(store, image_id: str) -> dict:
     summary = image_store.image_summary(store, image_id)
     config = summary['config']
@@ -787,17 +820,29 @@ def main():
             absent(module, store, module.check_mode)
     try:
         if module.check_mode:
+            healed = store.debris()
             result = build(module, params, store, check_mode=True)
         else:
             with locking.exclusive('layer', store.root, timeout=params['lock_timeout'], note='image_build'):
-                store.ensure()
-                result = build(module, params, store, check_mode=False)
+                created = store.ensure()
+                try:
+                    healed = heal(module, store)
+                    result = build(module, params, store, check_mode=False)
+                except BaseException:
+                    store.discard_created(created)
+                    raise
+                if 'failed_step' in result:
+                    store.discard_created(created)
     except dockerfile.DockerfileError as error:
         module.fail_json(msg=str(error), line=error.line, column=error.column, changed=False)
     except BuildFailed as error:
         module.fail_json(msg=str(error), changed=False, **error.details)
     except locking.LockTimeout as error:
         module.fail_json(msg=locking.timeout_message(f'the image store {store.root}', error))
+    if healed:
+        result['healed'] = healed
+        result['changed'] = True
+        module.warn(f'An earlier run on {store.root} was interrupted; removed what it left: {", ".join(healed)}.')
     if 'failed_step' in result:
         step = result['failed_step']
         module.fail_json(msg=f'Step {step["number"]} failed: {step["instruction"]} returned a non-zero code: {step["rc"]}. '

@@ -184,6 +184,15 @@ def test_build_rebuild_and_edit_line_two(build, lab):
 
 
 def test_failing_run_keeps_store_and_cache(build, lab):
+    # A first build whose RUN fails keeps only what the steps before it made: the imported FROM image (step 1's
+    # cache), no layer of the RUN, nothing under tmp/.
+    first = build('FROM busybox:test\nRUN echo partial > /half && exit 4\n')
+    assert first['failed'] is True and first['rc'] == 4
+    assert first['changed'] is True      # the FROM image was imported and stays cached
+    assert len(os.listdir(os.path.join(lab['store'], 'overlay2'))) == 2      # the busybox layer and l/
+    assert len(os.listdir(os.path.join(lab['store'], 'images'))) == 1
+    assert os.listdir(os.path.join(lab['store'], 'tmp')) == []
+    assert snapshot_mounts(lab['root']) == []
     ok = build('FROM busybox:test\nRUN echo one > /one\n')
     assert not ok['failed'], ok.get('msg')
     before = snapshot_tree(lab['store'])
@@ -236,8 +245,6 @@ def test_oci_whiteouts_are_converted(build, lab, busybox_layer, workdir):
     ('not-an-image', 'neither an OCI image layout'),
 ])
 def test_bad_base_images_leave_the_store_unchanged(build, lab, workdir, busybox_layer, damage, fragment):
-    assert not build('FROM busybox:test\n')['failed']
-    before = snapshot_tree(lab['store'])
     layout = str(workdir / 'bad')
     if damage == 'escaping-layer':
         write_oci(layout, [tar_of_tree('', extra=[('../../escaped', b'x')])], ref='bad:image')
@@ -278,6 +285,13 @@ def test_bad_base_images_leave_the_store_unchanged(build, lab, workdir, busybox_
             index['manifests'][0]['digest'] = sha256(manifest_bytes)
             with open(index_path, 'w', encoding='utf-8') as handle:
                 json.dump(index, handle)
+    # A first build from the bad image leaves no store where there was none ...
+    first = build('FROM bad:image\nRUN true\n', base_images={'bad:image': layout})
+    assert first['failed'] is True and fragment in first['msg'], first['msg']
+    assert not os.path.lexists(lab['store'])
+    # ... and a later one leaves the store byte for byte as it was.
+    assert not build('FROM busybox:test\n')['failed']
+    before = snapshot_tree(lab['store'])
     result = build('FROM bad:image\nRUN true\n', base_images={'bad:image': layout})
     assert result['failed'] is True
     assert fragment in result['msg'], result['msg']
@@ -297,8 +311,12 @@ def test_bad_base_images_leave_the_store_unchanged(build, lab, workdir, busybox_
     ('FROM nothere:1\n', 'fetches nothing from a registry'),
 ])
 def test_bad_dockerfiles_change_nothing(build, lab, dockerfile, fragment):
-    assert not build('FROM busybox:test\n')['failed']
     os.symlink('/etc/passwd', os.path.join(lab['context'], 'escape'))
+    # Where there was no store, a bad first build leaves none (not even its empty directories).
+    first = build(dockerfile)
+    assert first['failed'] is True and fragment in first['msg'], first['msg']
+    assert not os.path.lexists(lab['store'])
+    assert not build('FROM busybox:test\n')['failed']
     before = snapshot_tree(lab['store'])
     result = build(dockerfile)
     assert result['failed'] is True

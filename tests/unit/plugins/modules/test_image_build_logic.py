@@ -93,3 +93,52 @@ def test_tree_digest_sees_content_and_mode(tmp_path):
     second = image_store.tree_digest(str(tmp_path))
     os.chmod(tmp_path / 'f', 0o600)
     assert len({first, second, image_store.tree_digest(str(tmp_path))}) == 3
+
+
+def test_discard_created_takes_back_an_empty_store_skeleton_and_its_parents(tmp_path):
+    store = image_store.Store(str(tmp_path / 'new' / 'parent' / 'store'))
+    created = store.ensure()
+    assert created[:3] == [str(tmp_path / 'new'), str(tmp_path / 'new' / 'parent'), store.root]
+    assert store.ensure() == []
+    assert set(store.discard_created(created)) == set(created)
+    assert os.listdir(tmp_path) == []
+
+
+def test_discard_created_keeps_everything_once_something_was_kept(tmp_path):
+    store = image_store.Store(str(tmp_path / 'store'))
+    created = store.ensure()
+    store.write_image({'config': {}}, [])
+    assert store.discard_created(created) == []
+    assert os.path.isdir(store.tmp) and len(os.listdir(store.images_dir)) == 1
+
+
+def test_discard_created_leaves_what_was_there_before(tmp_path):
+    store = image_store.Store(str(tmp_path / 'store'))
+    os.mkdir(store.root)
+    (tmp_path / 'store' / 'repositories.json').write_text('{}\n')
+    created = store.ensure()
+    assert store.root not in created
+    store.discard_created(created)
+    assert os.listdir(store.root) == ['repositories.json']
+
+
+def test_debris_names_what_a_killed_run_left_and_nothing_else(tmp_path):
+    store = image_store.Store(str(tmp_path / 'store'))
+    store.ensure()
+    kept_scratch = store.scratch()
+    os.mkdir(os.path.join(kept_scratch, 'upper'))
+    kept = store.commit_layer(kept_scratch, os.path.join(kept_scratch, 'upper'), [])
+    store.write_image({'config': {'n': 1}}, [kept])
+    orphan_scratch = store.scratch()
+    os.mkdir(os.path.join(orphan_scratch, 'upper'))
+    orphan = store.commit_layer(orphan_scratch, os.path.join(orphan_scratch, 'upper'), [kept])
+    step = store.scratch()
+    half_json = os.path.join(store.images_dir, '.tmp-abc')
+    with open(half_json, 'w', encoding='utf-8') as handle:
+        handle.write('{"con')
+    debris = store.debris()
+    assert store.layer_dir(orphan) in debris and half_json in debris and step in debris
+    assert kept_scratch in debris and orphan_scratch in debris       # the scratch dirs the test did not remove
+    assert store.layer_dir(kept) not in debris
+    orphan_link = [path for path in debris if '/l/' in path]
+    assert len(orphan_link) == 1 and os.readlink(orphan_link[0]) == f'../{orphan}/diff'
