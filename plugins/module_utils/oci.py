@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import os
 import posixpath
@@ -306,3 +307,76 @@ def gzip_tar_digest(archive: str) -> str:
     except (OSError, EOFError, zlib.error) as error:
         raise ImageError(f'{archive} is not a readable gzip archive: {error}.') from None
     return 'sha256:' + digest.hexdigest()
+
+
+def open_add_archive(data: bytes):
+    """A tarfile for the bytes of an ADD source when they are a tar archive (plain, gzip, bzip2 or xz), as Docker's
+    ADD recognizes one by its content, whatever its name; None for any other file (ADD copies it then)."""
+    try:
+        tar = tarfile.open(fileobj=io.BytesIO(data), mode='r:*')
+    except (tarfile.TarError, EOFError, OSError, zlib.error, ValueError):
+        return None
+    return tar
+
+
+def unpack_add_archive(tar, target: str, owner=None) -> list[str]:
+    """Unpack an ADD archive into the directory ``target`` (the destination inside the step's overlay), as Docker's
+    ADD does: files, directories, symbolic and hard links, devices and fifos with their modes, owners (``owner``,
+    the --chown (uid, gid), instead) and times. An entry whose name climbs out (``..``) or is absolute, or that
+    would be written through a symbolic link, is refused before anything is written. Returns the names written."""
+    members = tar.getmembers()
+    for member in members:
+        name = member.name
+        if name.startswith('/') or '..' in name.split('/'):
+            raise ImageError(f'the archive entry "{name}" points outside the destination ("/" or ".."): refused.')
+        if member.islnk() and (member.linkname.startswith('/') or '..' in member.linkname.split('/')):
+            raise ImageError(f'the archive entry "{name}" is a hard link to "{member.linkname}", outside the archive: '
+                             f'refused.')
+    attributes, written = [], []
+    for member in members:
+        relative = posixpath.normpath(member.name).lstrip('/')
+        if relative in ('', '.'):
+            continue
+        try:
+            parent = _parent_inside(target, relative)
+        except ImageError as error:
+            raise ImageError(str(error).replace('the layer writes', f'the archive entry "{member.name}" writes')
+                             .replace('the same layer made', 'is')) from None
+        path = os.path.join(parent, posixpath.basename(relative))
+        _clear(path, keep_directory=member.isdir())
+        if member.isdir():
+            if not os.path.isdir(path):
+                os.mkdir(path, 0o700)
+        elif member.isfile():
+            source = tar.extractfile(member)
+            with open(path, 'xb') as handle:
+                while True:
+                    chunk = source.read(1 << 20)
+                    if not chunk:
+                        break
+                    handle.write(chunk)
+        elif member.issym():
+            os.symlink(member.linkname, path)
+        elif member.islnk():
+            link_relative = posixpath.normpath(member.linkname)
+            source_path = os.path.join(_parent_inside(target, link_relative), posixpath.basename(link_relative))
+            if not os.path.lexists(source_path) or os.path.isdir(source_path):
+                raise ImageError(f'the hard link {member.name} points at {member.linkname}, which is no file of the archive.')
+            os.link(source_path, path, follow_symlinks=False)
+            written.append(relative)
+            continue
+        elif member.ischr() or member.isblk():
+            os.mknod(path, (stat.S_IFCHR if member.ischr() else stat.S_IFBLK) | 0o600,
+                     os.makedev(member.devmajor, member.devminor))
+        elif member.isfifo():
+            os.mkfifo(path, 0o600)
+        else:
+            raise ImageError(f'the archive entry {member.name} has a type ADD does not know.')
+        if owner is not None:
+            member.uid, member.gid = owner
+        attributes.append((path, member))
+        written.append(relative)
+    # Directories last (writing into one changes its mtime, and a 0555 one refuses): innermost first.
+    for path, member in reversed(attributes):
+        _set_attributes(path, member)
+    return written

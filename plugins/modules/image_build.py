@@ -31,7 +31,10 @@ description:
   - Run it through its action plugin (the usual way, O(src)) - it reads the Dockerfile and the files C(COPY)
     needs on the controller. The module itself takes the Dockerfile's text (O(dockerfile)) and those files (O(context)).
   - B(Not supported) (each refused with a clear message) - multi-stage builds, heredocs, BuildKit flags
-    (C(RUN --mount)), C(HEALTHCHECK), C(ONBUILD), C(ADD) from a URL; C(ADD) of a local tar copies it, it does not unpack it.
+    (C(RUN --mount)), C(HEALTHCHECK), C(ONBUILD), C(ADD) from a URL.
+  - C(ADD) of a local tar archive (plain, gzip, bzip2 or xz, known by its content) unpacks it into the destination,
+    as Docker does (C(COPY) copies it as a file); an archive entry that climbs out of the destination (C(..), an
+    absolute name) or is written through a symbolic link is refused.
 author:
   - unboxed developers (@unboxed)
 extends_documentation_fragment:
@@ -261,6 +264,7 @@ import glob
 import os
 import posixpath
 import secrets
+import tarfile
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -375,7 +379,6 @@ def base_source(reference: str, base_images: dict, base_dir: str):
 
 
 def _is_image_archive(path: str) -> bool:
-    import tarfile
     try:
         with tarfile.open(path, 'r:*') as tar:
             for member in tar:
@@ -573,8 +576,18 @@ def _directory_inside(merged: str, inner_dir: str) -> str:
 
 def copy_step(module, store, lower_layers: list[str], step, entries: list[dict]):
     """COPY/ADD: write the context files into a fresh layer on top of the image so far; returns the layer id."""
-    targets = build_context.copy_targets(entries, step.sources, step.destination)
+    archives = add_archives(step, entries)
+    targets = [(inner, entry) for inner, entry in build_context.copy_targets(entries, step.sources, step.destination)
+               if not any(entry is archive for archive, _tar in archives)]
     with Scratch(module, store, lower_layers) as scratch:
+        for entry, tar in archives:
+            # ADD of a local tar archive unpacks it into the destination (a directory, created when missing).
+            target = _directory_inside(scratch.merged, step.destination)
+            try:
+                oci.unpack_add_archive(tar, target, step.chown)
+            except (oci.ImageError, OSError, tarfile.TarError) as error:
+                raise BuildFailed(f'Dockerfile line {step.instruction.line}: ADD {entry["path"]}: cannot unpack the '
+                                  f'archive into {step.destination}: {error} The store is unchanged.') from None
         for inner, entry in targets:
             parent = _directory_inside(scratch.merged, posixpath.dirname(inner))
             host_path = os.path.join(parent, posixpath.basename(inner))
@@ -601,6 +614,21 @@ def copy_step(module, store, lower_layers: list[str], step, entries: list[dict])
             raise BuildFailed(f'the overlay of this step at {scratch.merged} could not be unmounted; the step was not kept.')
         image_store.drop_overlay_private_xattrs(scratch.upper)
         return store.commit_layer(scratch.path, scratch.upper, lower_layers)
+
+
+def add_archives(step, entries: list[dict]) -> list[tuple[dict, object]]:
+    """(entry, open tarfile) of each ADD source that is itself a local tar archive (plain, gzip, bzip2, xz: known
+    by its content, as Docker knows it). A file inside a directory source is copied, never unpacked."""
+    if step.instruction.keyword != 'ADD':
+        return []
+    found = []
+    for source in step.sources:
+        for entry in build_context.entries_named(entries, source):
+            if entry['type'] == 'file':
+                tar = oci.open_add_archive(base64.b64decode(entry['content']))
+                if tar is not None:
+                    found.append((entry, tar))
+    return found
 
 
 def _unlink_if_present(path: str) -> None:

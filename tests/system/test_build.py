@@ -353,6 +353,50 @@ def test_copy_from_the_context_and_metadata(build, lab):
     assert cached_flags(again) == [True, True, True, True, False, False, False, False, False, False]
 
 
+def write_tar(path, members, mode):
+    """A tar archive on disk: members are (name, data) files, or (name, None) directories."""
+    with tarfile.open(path, mode) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.mtime = 1_000_000
+            if data is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            else:
+                info.size, info.mode = len(data), 0o644
+                tar.addfile(info, io.BytesIO(data))
+
+
+def test_add_unpacks_local_tar_archives_and_copy_copies_them(build, lab):
+    context = lab['context']
+    names = {'w': 'plain.tar', 'w:gz': 'app.tar.gz', 'w:bz2': 'app.tar.bz2', 'w:xz': 'app.tar.xz'}
+    for mode, name in names.items():
+        write_tar(os.path.join(context, name), [('app', None), ('app/hello.txt', f'{mode}\n'.encode())], mode)
+    text = ('FROM busybox:test\n' + ''.join(f'ADD {name} /{index}/\n' for index, name in enumerate(names.values()))
+            + 'COPY app.tar.gz /copied/\nRUN cat /0/app/hello.txt /3/app/hello.txt > /both\n')
+    result = build(text)
+    assert not result['failed'], result.get('msg')
+    for index, mode in enumerate(names):
+        layer = result['steps'][1 + index]['layer']
+        assert layer_files(layer) == [str(index), f'{index}/app', f'{index}/app/hello.txt'], mode
+        with open(os.path.join(layer, str(index), 'app', 'hello.txt'), encoding='utf-8') as handle:
+            assert handle.read() == f'{mode}\n'
+    copied = result['steps'][5]['layer']
+    assert layer_files(copied) == ['copied', 'copied/app.tar.gz']
+    with open(os.path.join(result['steps'][6]['layer'], 'both'), encoding='utf-8') as handle:
+        assert handle.read() == 'w\nw:xz\n'
+    assert build(text)['changed'] is False
+
+    # An archive with an entry that climbs out of the destination: refused, the store as it was.
+    write_tar(os.path.join(context, 'evil.tar'), [('ok.txt', b'fine\n'), ('../../escaped', b'x\n')], 'w')
+    before = snapshot_tree(lab['store'])
+    refused = build('FROM busybox:test\nADD evil.tar /opt/\n')
+    assert refused['failed'] is True
+    assert 'Dockerfile line 2: ADD evil.tar' in refused['msg'] and 'points outside the destination' in refused['msg']
+    assert snapshot_tree(lab['store']) == before
+    assert snapshot_mounts(lab['root']) == []
+
+
 def test_built_image_runs_with_ns_container(build, lab, workdir, run_module):
     result = build(BUSYBOX_FILE)
     assert not result['failed'], result.get('msg')

@@ -142,3 +142,83 @@ def test_debris_names_what_a_killed_run_left_and_nothing_else(tmp_path):
     assert store.layer_dir(kept) not in debris
     orphan_link = [path for path in debris if '/l/' in path]
     assert len(orphan_link) == 1 and os.readlink(orphan_link[0]) == f'../{orphan}/diff'
+
+
+def _tar_bytes(members, mode='w'):
+    """A tar archive in memory: members are (name, kind, data) with kind file, dir, sym or lnk."""
+    import io
+    import tarfile
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=mode) as tar:
+        for name, kind, data in members:
+            info = tarfile.TarInfo(name)
+            info.uid, info.gid = os.getuid(), os.getgid()
+            info.mtime = 1_000_000
+            if kind == 'dir':
+                info.type, info.mode = tarfile.DIRTYPE, 0o750
+                tar.addfile(info)
+            elif kind in ('sym', 'lnk'):
+                info.type = tarfile.SYMTYPE if kind == 'sym' else tarfile.LNKTYPE
+                info.linkname = data
+                tar.addfile(info)
+            else:
+                info.size, info.mode = len(data), 0o640
+                tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+GOOD_MEMBERS = [('app', 'dir', None), ('app/run.sh', 'file', b'echo hi\n'), ('app/current', 'sym', 'run.sh'),
+                ('app/again.sh', 'lnk', 'app/run.sh'), ('./top.txt', 'file', b'top\n')]
+
+
+@pytest.mark.parametrize('mode', ['w', 'w:gz', 'w:bz2', 'w:xz'])
+def test_add_unpacks_a_local_tar_archive_of_every_compression(tmp_path, mode):
+    from ansible_collections.unboxed.lab.plugins.module_utils import oci
+    tar = oci.open_add_archive(_tar_bytes(GOOD_MEMBERS, mode))
+    assert tar is not None
+    target = tmp_path / 'dest'
+    target.mkdir()
+    written = oci.unpack_add_archive(tar, str(target))
+    assert sorted(written) == ['app', 'app/again.sh', 'app/current', 'app/run.sh', 'top.txt']
+    assert (target / 'app' / 'run.sh').read_bytes() == b'echo hi\n'
+    assert os.readlink(target / 'app' / 'current') == 'run.sh'
+    assert os.stat(target / 'app' / 'again.sh').st_ino == os.stat(target / 'app' / 'run.sh').st_ino
+    assert os.stat(target / 'app').st_mode & 0o777 == 0o750
+    assert os.stat(target / 'top.txt').st_mode & 0o777 == 0o640 and os.stat(target / 'top.txt').st_mtime == 1_000_000
+
+
+@pytest.mark.parametrize('data', [b'', b'just a text file\n', __import__('gzip').compress(b'not a tar inside\n')])
+def test_add_copies_what_is_not_a_tar_archive(data):
+    from ansible_collections.unboxed.lab.plugins.module_utils import oci
+    assert oci.open_add_archive(data) is None
+
+
+@pytest.mark.parametrize('members, fragment', [
+    ([('../escaped', 'file', b'x')], '"../escaped" points outside the destination'),
+    ([('app/../../escaped', 'file', b'x')], 'points outside the destination'),
+    ([('/etc/evil', 'file', b'x')], '"/etc/evil" points outside the destination'),
+    ([('ok', 'file', b'x'), ('hard', 'lnk', '../../etc/passwd')], 'is a hard link to "../../etc/passwd"'),
+    ([('out', 'sym', '/'), ('out/escaped', 'file', b'x')], '"out/escaped" writes below out, which is a symbolic link'),
+])
+def test_add_refuses_archive_entries_that_escape_the_destination(tmp_path, members, fragment):
+    from ansible_collections.unboxed.lab.plugins.module_utils import oci
+    target = tmp_path / 'dest'
+    target.mkdir()
+    with pytest.raises(oci.ImageError, match=None) as raised:
+        oci.unpack_add_archive(oci.open_add_archive(_tar_bytes(members)), str(target))
+    assert fragment in str(raised.value)
+    assert not (tmp_path / 'escaped').exists() and not os.path.exists('/escaped')
+    if 'outside the destination' in fragment or 'hard link' in fragment:
+        assert os.listdir(target) == []          # refused before anything was written
+
+
+def test_add_archives_only_for_add_and_only_for_archive_files():
+    import base64
+    from ansible_collections.unboxed.lab.plugins.module_utils import dockerfile
+    archive = base64.b64encode(_tar_bytes(GOOD_MEMBERS, 'w:gz')).decode()
+    entries = [{'path': 'app.tgz', 'type': 'file', 'mode': 0o644, 'content': archive},
+               {'path': 'notes.txt', 'type': 'file', 'mode': 0o644, 'content': base64.b64encode(b'hi\n').decode()}]
+    for keyword, expected in (('ADD', ['app.tgz']), ('COPY', [])):
+        parsed = dockerfile.parse(f'FROM scratch\n{keyword} app.tgz notes.txt /opt/\n')
+        step = dockerfile.plan(parsed, {}, None).steps[1]
+        assert [entry['path'] for entry, _tar in image_build.add_archives(step, entries)] == expected
