@@ -14,13 +14,17 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tarfile
 import time
 
 import pytest
 
-from conftest import make_busybox_rootfs, snapshot_mounts, snapshot_tree
+from conftest import BIN, REPO, ansible_env, make_busybox_rootfs, snapshot_mounts, snapshot_tree
+
+from ansible_collections.unboxed.lab.plugins.module_utils import image_store
 
 TALK = 'FROM debian:latest\nRUN echo "Texto" > /file01.txt\nCMD ["tail", "-f", "/dev/null"]\n'
 
@@ -472,3 +476,147 @@ def test_check_mode_before_the_base_archive_is_there_predicts_the_whole_build(bu
     assert not os.path.exists(lab['store'])
     real = build(TALK, base_dir=str(empty), base_images={})
     assert real['failed'] and 'no Debian trixie base archive' in real['msg']
+
+
+# --- Reliability: a build killed at any instant, and two builds at once ----------------------------------------------
+
+
+def async_build(tmp_dir, args, record_to=None):
+    """``ansible -m unboxed.lab.image_build`` in the background (the action plugin, then the module)."""
+    argv = [os.path.join(BIN, 'ansible'), 'localhost', '-i', 'localhost,', '-c', 'local',
+            '-e', f'ansible_python_interpreter={sys.executable}', '-m', 'unboxed.lab.image_build', '-a', json.dumps(args)]
+    return subprocess.Popen(argv, cwd=REPO, env=ansible_env(tmp_dir, record_to=record_to), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def module_pids(ancestor):
+    """PIDs of the AnsiballZ python running image_build below ``ancestor`` (ours only, never another test's)."""
+    parents, commands = {}, {}
+    for name in os.listdir('/proc'):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f'/proc/{name}/stat', encoding='utf-8') as handle:
+                parents[int(name)] = int(handle.read().rsplit(')', 1)[1].split()[1])
+            with open(f'/proc/{name}/cmdline', 'rb') as handle:
+                commands[int(name)] = handle.read().split(b'\0')
+        except (OSError, IndexError, ValueError):
+            continue
+
+    def descends(pid):
+        while pid > 1:
+            pid = parents.get(pid, 0)
+            if pid == ancestor:
+                return True
+        return False
+
+    return [pid for pid, argv in commands.items()
+            if len(argv) > 1 and argv[1].endswith(b'AnsiballZ_image_build.py') and descends(pid)]
+
+
+def build_args_for(lab):
+    dockerfile = os.path.join(lab['context'], 'Dockerfile')
+    with open(dockerfile, 'w', encoding='utf-8') as handle:
+        handle.write(BUSYBOX_FILE)
+    return {'src': dockerfile, 'store': lab['store'], 'name': 'test:latest', 'base_images': {'busybox:test': lab['oci']}}
+
+
+def run_and_kill(tmp_dir, args, delay):
+    """Start a build, wait for the module process, SIGKILL it ``delay`` seconds later (None: let it finish).
+    Returns how long the module process lived."""
+    proc = async_build(tmp_dir, args)
+    deadline = time.monotonic() + 60
+    pids = []
+    while not pids and proc.poll() is None and time.monotonic() < deadline:
+        pids = module_pids(proc.pid)
+        time.sleep(0.002)
+    assert pids, 'the module process was never seen'
+    started = time.monotonic()
+    if delay is not None:
+        time.sleep(delay)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    else:
+        while any(os.path.exists(f'/proc/{pid}') for pid in pids):
+            time.sleep(0.002)
+    lived = time.monotonic() - started
+    proc.communicate(timeout=120)
+    return lived, proc.returncode
+
+
+@pytest.fixture(scope='module')
+def build_run_time(tmp_path_factory, busybox_layer):
+    """How long the module process of a cold busybox build lives on this machine, measured once."""
+    if os.geteuid() != 0:
+        pytest.skip('needs root')
+    scratch = tmp_path_factory.mktemp('calibrate')
+    layout = str(scratch / 'oci')
+    write_oci(layout, [busybox_layer])
+    (scratch / 'context').mkdir()
+    lab = {'store': str(scratch / 'store'), 'oci': layout, 'context': str(scratch / 'context')}
+    lived, _rc = run_and_kill(str(scratch), build_args_for(lab), None)
+    assert len(os.listdir(os.path.join(lab['store'], 'images'))) == 3, 'the calibration build did not complete'
+    shutil.rmtree(lab['store'])
+    return lived
+
+
+def visible_state_is_whole(store_root):
+    """Every layer under overlay2/ is complete (diff and link), every image names only whole layers, every
+    cache entry leads to a whole image: what a reader of the store can see is never half made."""
+    store = image_store.Store(store_root)
+    for layer_dir in store.layer_dirs():
+        assert os.path.isdir(os.path.join(layer_dir, 'diff')) and os.path.isfile(os.path.join(layer_dir, 'link')), layer_dir
+    for name in os.listdir(store.images_dir) if os.path.isdir(store.images_dir) else []:
+        if not name.startswith('.tmp-'):
+            assert store.image(name[:-len('.json')]) is not None, name
+    for key in os.listdir(store.cache_dir) if os.path.isdir(store.cache_dir) else []:
+        if not key.startswith('.tmp-'):
+            assert store.cached(key) is not None, key
+
+
+@pytest.mark.parametrize('fraction', [0.1, 0.25, 0.4, 0.55, 0.7, 0.9])
+def test_a_build_killed_at_any_instant_leaves_no_half_layer_and_the_rerun_heals(run_module, lab, build_run_time,
+                                                                                fraction):
+    args = build_args_for(lab)
+    _lived, rc = run_and_kill(str(lab['root'].parent), args, fraction * build_run_time)
+    if fraction <= 0.55:
+        assert rc != 0, f'the build was not killed at {fraction:.0%} of {build_run_time:.2f} s: it finished first'
+    if os.path.isdir(lab['store']):
+        visible_state_is_whole(lab['store'])
+    left = image_store.Store(lab['store']).debris() if os.path.isdir(lab['store']) else []
+
+    rerun = run_module('image_build', args)
+    assert rerun['failed'] is False, rerun.get('msg')
+    assert sorted(rerun.get('healed', [])) == sorted(left)
+    assert snapshot_mounts(lab['root']) == [], f'killed at {fraction:.0%} of {build_run_time:.2f} s: a mount stayed'
+    store = image_store.Store(lab['store'])
+    assert store.debris() == [] and os.listdir(store.tmp) == []
+    visible_state_is_whole(lab['store'])
+    layers = rerun['image']['layers']
+    assert len(layers) == 2 and layer_files(layers[1]) == ['file01.txt']
+    # Nothing duplicated: the layers on disk are exactly the image's (a killed import or step left none extra).
+    assert sorted(store.layer_dirs()) == sorted(os.path.dirname(layer) for layer in layers)
+    assert rerun['image']['command'] == ['tail', '-f', '/dev/null']
+    print(f'killed at {fraction:.0%} of {build_run_time:.2f} s (rc {rc}): left {len(left)} things: {left}')
+
+
+def test_two_builds_at_once_make_one_image(lab):
+    args = build_args_for(lab)
+    records = [str(lab['root'].parent / f'record-{index}.jsonl') for index in range(2)]
+    procs = [async_build(str(lab['root'].parent), args, record_to=record) for record in records]
+    outputs = [proc.communicate(timeout=240)[0] for proc in procs]
+    results = []
+    for record in records:
+        with open(record, encoding='utf-8') as handle:
+            results.append(json.loads(handle.readline()))
+    assert [entry['status'] for entry in results] == ['ok', 'ok'], outputs
+    # One builds, the other waits for the store's lock and then finds every step in the cache.
+    assert sorted(entry['result']['changed'] for entry in results) == [False, True], outputs
+    assert len({entry['result']['image']['id'] for entry in results}) == 1
+    store = image_store.Store(lab['store'])
+    assert len(os.listdir(store.images_dir)) == 3           # FROM, RUN, CMD: each once
+    assert len(store.layer_dirs()) == 2 and store.debris() == []
+    assert snapshot_mounts(lab['root']) == []
