@@ -372,7 +372,7 @@ def base_source(reference: str, base_images: dict, base_dir: str):
         if candidates:
             return 'archive', candidates[-1]
         raise BaseArchiveMissing(f'FROM {reference}: no Debian {suite} base archive (debian-{suite}-*.tar.gz) in {base_dir}. '
-                          f'Run the base_rootfs role first (base_rootfs_suite: {suite}), or name a file in base_images.')
+                                 f'Run the base_rootfs role first (base_rootfs_suite: {suite}), or name a file in base_images.')
     raise BuildFailed(f'FROM {reference}: this builder fetches nothing from a registry. Give the image as a file - an '
                       f'OCI layout or a docker save archive (skopeo copy docker://{reference} oci:DIR makes one where a '
                       f'registry is reachable) - in base_images: {{"{reference}": "/path/to/it"}}.')
