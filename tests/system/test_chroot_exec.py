@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import BIN, REPO, ansible_env, snapshot_mounts, snapshot_tree
+from conftest import BIN, REPO, ansible_env, descendants, module_pids, snapshot_mounts, snapshot_tree
 from ansible_collections.unboxed.lab.plugins.module_utils import environ
 from ansible_collections.unboxed.lab.plugins.module_utils import mountinfo
 from ansible_collections.unboxed.lab.plugins.modules import chroot_exec
@@ -228,7 +228,7 @@ def test_mounts_left_by_a_killed_run_are_taken_down_by_the_next_run(run_module, 
     mounts = snapshot_mounts(busybox_rootfs)
     proc, _record = chroot_run_async(str(tmp_path), {'root': busybox_rootfs, 'cmd': 'sleep 60', 'mounts': ['proc', 'sys']})
     wait_for(lambda: mountinfo.find_mount(f'{busybox_rootfs}/sys') is not None)
-    module = [pid for pid in descendants(proc.pid) if cmdline(pid)[1:2] and cmdline(pid)[1].endswith(b'AnsiballZ_chroot_exec.py')]
+    module = module_pids(proc.pid, 'chroot_exec')
     assert len(module) == 1
     command = descendants(module[0])
     assert command                                  # the chroot command, sleeping
@@ -240,32 +240,3 @@ def test_mounts_left_by_a_killed_run_are_taken_down_by_the_next_run(run_module, 
     assert healed['rc'] == 0
     assert snapshot_mounts(busybox_rootfs) == mounts
     assert not os.path.exists(chroot_exec.users_file(busybox_rootfs))
-
-
-def cmdline(pid):
-    """The argument list of a process (the AnsiballZ python: [python, .../AnsiballZ_chroot_exec.py])."""
-    try:
-        with open(f'/proc/{pid}/cmdline', 'rb') as handle:
-            return handle.read().split(b'\0')
-    except OSError:
-        return []
-
-
-def descendants(ancestor):
-    parents = {}
-    for name in os.listdir('/proc'):
-        if name.isdigit():
-            try:
-                with open(f'/proc/{name}/stat', encoding='utf-8') as handle:
-                    parents[int(name)] = int(handle.read().rsplit(')', 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    found = []
-    for pid in parents:
-        parent = pid
-        while parent > 1:
-            parent = parents.get(parent, 0)
-            if parent == ancestor:
-                found.append(pid)
-                break
-    return found

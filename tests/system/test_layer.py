@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import BIN, REPO, ansible_env, snapshot_tree
+from conftest import BIN, REPO, ansible_env, module_pids, snapshot_tree
 
 pytestmark = pytest.mark.root
 
@@ -423,31 +423,6 @@ def async_layer_run(tmp_dir, layer, files, record_to=None):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def module_pids(ancestor):
-    """PIDs of the AnsiballZ python running the module, below ``ancestor`` (ours only: never another test's)."""
-    parents, commands = {}, {}
-    for name in os.listdir('/proc'):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f'/proc/{name}/stat', encoding='utf-8') as handle:
-                parents[int(name)] = int(handle.read().rsplit(')', 1)[1].split()[1])
-            with open(f'/proc/{name}/cmdline', 'rb') as handle:
-                commands[int(name)] = handle.read().split(b'\0')
-        except (OSError, IndexError, ValueError):
-            continue
-
-    def descends(pid):
-        while pid > 1:
-            pid = parents.get(pid, 0)
-            if pid == ancestor:
-                return True
-        return False
-
-    return [pid for pid, argv in commands.items()
-            if len(argv) > 1 and argv[1].endswith(b'AnsiballZ_layer.py') and descends(pid)]
-
-
 def run_and_kill(tmp_dir, layer, files, delay):
     """Start a run, wait for the module process, SIGKILL it ``delay`` seconds later (None: let it finish).
     Returns how long the module process lived."""
@@ -455,7 +430,7 @@ def run_and_kill(tmp_dir, layer, files, delay):
     deadline = time.monotonic() + 60
     pids = []
     while not pids and proc.poll() is None and time.monotonic() < deadline:
-        pids = module_pids(proc.pid)
+        pids = module_pids(proc.pid, 'layer')
         time.sleep(0.002)
     started = time.monotonic()
     if delay is not None:
