@@ -257,13 +257,23 @@ def _extract_member(tar, member, target: str, attributes: list) -> None:
         os.mknod(path, stat.S_IFCHR | 0o000, os.makedev(0, 0))
         return
     path = os.path.join(parent, base)
+    if not _write_entry(tar, member, path, target, _safe_name(member.linkname) if member.islnk() else None, 'layer'):
+        return
+    if member.isdir():
+        attributes.append((path, member))
+        return
+    _set_attributes(path, member)
+
+
+def _write_entry(tar, member, path: str, target: str, link_relative: str | None, what: str) -> bool:
+    """Create ``path`` as the tar entry ``member`` says (directory, file, symbolic or hard link, device, fifo),
+    replacing what stood there. A hard link (``link_relative``: its target inside ``target``) needs no attributes of
+    its own: returns False for it, True when the caller sets the entry's owner, mode and times."""
     _clear(path, keep_directory=member.isdir())
     if member.isdir():
         if not os.path.isdir(path):
             os.mkdir(path, 0o700)
-        attributes.append((path, member))
-        return
-    if member.isfile():
+    elif member.isfile():
         source = tar.extractfile(member)
         with open(path, 'xb') as handle:
             while True:
@@ -274,20 +284,19 @@ def _extract_member(tar, member, target: str, attributes: list) -> None:
     elif member.issym():
         os.symlink(member.linkname, path)
     elif member.islnk():
-        link_relative = _safe_name(member.linkname)
         source_path = os.path.join(_parent_inside(target, link_relative), posixpath.basename(link_relative))
         if not os.path.lexists(source_path) or os.path.isdir(source_path):
-            raise ImageError(f'the hard link {member.name} points at {member.linkname}, which is no file of the layer.')
+            raise ImageError(f'the hard link {member.name} points at {member.linkname}, which is no file of the {what}.')
         os.link(source_path, path, follow_symlinks=False)
-        return
+        return False
     elif member.ischr() or member.isblk():
         kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
         os.mknod(path, kind | 0o600, os.makedev(member.devmajor, member.devminor))
     elif member.isfifo():
         os.mkfifo(path, 0o600)
     else:
-        raise ImageError(f'the layer entry {member.name} has a type this importer does not know.')
-    _set_attributes(path, member)
+        raise ImageError(f'the {what} entry {member.name} has a type this importer does not know.')
+    return True
 
 
 def _set_attributes(path: str, member) -> None:
@@ -343,35 +352,10 @@ def unpack_add_archive(tar, target: str, owner=None) -> list[str]:
             raise ImageError(str(error).replace('the layer writes', f'the archive entry "{member.name}" writes')
                              .replace('the same layer made', 'is')) from None
         path = os.path.join(parent, posixpath.basename(relative))
-        _clear(path, keep_directory=member.isdir())
-        if member.isdir():
-            if not os.path.isdir(path):
-                os.mkdir(path, 0o700)
-        elif member.isfile():
-            source = tar.extractfile(member)
-            with open(path, 'xb') as handle:
-                while True:
-                    chunk = source.read(1 << 20)
-                    if not chunk:
-                        break
-                    handle.write(chunk)
-        elif member.issym():
-            os.symlink(member.linkname, path)
-        elif member.islnk():
-            link_relative = posixpath.normpath(member.linkname)
-            source_path = os.path.join(_parent_inside(target, link_relative), posixpath.basename(link_relative))
-            if not os.path.lexists(source_path) or os.path.isdir(source_path):
-                raise ImageError(f'the hard link {member.name} points at {member.linkname}, which is no file of the archive.')
-            os.link(source_path, path, follow_symlinks=False)
+        link_relative = posixpath.normpath(member.linkname) if member.islnk() else None
+        if not _write_entry(tar, member, path, target, link_relative, 'archive'):
             written.append(relative)
             continue
-        elif member.ischr() or member.isblk():
-            os.mknod(path, (stat.S_IFCHR if member.ischr() else stat.S_IFBLK) | 0o600,
-                     os.makedev(member.devmajor, member.devminor))
-        elif member.isfifo():
-            os.mkfifo(path, 0o600)
-        else:
-            raise ImageError(f'the archive entry {member.name} has a type ADD does not know.')
         if owner is not None:
             member.uid, member.gid = owner
         attributes.append((path, member))
