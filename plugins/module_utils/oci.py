@@ -18,6 +18,7 @@ import io
 import json
 import os
 import posixpath
+import shutil
 import stat
 import tarfile
 import zlib
@@ -165,13 +166,8 @@ def unpack_archive(archive: str, target: str) -> str:
                     os.makedirs(path, exist_ok=True)
                 elif member.isfile():
                     os.makedirs(os.path.dirname(path), exist_ok=True)
-                    source = tar.extractfile(member)
                     with open(path, 'wb') as handle:
-                        while True:
-                            chunk = source.read(1 << 20)
-                            if not chunk:
-                                break
-                            handle.write(chunk)
+                        shutil.copyfileobj(tar.extractfile(member), handle, 1 << 20)
                 elif member.issym() or member.islnk():
                     raise ImageError(f'{archive}: {member.name} is a link; an image archive holds plain files only.')
     except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
@@ -274,13 +270,8 @@ def _write_entry(tar, member, path: str, target: str, link_relative: str | None,
         if not os.path.isdir(path):
             os.mkdir(path, 0o700)
     elif member.isfile():
-        source = tar.extractfile(member)
         with open(path, 'xb') as handle:
-            while True:
-                chunk = source.read(1 << 20)
-                if not chunk:
-                    break
-                handle.write(chunk)
+            shutil.copyfileobj(tar.extractfile(member), handle, 1 << 20)
     elif member.issym():
         os.symlink(member.linkname, path)
     elif member.islnk():

@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -211,3 +213,31 @@ def module_pids(ancestor, module):
         if len(argv) > 1 and argv[1].endswith(script):
             found.append(pid)
     return found
+
+
+def kill_module_after(run, module, delay):
+    """Wait for the AnsiballZ python of unboxed.lab.``module`` below ``run`` (a Popen of the ``ansible`` CLI),
+    SIGKILL it ``delay`` seconds later (None: let it finish), wait for the CLI. Returns how long the module lived
+    after it was seen (None when it never appeared)."""
+    deadline = time.monotonic() + 60
+    pids = []
+    while not pids and run.poll() is None and time.monotonic() < deadline:
+        pids = module_pids(run.pid, module)
+        time.sleep(0.002)
+    if not pids:
+        run.communicate(timeout=120)
+        return None
+    started = time.monotonic()
+    if delay is not None:
+        time.sleep(delay)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    else:
+        while any(os.path.exists(f'/proc/{pid}') for pid in pids):
+            time.sleep(0.002)
+    lived = time.monotonic() - started
+    run.communicate(timeout=120)
+    return lived

@@ -14,7 +14,6 @@ import io
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
@@ -22,7 +21,7 @@ import time
 
 import pytest
 
-from conftest import BIN, REPO, ansible_env, make_busybox_rootfs, module_pids, snapshot_mounts, snapshot_tree
+from conftest import BIN, REPO, ansible_env, kill_module_after, make_busybox_rootfs, snapshot_mounts, snapshot_tree
 
 from ansible_collections.unboxed.lab.plugins.module_utils import image_store
 
@@ -500,25 +499,8 @@ def run_and_kill(tmp_dir, args, delay):
     """Start a build, wait for the module process, SIGKILL it ``delay`` seconds later (None: let it finish).
     Returns how long the module process lived."""
     proc = async_build(tmp_dir, args)
-    deadline = time.monotonic() + 60
-    pids = []
-    while not pids and proc.poll() is None and time.monotonic() < deadline:
-        pids = module_pids(proc.pid, 'image_build')
-        time.sleep(0.002)
-    assert pids, 'the module process was never seen'
-    started = time.monotonic()
-    if delay is not None:
-        time.sleep(delay)
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    else:
-        while any(os.path.exists(f'/proc/{pid}') for pid in pids):
-            time.sleep(0.002)
-    lived = time.monotonic() - started
-    proc.communicate(timeout=120)
+    lived = kill_module_after(proc, 'image_build', delay)
+    assert lived is not None, 'the module process was never seen'
     return lived, proc.returncode
 
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 
 import pytest
 
-from conftest import BIN, REPO, ansible_env, module_pids, snapshot_tree
+from conftest import BIN, REPO, ansible_env, kill_module_after, snapshot_tree
 
 pytestmark = pytest.mark.root
 
@@ -427,25 +426,7 @@ def run_and_kill(tmp_dir, layer, files, delay):
     """Start a run, wait for the module process, SIGKILL it ``delay`` seconds later (None: let it finish).
     Returns how long the module process lived."""
     proc = async_layer_run(tmp_dir, layer, files)
-    deadline = time.monotonic() + 60
-    pids = []
-    while not pids and proc.poll() is None and time.monotonic() < deadline:
-        pids = module_pids(proc.pid, 'layer')
-        time.sleep(0.002)
-    started = time.monotonic()
-    if delay is not None:
-        time.sleep(delay)
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    else:
-        while any(os.path.exists(f'/proc/{pid}') for pid in pids):
-            time.sleep(0.002)
-    lived = time.monotonic() - started
-    proc.communicate(timeout=120)
-    return lived
+    return kill_module_after(proc, 'layer', delay)
 
 
 @pytest.fixture(scope='module')
