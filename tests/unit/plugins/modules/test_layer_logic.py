@@ -305,17 +305,23 @@ def staged_layer(tmp_path):
     return layer_dir
 
 
-def test_a_transaction_puts_everything_in_place_and_leaves_nothing_behind(tmp_path):
-    layer_dir = staged_layer(tmp_path)
-    wanted = [wanted_item(inner='/a', content=b'new a\n'), wanted_item(inner='/d/b', content=b'b\n'),
-              wanted_item(inner='/m', content=b'mode\n', mode=0o600)]
-    found = layer.differences(str(layer_dir), wanted)
+def staged_transaction(layer_dir, found):
+    """A layer.Transaction with the run's new directories made and every new content staged, not yet committed."""
     transaction = layer.Transaction(str(layer_dir))
     for directory in found.directories:
         transaction.make_directory(directory, 0o755)
     for host_path, item, changes in found.writes:
         if 'content' in changes or 'create' in changes:
             transaction.stage(host_path, item)
+    return transaction
+
+
+def test_a_transaction_puts_everything_in_place_and_leaves_nothing_behind(tmp_path):
+    layer_dir = staged_layer(tmp_path)
+    wanted = [wanted_item(inner='/a', content=b'new a\n'), wanted_item(inner='/d/b', content=b'b\n'),
+              wanted_item(inner='/m', content=b'mode\n', mode=0o600)]
+    found = layer.differences(str(layer_dir), wanted)
+    transaction = staged_transaction(layer_dir, found)
     assert sorted(os.listdir(layer_dir)) == ['a', 'd', 'm']          # staged contents are not in the layer
     assert len(os.listdir(layer.staging_directory(str(layer_dir)))) == 2
     transaction.commit(found.writes)
@@ -332,12 +338,7 @@ def test_a_failure_while_putting_files_in_place_undoes_the_whole_run(tmp_path):
     wanted = [wanted_item(inner='/m', content=b'mode\n', mode=0o600), wanted_item(inner='/a', content=b'new a\n'),
               wanted_item(inner='/d/b', content=b'b\n'), wanted_item(inner='/z', content=b'z\n')]
     found = layer.differences(str(layer_dir), wanted)
-    transaction = layer.Transaction(str(layer_dir))
-    for directory in found.directories:
-        transaction.make_directory(directory, 0o755)
-    for host_path, item, changes in found.writes:
-        if 'content' in changes or 'create' in changes:
-            transaction.stage(host_path, item)
+    transaction = staged_transaction(layer_dir, found)
     (layer_dir / 'z').mkdir()              # appears meanwhile: the last rename fails (a file cannot replace a directory)
     with pytest.raises(OSError):
         transaction.commit(found.writes)
