@@ -54,9 +54,17 @@ test-system: setup
 # ansible-lint, production profile (.ansible-lint), and yamllint (.yamllint). ansible-lint sets
 # any_unparsed_is_failed off for its syntax-check rule (ansible/ansible-lint#3650) but not when it loads the
 # playbooks that site.yml imports; before `make lab-up` the default inventory does not exist yet.
+# Then the changelog (changelogs/config.yaml): every fragment, changelog.yaml, and CHANGELOG.md exactly as
+# `antsibull-changelog generate` writes it (nobody edits it by hand).
 lint:
 	ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED=false ansible-lint
 	yamllint --strict .
+	antsibull-changelog lint
+	antsibull-changelog lint-changelog-yaml changelogs/changelog.yaml
+	@generated=$$(mktemp) && antsibull-changelog generate --output $$generated --output-format md && \
+	  { cmp -s $$generated CHANGELOG.md || { diff -u CHANGELOG.md $$generated; rm -f $$generated; \
+	    echo 'CHANGELOG.md differs from what `antsibull-changelog generate` writes: add a fragment instead' >&2; exit 1; }; }; \
+	  rm -f $$generated
 
 # ansible-test from a path of the form ansible_collections/unboxed/lab (scripts/ansible-test copies the tree).
 sanity:
