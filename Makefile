@@ -10,7 +10,7 @@ LAB_RELEASES ?= trixie,bookworm
 STAGE := .ci/stage
 export CI_STAGE_LOG ?= $(CURDIR)/tests/output/ci-stages.log
 
-.PHONY: bench
+.PHONY: bench ee-context matrix
 .PHONY: setup demo test test-unit test-system lint sanity units molecule lab-up lab-down reset
 
 setup:
@@ -80,3 +80,7 @@ molecule:
 # The classroom benchmark (issue: classroom scale): writes bench/RESULTS.md and bench/time_vs_hosts.png.
 bench: setup
 	bench/run
+
+# The execution environment's build context, offline (docs/execution-environment.md): .cache/ee/context.
+ee-context: setup
+	./scripts/ee-context
