@@ -435,6 +435,11 @@ def grade(view: SeatView, talk: Talk, slides, identical=lambda a, b: False) -> d
     return graded
 
 
+def summary_line(slide: str, graded: dict) -> str:
+    state = graded['state'].replace('_', ' ')
+    return f'{slide}: {state} - {graded["hint"]}' if graded.get('hint') and graded['state'] != DONE else f'{slide}: {state}'
+
+
 def container_summary(facts: ProcFacts, seat: dict) -> dict:
     """A container candidate as the module returns it (PIDs as the seat sees them)."""
     return {

@@ -149,6 +149,18 @@ containers:
   type: list
   elements: dict
   sample: [{pid: 4242, start_time: 1234567, command: [tail, -f, /dev/null], pid_inside: 1, isolated: [mount, net, pid]}]
+mounts_inside:
+  description: What is mounted below the merged directory on the seat (a student's C(/proc) for C(ps) in the chroot), in mountinfo order.
+  returned: always
+  type: list
+  elements: str
+  sample: [/overlay/merged/proc]
+lines:
+  description: One line per slide, C(SLIDE: STATE) and the hint when it is not done, for a person to read.
+  returned: always
+  type: list
+  elements: str
+  sample: ['layers: done', "namespaces: stuck - The container shares the seat's network namespace ..."]
 graded_at:
   description: When the seat was graded (UTC, ISO 8601), by the seat's clock.
   returned: always
@@ -162,6 +174,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.unboxed.lab.plugins.module_utils import grading
+from ansible_collections.unboxed.lab.plugins.module_utils import mountinfo
 from ansible_collections.unboxed.lab.plugins.module_utils import paths
 
 PATH_OPTIONS = ('root', 'upperdir', 'workdir', 'merged', 'store')
@@ -246,6 +259,8 @@ def main():
         hint=focus['hint'] if focus else None,
         done=[slide for slide in slides if graded[slide]['state'] == grading.DONE],
         containers=[grading.container_summary(facts, view.seat_namespaces) for facts in view.processes],
+        mounts_inside=[entry.mount_point for entry in mountinfo.mounts_below(talk.merged, list(view.mounts))],
+        lines=[grading.summary_line(slide, graded[slide]) for slide in slides],
         graded_at=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
     )
 
