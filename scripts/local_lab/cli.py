@@ -3,11 +3,13 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """labctl: the unboxed local lab, Debian hosts in Linux namespaces on this one machine, reached over SSH.
 
-    labctl up     [--lab NAME] [--hosts N] [--releases trixie,bookworm] [--inventory PATH] [--subnet CIDR] [--check] [--json]
+    labctl up     [--lab NAME] [--hosts N] [--releases trixie,bookworm] [--packages git,...] [--inventory PATH] [--subnet CIDR]
+                  [--check] [--json]
     labctl down   [--lab NAME] [--purge] [--check] [--json]
     labctl stop   [--lab NAME] HOST...        stop hosts; the next `up` starts them again
     labctl status [--lab NAME] [--json]
     labctl list   [--json]                     the labs on this machine
+    labctl serve  [--lab NAME] --repository DIR [--files DIR] | --stop   git daemon (and files over HTTP) for ansible-pull
     labctl build-base [--releases trixie,bookworm] [--check] [--json]
 
 The command line: options, and how a result is printed (one JSON object with --json, lines for a person
@@ -67,6 +69,16 @@ def release_list(value: str | tuple | None) -> tuple | None:
         raise LabError(f'--releases: {error}.') from None
 
 
+def package_list(value: str | tuple | None) -> tuple | None:
+    """--packages, checked in main() as --releases is."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return image.parse_packages(value)
+    except ValueError as error:
+        raise LabError(f'--packages: {error}.') from None
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog='labctl', description=__doc__.split('\n\n', maxsplit=1)[0],
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -86,6 +98,9 @@ def parser() -> argparse.ArgumentParser:
                     help='Debian releases, given to the hosts in turn: "trixie,bookworm" makes host 1 trixie, host 2 bookworm, '
                          f'host 3 trixie... Codenames or versions ({releases.accepted_names()}). Default: the releases the lab '
                          f'has, and {",".join(releases.DEFAULT_RELEASES)} for a new lab. A host whose release changes is made again.')
+    up.add_argument('--packages', default=None,
+                    help='Debian packages the seats get beyond the base, e.g. "git,ansible-core" for ansible-pull (docs/pull.md); '
+                         'they make a base of their own, so other labs\' bases stay as they are. Set when the lab is made.')
     up.add_argument('--inventory', help='inventory file to write (default: '
                                         f'{os.path.relpath(inventory.DEFAULT_INVENTORY, inventory.REPO)})')
     up.add_argument('--subnet', help=f'private IPv4 network for the lab (default: a free /24 of {addresses.ADDRESS_POOL})')
@@ -100,6 +115,12 @@ def parser() -> argparse.ArgumentParser:
     stop = add('stop', 'stop hosts (their files and network stay; the next up starts them)')
     stop.add_argument('host', nargs='+', help='host names, e.g. lab2')
     stop.set_defaults(handler=commands.command_stop)
+
+    serving = add('serve', 'serve a git repository (git daemon) and a directory (HTTP) to the lab\'s seats, on its bridge address only')
+    serving.add_argument('--repository', help='the git repository the seats pull (served as git://BRIDGE/BASENAME)')
+    serving.add_argument('--files', help='a directory the seats may fetch files from (http://BRIDGE:8080/), e.g. the base archives')
+    serving.add_argument('--stop', action='store_true', help='stop serving (`labctl down` stops it too)')
+    serving.set_defaults(handler=commands.command_serve)
 
     status = add('status', 'show the lab, its hosts and their memory', check=False)
     status.set_defaults(handler=commands.command_status)
@@ -126,7 +147,7 @@ def parser() -> argparse.ArgumentParser:
 
 def print_human(command: str, result: dict) -> None:
     prefix = 'would ' if result.get('check') else ''
-    if command in ('up', 'down', 'stop', 'build-base'):
+    if command in ('up', 'down', 'stop', 'build-base', 'serve'):
         for change in result.get('changes', []):
             print(f'  {prefix}{change}')
         if not result.get('changes'):
@@ -158,6 +179,8 @@ def main(argv=None) -> int:
     try:
         if hasattr(args, 'releases'):
             args.releases = release_list(args.releases)
+        if hasattr(args, 'packages'):
+            args.packages = package_list(args.packages)
         result = args.handler(args)
     except LabError as error:
         if args.json:

@@ -15,7 +15,7 @@ import shutil
 
 from ansible_collections.unboxed.lab.plugins.module_utils import mountinfo
 
-from . import account, addresses, cgroups, host, image, inventory, net, releases, rootfs, ssh, state
+from . import account, addresses, cgroups, host, image, inventory, net, releases, rootfs, serve, ssh, state
 from .changes import Changes
 from .state import Lab
 from .system import LabError, read_file, require_root, run, write_file_atomically
@@ -31,6 +31,7 @@ def command_up(args) -> dict:
         if lab is None:
             lab = new_lab(args.lab, args.subnet, args.host_prefix, inventory_path or inventory.DEFAULT_INVENTORY,
                           args.releases or releases.DEFAULT_RELEASES)
+            lab.packages = tuple(args.packages or ())
         else:
             if args.subnet and ipaddress.ip_network(args.subnet) != lab.subnet:
                 raise LabError(f'Lab "{lab.name}" already uses {lab.subnet}: run `labctl down --lab {lab.name}` to change its subnet.')
@@ -39,6 +40,9 @@ def command_up(args) -> dict:
             if inventory_path and inventory_path != lab.inventory:
                 raise LabError(f'Lab "{lab.name}" writes its inventory to {lab.inventory}: run `labctl down --lab {lab.name}` first '
                                f'to move it.')
+            if args.packages is not None and tuple(args.packages) != lab.packages:
+                raise LabError(f'Lab "{lab.name}" gives its seats {", ".join(lab.packages) or "no extra packages"}: run '
+                               f'`labctl down --lab {lab.name}` to change its --packages.')
             if args.releases and args.releases != lab.releases:
                 # Recorded now; each host whose release this changes is made again below.
                 changes.make(f'set the releases of lab {lab.name} to {",".join(args.releases)} (was {",".join(lab.releases)})',
@@ -57,7 +61,7 @@ def command_up(args) -> dict:
         outdated = {name: rootfs.outdated_reason(lab.hosts[name]) for name in installed if lab.hosts[name] not in to_remake}
         outdated = {name: reason for name, reason in outdated.items() if reason}
         to_copy += to_remake + [lab.hosts[name] for name in outdated]
-        bases = {release: image.ensure_base(changes, release) for release in sorted({record.release for record in to_copy})}
+        bases = {release: image.ensure_base(changes, release, lab.packages) for release in sorted({record.release for record in to_copy})}
         key_made_now = ensure_lab_dir(changes, lab)
         net.ensure_bridge(changes, lab)
         for name in sorted(set(lab.hosts) - set(wanted)):
@@ -127,6 +131,8 @@ def command_down(args) -> dict:
         lab = state.load_lab(args.lab)
         links = net.links_by_name()
         recorded = lab.hosts_in_order() if lab else []
+        if lab:
+            serve.ensure_not_served(changes, lab)
         for record in recorded:
             if host.host_present(record, links):
                 changes.make(f'remove {record.name} (processes, cgroups, {record.netns}, {record.veth}, {record.dir})',
@@ -181,6 +187,26 @@ def release_controller(changes: Changes, controller: dict, leaving: str, known_h
         changes.make(f'remove {state.CONTROLLER_FILE}', os.unlink, state.CONTROLLER_FILE)
 
 
+def command_serve(args) -> dict:
+    """ansible-pull's sources for the lab's seats (serve.py): the repository over git daemon, files over HTTP."""
+    require_root()
+    with state.global_lock(create=False):
+        lab = state.load_lab(args.lab)
+        if lab is None:
+            raise LabError(f'There is no lab "{args.lab}" (labctl up --lab {args.lab} creates it).')
+        changes = Changes(args.check)
+        if args.stop:
+            serve.ensure_not_served(changes, lab)
+            return {'changed': changes.changed, 'check': changes.check, 'lab': lab.name, 'changes': changes.made}
+        if not args.repository:
+            raise LabError('labctl serve needs --repository (the git repository the seats pull), or --stop.')
+        repository = os.path.abspath(args.repository)
+        serve.ensure_served(changes, lab, repository, os.path.abspath(args.files) if args.files else None)
+        return {'changed': changes.changed, 'check': changes.check, 'lab': lab.name, 'changes': changes.made,
+                'address': str(lab.bridge_address.ip), 'git_url': serve.git_url(lab, repository),
+                'files_url': serve.files_url(lab) if args.files else None}
+
+
 def command_status(args) -> dict:
     require_root()  # a host's namespaces and memory are readable by root only
     lab = state.load_lab(args.lab)
@@ -219,6 +245,7 @@ def lab_result(lab: Lab, changes: Changes, with_memory: bool = False) -> dict:
             entry['memory_kib'] = host.host_memory_kib(record) if entry['running'] else 0
         hosts[record.name] = entry
     return {'changed': changes.changed, 'check': changes.check, 'lab': lab.name, 'releases': list(lab.releases), 'subnet': str(lab.subnet),
+            'packages': list(lab.packages),
             'user': account.LAB_USER,
             'bridge': lab.bridge, 'inventory': lab.inventory, 'key': lab.key, 'known_hosts': lab.known_hosts,
             'hosts': hosts, 'changes': changes.made, 'timings': changes.timings}

@@ -110,6 +110,8 @@ class Lab:
     # Handed out in turn: host 1 runs releases[0], host 2 releases[1]...
     releases: tuple = releases.DEFAULT_RELEASES
     hosts: dict = dataclasses.field(default_factory=dict)
+    # Debian packages the lab's seats have beyond the base's (labctl up --packages), e.g. git and ansible-core.
+    packages: tuple = ()
 
     @property
     def dir(self) -> str:
@@ -154,7 +156,7 @@ class Lab:
 
     def to_dict(self) -> dict:
         return {'name': self.name, 'index': self.index, 'subnet': str(self.subnet), 'host_prefix': self.host_prefix,
-                'inventory': self.inventory, 'releases': list(self.releases),
+                'inventory': self.inventory, 'releases': list(self.releases), 'packages': list(self.packages),
                 'hosts': {name: host.to_dict() for name, host in self.hosts.items()}}
 
     @classmethod
@@ -162,7 +164,8 @@ class Lab:
         # A lab recorded before labctl knew releases is what every lab was then: bookworm only.
         lab = cls(name=data['name'], index=int(data['index']), subnet=ipaddress.ip_network(data['subnet']),
                   host_prefix=data['host_prefix'], inventory=data['inventory'],
-                  releases=releases.parse_releases(','.join(data.get('releases') or releases.RECORDED_BEFORE_RELEASES)))
+                  releases=releases.parse_releases(','.join(data.get('releases') or releases.RECORDED_BEFORE_RELEASES)),
+                  packages=tuple(data.get('packages') or ()))
         for name, host in data.get('hosts', {}).items():
             record = lab.new_host(name, int(host['position']))
             record.init = process.ProcessIdentity.from_dict(host.get('init'))
