@@ -492,6 +492,9 @@ def processes_rooted_at(directory: str, proc: str = process.PROC) -> list[ProcFa
     """Every live process whose root directory is ``directory`` (as /proc/PID/root names it), with what grading
     needs to know of it. Processes that end while we read are skipped."""
     found = []
+    wanted = container.file_identity(directory)
+    if wanted is None:
+        return found
     for pid in process.all_pids(proc):
         try:
             root = os.readlink(f'{proc}/{pid}/root')
@@ -499,6 +502,11 @@ def processes_rooted_at(directory: str, proc: str = process.PROC) -> list[ProcFa
             continue
         if os.path.normpath(root) != os.path.normpath(directory):
             continue
+        # The link names the root as the process's own mount namespace has it: a container on an older mount of
+        # the merged directory (unmounted and mounted again since) reads the same, and is reported as such. (On a
+        # machine that runs several lab seats, from outside them, another seat's /overlay/merged reads the same too;
+        # the module runs on the seat.)
+        remounted = container.root_remounted_problem(pid, directory, proc)
         stat = process.read_proc_stat(pid, proc)
         cmdline = process.read_cmdline(pid, proc)
         if stat is None or cmdline is None or stat.state in 'ZXx':
@@ -507,7 +515,7 @@ def processes_rooted_at(directory: str, proc: str = process.PROC) -> list[ProcFa
             pid=pid, start_time=stat.start_time, cmdline=tuple(cmdline), namespaces=_namespaces_of(pid, proc),
             nspids=tuple(process.read_nspids(pid, proc)),
             inner_pid1=_read_cmdline_file(f'{proc}/{pid}/root/proc/1/cmdline'),
-            remounted=container.root_remounted_problem(pid, directory, proc),
+            remounted=remounted,
         ))
     return found
 
