@@ -14,9 +14,10 @@ How it is used (ns_container, and ns_exec for a command run inside a running con
    bad input is refused here, never in the stage.
 2. ``launch = prepare_launch(confinement)`` compiles the seccomp filter with libseccomp (through ctypes) into the
    kernel's BPF program, for this host's architecture, kernel and the container's capabilities, exactly as Docker
-   filters its profile (includes/excludes by caps, arches, minKernel). ``launch.stage_settings(fd)`` is a small
-   JSON text for the stage's argument list; ``launch.filter_fd()`` a sealed-content memfd that holds the BPF
-   program, to be inherited by the stage as descriptor ``fd`` (ns_container passes it as descriptor 3).
+   filters its profile (includes/excludes by caps, arches, minKernel). ``stage_settings(confinement, fd)`` is a
+   small JSON text for the stage's argument list; ``launch.filter_fd()`` a memfd that holds the BPF program (None
+   when unconfined), to be inherited by the stage as descriptor ``fd`` (ns_container dups it to 3, FILTER_FD;
+   with ``subprocess``/``run_command`` pass it in ``pass_fds`` and name its own number).
 3. The stage is a ``python3 -I -c SCRIPT ...`` process built with ``stage_script(body)``: ``STAGE_FUNCTIONS``
    followed by the caller's own code. That code calls, in this order:
    ``prepared = unboxed_confine_prepare(json.loads(settings))`` while the host's root is still reachable (it
@@ -415,11 +416,11 @@ class FilterPlan:
 
 
 def plan_filter(profile: dict, source: str, bounding_names, kernel: tuple | None = None,
-                arch: str | None = None) -> FilterPlan | None:
+                arch: str | None = None) -> FilterPlan:
     """Docker's profile semantics (moby profiles/seccomp/seccomp_linux.go setupSeccomp, runc's matchCall).
 
-    None when the profile names no defaultAction and no syscalls: Docker then applies no filter. Raises
-    SeccompError naming what is wrong. A syscall that libseccomp knows on no architecture is an error (a typo)
+    Raises SeccompError naming what is wrong - also for a profile with neither defaultAction nor syscalls, which
+    Docker reads as "no filter": here that is said with ``unconfined``. A syscall that libseccomp knows on no architecture is an error (a typo)
     unless Docker's own default profile lists it (a call newer than this libseccomp, skipped as runc does).
     """
     lib = libseccomp()
@@ -427,7 +428,8 @@ def plan_filter(profile: dict, source: str, bounding_names, kernel: tuple | None
     default_name = profile.get('defaultAction', '')
     syscalls = profile.get('syscalls') or []
     if not default_name and not syscalls:
-        return None
+        raise SeccompError(f'{where} has neither defaultAction nor syscalls, so it filters nothing (Docker reads it as '
+                           f'"unconfined"; say so with seccomp: {UNCONFINED})')
     if not isinstance(syscalls, list):
         raise SeccompError(f'{where}: "syscalls" must be a list')
     default_errno = profile.get('defaultErrnoRet')
@@ -541,9 +543,7 @@ def seccomp_problems(option: str, confinement: Confinement) -> list[str]:
     if confinement.seccomp == UNCONFINED:
         return []
     try:
-        plan = plan_filter(load_profile(confinement.seccomp), confinement.seccomp, confinement.bounding_names())
-        if plan is not None:
-            compile_filter(plan)
+        compile_filter(plan_filter(load_profile(confinement.seccomp), confinement.seccomp, confinement.bounding_names()))
     except SeccompError as error:
         return [f'{option}: {error}.']
     return []
@@ -555,24 +555,26 @@ def seccomp_problems(option: str, confinement: Confinement) -> list[str]:
 FILTER_FD = 3
 
 
+def stage_settings(confinement: Confinement, filter_fd: int = FILTER_FD) -> str:
+    """JSON for the stage's argument list: no shell ever reads it, and it is the same for the same confinement (a
+    killed run's launch is found again by its exact command line). The filter itself travels on ``filter_fd``."""
+    caps = None if confinement.capabilities is None else [CAPABILITY_NUMBERS[name] for name in confinement.capabilities]
+    return json.dumps({'capabilities': caps, 'no_new_privs': confinement.no_new_privs, 'seccomp': confinement.seccomp,
+                       'seccomp_filter_fd': None if confinement.seccomp == UNCONFINED else filter_fd},
+                      sort_keys=True, separators=(',', ':'))
+
+
 @dataclasses.dataclass(frozen=True)
 class Launch:
-    """The confinement of one launch: settings for the stage's argument list, and the compiled filter."""
+    """The confinement of one launch and its compiled seccomp filter (None: unconfined)."""
 
     confinement: Confinement
     program: bytes | None
     skipped: tuple = ()
 
-    def stage_settings(self, filter_fd: int = FILTER_FD) -> str:
-        """JSON for the stage's argument list: no shell ever reads it; the same for the same spec (a killed run's
-        launch is found again by its exact command line)."""
-        caps = None if self.confinement.capabilities is None else [CAPABILITY_NUMBERS[name] for name in self.confinement.capabilities]
-        return json.dumps({'capabilities': caps, 'no_new_privs': self.confinement.no_new_privs,
-                           'seccomp': self.confinement.seccomp, 'seccomp_filter_fd': filter_fd if self.program else None},
-                          sort_keys=True, separators=(',', ':'))
-
     def filter_fd(self) -> int | None:
-        """A memfd holding the BPF program, positioned at its start (close-on-exec: the caller passes it on)."""
+        """A memfd holding the BPF program, positioned at its start (close-on-exec: the caller passes it on as the
+        descriptor named in ``stage_settings``)."""
         if not self.program:
             return None
         descriptor = os.memfd_create('unboxed-seccomp-filter', os.MFD_CLOEXEC)
@@ -582,19 +584,12 @@ class Launch:
 
 
 def prepare_launch(confinement: Confinement) -> Launch:
-    """Compile the seccomp filter for this container on this host. Raises SeccompError (already validated input
-    does not)."""
+    """Compile the seccomp filter of this confinement on this host. Raises SeccompError (never for a confinement
+    that ``seccomp_problems`` accepted, unless the profile file changed in between)."""
     if confinement.seccomp == UNCONFINED:
         return Launch(confinement, None)
     plan = plan_filter(load_profile(confinement.seccomp), confinement.seccomp, confinement.bounding_names())
-    if plan is None:
-        return Launch(confinement, None)
     return Launch(confinement, compile_filter(plan), plan.skipped)
-
-
-def display_settings(confinement: Confinement) -> str:
-    """The stage's settings argument as shown to a student (the filter descriptor as it is in the real launch)."""
-    return Launch(confinement, b'x' if confinement.seccomp != UNCONFINED else None).stage_settings()
 
 
 # Python run by the stage (``python3 -I -c``), before the caller's own code: it cannot import this collection.

@@ -20,6 +20,8 @@ import signal
 import tempfile
 import time
 
+from ansible_collections.unboxed.lab.plugins.module_utils import cgroups
+from ansible_collections.unboxed.lab.plugins.module_utils import confine
 from ansible_collections.unboxed.lab.plugins.module_utils import namespaces as ns_utils
 from ansible_collections.unboxed.lab.plugins.module_utils import paths
 from ansible_collections.unboxed.lab.plugins.module_utils import process
@@ -55,16 +57,17 @@ HOSTNAME_SCRIPT = '{hostname} "$1" && shift && unset PWD && exec "$@"'
 # A shell cannot do it: once the old root is stacked on top of the new one, every program
 # is looked up in the new root, and umount must still run. Python (the interpreter the module
 # itself runs with) does the last step with umount2(2) in-process.
-PIVOT_ROOT_STAGE = '''\
+# The confined variant takes one more argument, the confinement settings (JSON, see confine.py), reads what it
+# needs from the host before pivot_root, and applies it right before the command is executed.
+_PIVOT_ROOT_TEMPLATE = '''\
 import ctypes, os, socket, subprocess, sys
-mount, pivot_root, rootfs, workdir, hostname = sys.argv[1:6]
-command = sys.argv[6:]
+<ARGUMENTS>
 # The command gets exactly the environment this stage was started with (Python may add LC_CTYPE, PEP 538).
 with open('/proc/self/environ', 'rb') as handle:
     environment = dict(item.split(b'=', 1) for item in handle.read().split(b'\\0') if b'=' in item)
 if hostname:
     socket.sethostname(hostname)
-# pivot_root needs the new root to be a mount point: bind the rootfs onto itself, /proc included.
+<PREPARE># pivot_root needs the new root to be a mount point: bind the rootfs onto itself, /proc included.
 if subprocess.call([mount, '--rbind', rootfs, rootfs]) != 0:
     sys.exit('unboxed: could not bind-mount ' + rootfs + ' onto itself')
 os.chdir(rootfs)
@@ -75,12 +78,25 @@ if subprocess.call([pivot_root, '.', '.']) != 0:
 if ctypes.CDLL(None, use_errno=True).umount2(b'.', 2) != 0:  # 2 = MNT_DETACH
     sys.exit('unboxed: could not detach the old root: ' + os.strerror(ctypes.get_errno()))
 os.chdir(workdir)
-try:
+<APPLY>try:
     os.execvpe(command[0], command, environment)
 except OSError as error:
     sys.stderr.write('unboxed: cannot run ' + command[0] + ': ' + error.strerror + '\\n')
     sys.exit(127)
 '''
+PIVOT_ROOT_STAGE = _PIVOT_ROOT_TEMPLATE.replace(
+    '<ARGUMENTS>', 'mount, pivot_root, rootfs, workdir, hostname = sys.argv[1:6]\ncommand = sys.argv[6:]').replace(
+    '<PREPARE>', '').replace('<APPLY>', '')
+# With capabilities, no_new_privs or seccomp: confine.py's stage functions, then the same steps.
+PIVOT_ROOT_CONFINED_STAGE = confine.stage_script(_PIVOT_ROOT_TEMPLATE.replace(
+    '<ARGUMENTS>', 'mount, pivot_root, rootfs, workdir, hostname, settings = sys.argv[1:7]\ncommand = sys.argv[7:]').replace(
+    '<PREPARE>', '# Read on the host, before its root is detached: the filter, libc, the last capability.\n'
+                 'prepared = unboxed_confine_prepare(json.loads(settings))\n').replace(
+    '<APPLY>', '# As late as possible: after this only execve runs (and capset, without no_new_privs).\n'
+               'try:\n'
+               '    unboxed_confine_apply(prepared)\n'
+               'except OSError as error:\n'
+               '    sys.exit(str(error))\n'))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,10 +128,23 @@ class ContainerSpec:
     root_method: str = DEFAULT_ROOT_METHOD
     env: tuple = ()  # sorted (name, value) pairs, so that equal dicts give equal specs
     workdir: str | None = None
+    # Confinement (confine.py): capabilities kept, sorted (None: all), no_new_privs, seccomp profile.
+    capabilities: tuple | None = None
+    no_new_privs: bool = False
+    seccomp: str = confine.UNCONFINED
+    # Limits (cgroups.py, normalized as cgroups.parse_limits returns them) and where the cgroup goes (None: below the
+    # cgroup of the process that starts the container, resolved at each start, so it is not part of what is compared).
+    memory: int | None = None
+    pids_limit: int | None = None
+    cpus: str | None = None
+    cpu_shares: int | None = None
+    cgroup_parent: str | None = None
 
     @classmethod
     def build(cls, rootfs, command, namespaces=DEFAULT_NAMESPACES, hostname=None, mount_proc=True,
-              root_method=DEFAULT_ROOT_METHOD, env=None, workdir=None) -> ContainerSpec:
+              root_method=DEFAULT_ROOT_METHOD, env=None, workdir=None, confinement=None, limits=None,
+              cgroup_parent=None) -> ContainerSpec:
+        confinement = confinement or confine.Confinement()
         return cls(
             rootfs=paths.normalize(rootfs),
             command=tuple(str(arg) for arg in command),
@@ -125,10 +154,31 @@ class ContainerSpec:
             root_method=root_method,
             env=tuple(sorted((str(key), str(value)) for key, value in (env or {}).items())),
             workdir=paths.normalize(workdir) if workdir else None,
+            capabilities=confinement.capabilities,
+            no_new_privs=confinement.no_new_privs,
+            seccomp=confinement.seccomp,
+            memory=getattr(limits, 'memory', None),
+            pids_limit=getattr(limits, 'pids_limit', None),
+            cpus=getattr(limits, 'cpus', None),
+            cpu_shares=getattr(limits, 'cpu_shares', None),
+            cgroup_parent=cgroup_parent or None,
         )
 
+    @property
+    def confinement(self) -> confine.Confinement:
+        return confine.Confinement(self.capabilities, self.no_new_privs, self.seccomp)
+
+    @property
+    def limits(self) -> cgroups.Limits:
+        return cgroups.Limits(memory=self.memory, pids_limit=self.pids_limit, cpus=self.cpus, cpu_shares=self.cpu_shares)
+
+    @property
+    def wants_cgroup(self) -> bool:
+        """Limits, or a parent named: the container gets cgroups of its own (the talk's container gets none)."""
+        return self.limits.any() or self.cgroup_parent is not None
+
     def to_dict(self) -> dict:
-        return {
+        spec = {
             'rootfs': self.rootfs,
             'command': list(self.command),
             'namespaces': list(self.namespaces),
@@ -138,15 +188,24 @@ class ContainerSpec:
             'env': dict(self.env),
             'workdir': self.workdir,
         }
+        spec.update(self.confinement.to_dict())
+        spec.update(memory=self.memory, pids_limit=self.pids_limit, cpus=self.cpus, cpu_shares=self.cpu_shares,
+                    cgroup_parent=self.cgroup_parent)
+        return spec
 
     @classmethod
     def from_dict(cls, data) -> ContainerSpec | None:
-        """The spec recorded in a state file, or None when it is not a spec this code wrote."""
+        """The spec recorded in a state file, or None when it is not a spec this code wrote. A record written before
+        confinement and limits existed has neither."""
         try:
+            limits = cgroups.Limits.from_dict({key: data.get(key) for key in ('memory', 'pids_limit', 'cpus', 'cpu_shares')})
+            if limits is None:
+                return None
             return cls.build(
                 rootfs=data['rootfs'], command=data['command'], namespaces=data['namespaces'],
                 hostname=data.get('hostname'), mount_proc=data['mount_proc'],
                 root_method=data['root_method'], env=data.get('env') or {}, workdir=data.get('workdir'),
+                confinement=confine.Confinement.from_dict(data), limits=limits, cgroup_parent=data.get('cgroup_parent'),
             )
         except (KeyError, TypeError, ValueError, AttributeError):
             return None
@@ -277,8 +336,13 @@ def launch_stages(spec: ContainerSpec, binaries: Binaries = DISPLAY_BINARIES) ->
     command = list(spec.command)
     proc_in_rootfs = os.path.join(rootfs, 'proc')
     if spec.root_method == 'pivot_root':
-        pivot = [binaries.python, '-I', '-c', PIVOT_ROOT_STAGE, binaries.mount, binaries.pivot_root,
-                 rootfs, spec.workdir or '/', spec.hostname or '']
+        if spec.confinement.confined:
+            # The settings as JSON, an argument no shell reads; the seccomp filter itself arrives on descriptor 3.
+            pivot = [binaries.python, '-I', '-c', PIVOT_ROOT_CONFINED_STAGE, binaries.mount, binaries.pivot_root,
+                     rootfs, spec.workdir or '/', spec.hostname or '', confine.stage_settings(spec.confinement)]
+        else:
+            pivot = [binaries.python, '-I', '-c', PIVOT_ROOT_STAGE, binaries.mount, binaries.pivot_root,
+                     rootfs, spec.workdir or '/', spec.hostname or '']
         return [[binaries.unshare] + namespace_flags(spec, proc_in_rootfs), pivot, command]
     if spec.hostname is None:
         if spec.workdir is None:
@@ -408,6 +472,8 @@ class DetachedProcess:
     so the fork and exec are spelled out here (as subprocess does them, including its error pipe).
     """
 
+    # The descriptor a passed file arrives on (confine.FILTER_FD: the stage reads the seccomp filter there).
+    PASSED_FD = confine.FILTER_FD
     # Python ignores SIGPIPE and SIGXFSZ for itself; an ignored signal stays ignored across exec.
     RESTORED_SIGNALS = tuple(getattr(signal, name) for name in ('SIGPIPE', 'SIGXFSZ') if hasattr(signal, name))
 
@@ -416,13 +482,20 @@ class DetachedProcess:
         self.returncode = None
 
     @classmethod
-    def spawn(cls, argv: list[str], env: dict, output_fd: int, cwd: str = '/') -> DetachedProcess:
-        """fork, setsid, redirect, exec ``argv`` (argv[0] an absolute path). Raises OSError if exec fails."""
+    def spawn(cls, argv: list[str], env: dict, output_fd: int, cwd: str = '/', pass_fd: int | None = None,
+              in_child=None) -> DetachedProcess:
+        """fork, setsid, redirect, exec ``argv`` (argv[0] an absolute path). Raises OSError if exec fails.
+
+        ``pass_fd`` is handed to the program as descriptor ``PASSED_FD`` (3), the only one besides 0-2.
+        ``in_child`` runs in the child just before exec (e.g. moving itself into the container's cgroups, so that
+        nothing of the container ever runs outside them); an exception there fails the spawn with its text.
+        """
         error_read, error_write = os.pipe()
         os.set_inheritable(error_read, False)
         os.set_inheritable(error_write, False)
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child only ever leaves through exec or _exit
+            stage = f'{argv[0]}: '
             try:
                 os.close(error_read)
                 os.setsid()
@@ -430,10 +503,19 @@ class DetachedProcess:
                 os.dup2(devnull, 0)
                 os.dup2(output_fd, 1)
                 os.dup2(output_fd, 2)
+                keep = {error_write}
+                if pass_fd is not None:
+                    if error_write == cls.PASSED_FD:
+                        error_write = os.dup(error_write)  # non-inheritable, like the original
+                        keep = {error_write}
+                    if pass_fd != cls.PASSED_FD:
+                        os.dup2(pass_fd, cls.PASSED_FD)
+                    os.set_inheritable(cls.PASSED_FD, True)
+                    keep.add(cls.PASSED_FD)
                 # Nothing of the module reaches the daemon: above all not Ansible's stdout pipe, which would keep
                 # Ansible waiting for the container to end.
                 for descriptor in [int(name) for name in os.listdir('/proc/self/fd')]:
-                    if descriptor > 2 and descriptor != error_write:
+                    if descriptor > 2 and descriptor not in keep:
                         try:
                             os.close(descriptor)
                         except OSError:
@@ -441,9 +523,13 @@ class DetachedProcess:
                 for signum in cls.RESTORED_SIGNALS:
                     signal.signal(signum, signal.SIG_DFL)
                 os.chdir(cwd)
+                if in_child is not None:
+                    stage = ''
+                    in_child()
+                    stage = f'{argv[0]}: '
                 os.execve(argv[0], argv, env)
             except BaseException as error:
-                os.write(error_write, f'{argv[0]}: {error}'.encode('utf-8', 'replace'))
+                os.write(error_write, f'{stage}{error}'.encode('utf-8', 'replace'))
             finally:
                 os._exit(127)
         os.close(error_write)
@@ -457,7 +543,8 @@ class DetachedProcess:
         spawned = cls(pid)
         if chunks:
             spawned.wait(timeout=10)
-            raise OSError(f'cannot run {b"".join(chunks).decode("utf-8", "replace")}')
+            text = b''.join(chunks).decode('utf-8', 'replace')
+            raise OSError(f'cannot run {text}' if text.startswith(f'{argv[0]}: ') else text)
         return spawned
 
     def poll(self) -> int | None:

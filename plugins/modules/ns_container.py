@@ -20,8 +20,9 @@ description:
     its PID B(and) its start time from C(/proc/PID/stat), as runc does. A recorded PID whose start time differs belongs to
     another process that reused the number, and is never signalled. A zombie does not count as running.
   - It is idempotent. With O(state=started), a running container with the same spec is left alone; a changed spec
-    (O(rootfs), O(command), O(namespaces), O(hostname), O(mount_proc), O(root_method), O(env), O(workdir)) restarts it
-    and the diff shows what changed; a container that died is started again.
+    (O(rootfs), O(command), O(namespaces), O(hostname), O(mount_proc), O(root_method), O(env), O(workdir),
+    O(capabilities), O(no_new_privs), O(seccomp), O(memory), O(pids_limit), O(cpus), O(cpu_shares), O(cgroup_parent))
+    restarts it and the diff shows what changed; a container that died is started again.
   - A running container whose root is no longer what is mounted at O(rootfs) - the overlay was unmounted and mounted
     again behind its back, and the container runs on in the old, detached one, where its writes no longer reach the
     live mount - is restarted on the live mount (RV(msg) says C(its root file system was remounted)). It compares the
@@ -39,17 +40,34 @@ description:
     C(pid) its own process tree (it is PID 1 and sees only its descendants), C(net) its own network stack (only a
     loopback interface, down), C(mount) its own mount table, C(uts) its own hostname, C(ipc) its own System V IPC and
     POSIX message queues, C(user) its own user and group IDs, C(cgroup) its own view of the cgroup tree.
-  - B(What it does not isolate.) There are no cgroup limits (the container can use all CPU, memory and PIDs), no
-    capability dropping (root inside is root with every capability, unless O(namespaces) has C(user)), no seccomp
-    filter, no AppArmor or SELinux profile, no device restrictions and no network interface other than loopback. Root in
-    such a container can, for example, create a device node for the host's disk and mount it. It is a lesson in how
-    containers work, not a sandbox.
+  - B(What it limits and confines, when asked.) O(memory), O(pids_limit), O(cpus) and O(cpu_shares) put the container
+    in cgroups of its own (C(PARENT/unboxed-NAME), below the cgroup of the process that runs the module unless
+    O(cgroup_parent) names another), as C(docker run --memory --pids-limit --cpus --cpu-shares) do, on cgroup v1, v2 or
+    both (hybrid). The launcher joins them before it executes C(unshare), so PID 1 and everything it starts are limited
+    from their first instruction; they are removed when the container stops or is removed, and a later run removes
+    those a killed container left (RV(msg) says C(cleaned up)).
+  - O(capabilities) reduces the bounding, permitted, effective, inheritable and ambient capability sets;
+    O(no_new_privs) sets C(PR_SET_NO_NEW_PRIVS); O(seccomp) loads a seccomp filter - Docker's default profile, or
+    a profile in Docker's JSON format - compiled on the host with libseccomp. O(preset=docker) is C(docker run) with
+    no flags - Docker's 14 capabilities, Docker's seccomp profile, C(pivot_root), O(no_new_privs=false). These need
+    O(root_method=pivot_root) - the stage that pivots applies them just before it executes O(command), in runc's
+    order. RV(confinement.cap_eff) is read from C(/proc/PID/status) of the running container.
+  - B(What it does not isolate.) Without those options (the talk's container), there are no cgroup limits (the
+    container can use all CPU, memory and PIDs), no capability dropping (root inside is root with every capability,
+    unless O(namespaces) has C(user)) and no seccomp filter - root in such a container can, for example, create a device
+    node for the host's disk and mount it. With them, still missing compared to Docker are the devices cgroup (Docker
+    lets a container create device nodes with C(CAP_MKNOD), which O(preset=docker) keeps, but not open them; here
+    root inside can read and write a block device node it creates, though not mount it - mounting needs
+    C(CAP_SYS_ADMIN), which Docker's set lacks), read-only and masked paths in C(/proc) and C(/sys), the AppArmor or
+    SELinux profile, and any network interface other than loopback. C(docs/security.md) of the collection compares
+    each line with Docker, each shown by a test. It is a lesson in how containers work, not a sandbox.
   - B(chroot or pivot_root.) With O(root_method=chroot), as in the talk, the container's root directory is changed
     but the host's whole file system stays mounted in its mount namespace, one well-known trick away (a root process
     calls chroot() again into a subdirectory, then walks up with C(..)). With O(root_method=pivot_root), as runc and
     Docker do, O(rootfs) is bound onto itself in the new mount namespace, made the root with C(pivot_root), and the old
     root is detached, so that no path leads back to the host's files. Neither drops a capability, sets a seccomp filter
-    or C(no_new_privs); C(docs/security.md) of the collection compares both, each line shown by a test.
+    or C(no_new_privs) by itself (O(capabilities), O(seccomp), O(no_new_privs) and O(preset) do, with V(pivot_root));
+    C(docs/security.md) of the collection compares both, each line shown by a test.
   - B(Default changed in 0.2.0.) O(root_method) defaults to V(pivot_root). The talk's slide, whose lesson is the
     chroot escape, sets O(root_method=chroot) explicitly. A container started by an older version with the old
     default (V(chroot)) and run again without O(root_method) is restarted with V(pivot_root); the diff shows it.
@@ -62,6 +80,8 @@ attributes:
     support: full
     details:
       - Nothing is started, stopped, written or removed; the reported C(changed) is what the real run would report.
+      - The seccomp profile is read and compiled and the cgroups are planned (read only), so that check mode refuses
+        what the real run would refuse, and returns the RV(cgroup) and RV(setup_commands) a start would use.
       - An O(rootfs) that does not exist yet, or is an empty directory (an overlay's merged directory before the overlay
         is mounted), is a warning in check mode and a start is predicted - in a C(--check) run of a whole playbook the
         task that builds or mounts it has not run either. A real run fails while it is not a root file system.
@@ -70,7 +90,7 @@ attributes:
     details: Before and after show the container's state, its PID and its spec.
   platform:
     platforms: posix
-    details: Linux only (namespaces, C(/proc)); needs root and C(unshare) from util-linux.
+    details: Linux only (namespaces, C(/proc)); needs root and C(unshare) from util-linux; O(seccomp) needs libseccomp (Debian's C(libseccomp2)).
 options:
   name:
     description:
@@ -167,6 +187,78 @@ options:
         with a message naming that run. V(0) fails at once when another run holds the lock.
     type: int
     default: 60
+  preset:
+    description:
+      - V(docker) starts the container as C(docker run) with no flags would - O(capabilities=docker),
+        O(seccomp=docker), O(root_method=pivot_root) and O(no_new_privs=false). An option set explicitly overrides the
+        preset's value, except O(root_method=chroot), which is refused (confinement needs pivot_root).
+      - V(none) changes nothing - every capability, no seccomp filter (the talk's container).
+    type: str
+    choices: [none, docker]
+    default: none
+  capabilities:
+    description:
+      - The capabilities root inside the container keeps; every other is removed from its bounding, permitted,
+        effective, inheritable and ambient sets, so that no program it executes gets it back.
+      - V(all) keeps every capability (the talk's container; the default without O(preset)). V(docker) is Docker's
+        default set of 14 (C(CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP NET_BIND_SERVICE NET_RAW
+        SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP), C(CapEff 00000000a80425fb)); V(none) or V([]) keeps none.
+      - Names from capabilities(7), with or without C(CAP_) and in any case (V(net_admin), V(CAP_NET_ADMIN)); with
+        V(docker) they are added to Docker's set, as C(docker run --cap-add) does (V([docker, NET_ADMIN])).
+      - Anything but V(all) needs O(root_method=pivot_root).
+    type: list
+    elements: str
+  no_new_privs:
+    description:
+      - Set C(no_new_privs) (C(prctl(PR_SET_NO_NEW_PRIVS))) for the container's PID 1 and everything it starts;
+        set-user-ID programs and file capabilities no longer raise privileges. C(NoNewPrivs 1) in C(/proc/1/status).
+      - Docker leaves it off unless C(--security-opt no-new-privileges) is given; so does O(preset=docker).
+      - V(true) needs O(root_method=pivot_root). Not set means V(false).
+    type: bool
+  seccomp:
+    description:
+      - V(unconfined) (the default without O(preset)) applies no seccomp filter.
+      - V(docker) applies Docker's default profile (moby C(profiles/seccomp/default.json), shipped with the collection) -
+        an allow-list that fails everything else with C(EPERM), with argument filters for C(clone) and C(personality)
+        and the parts that depend on the container's capabilities (e.g. C(mount), C(unshare) only with
+        C(CAP_SYS_ADMIN)), exactly as Docker reduces it for this host's architecture and kernel.
+      - An absolute path on the managed host to a profile in Docker's JSON format (C(defaultAction),
+        C(defaultErrnoRet), C(architectures) or C(archMap), C(syscalls) with C(names), C(action), C(errnoRet), C(args)
+        and C(includes)/C(excludes) by C(caps), C(arches) and C(minKernel)). A profile that is not JSON, names an unknown
+        action or operator, or a system call libseccomp knows on no architecture is refused before anything starts.
+        A call Docker's own profile lists that this host's libseccomp is too old to know is skipped, as runc does.
+        The profile is read when the container starts; edit it and use O(state=restarted) to apply the new version.
+      - Anything but V(unconfined) needs O(root_method=pivot_root).
+    type: str
+  memory:
+    description:
+      - Memory limit, in Docker's units (V(64m), V(1g), V(512k), V(1048576); binary, case-insensitive), at least 6m.
+        cgroup v2 C(memory.max), v1 C(memory.limit_in_bytes); swap as Docker's default (as much again).
+      - A process that goes beyond it is killed by the kernel's OOM killer inside the container (RV(usage.oom_kills)).
+    type: raw
+  pids_limit:
+    description:
+      - The most processes (and threads) the container may have at once (C(pids.max)), as C(docker run --pids-limit).
+    type: int
+  cpus:
+    description:
+      - CPU quota as C(docker run --cpus) (V(0.5) - half a CPU), a quota of C(cpus * 100000) microseconds per period of
+        100000 (v2 C(cpu.max), v1 C(cpu.cfs_quota_us)). At most the CPUs available to the module's process.
+    type: raw
+  cpu_shares:
+    description:
+      - Relative CPU weight as C(docker run --cpu-shares), 2 to 262144 (1024 is the default weight). v1 C(cpu.shares),
+        v2 C(cpu.weight), converted as runc does.
+    type: int
+  cgroup_parent:
+    description:
+      - The cgroup below which the container's cgroup C(unboxed-NAME) is made, as an absolute cgroup path as
+        C(/proc/self/cgroup) writes them (V(/unboxed)), the same in every hierarchy; missing directories are created.
+      - Default - the cgroup of the process that runs the module, per hierarchy, so that a container never escapes the
+        limits its starter runs under (on a classroom seat, the root of each hierarchy).
+      - Only used when the container gets cgroups, that is with O(memory), O(pids_limit), O(cpus), O(cpu_shares) or
+        O(cgroup_parent) itself (then it is placed there without limits).
+    type: str
 notes:
   - Requires root. Run the task with C(become=true).
   - Without C(pid) in O(namespaces), stopping signals only the command's process; processes it started may keep
@@ -176,12 +268,20 @@ notes:
     C(SIGKILL) on itself. It is harmless."
   - The returned RV(shell_command) is the equivalent shell command, as typed in the talk, for reading and copying.
     It is returned under this name because O(command) is already an option.
+  - This machine's kind of host (cgroup v1 controllers beside a v2 hierarchy without them, "hybrid") and Debian 12's
+    (cgroup v2 only) are both handled; C(docs/security.md) says what the tests show on which.
 seealso:
   - module: unboxed.lab.overlay_mount
   - module: unboxed.lab.chroot_exec
   - name: unshare(1)
     description: The util-linux program that creates the namespaces.
     link: https://man7.org/linux/man-pages/man1/unshare.1.html
+  - name: Docker's default seccomp profile
+    description: The profile O(seccomp=docker) applies, and how Docker reads a profile.
+    link: https://docs.docker.com/engine/security/seccomp/
+  - name: capabilities(7)
+    description: The capability sets O(capabilities) reduces.
+    link: https://man7.org/linux/man-pages/man7/capabilities.7.html
   - name: pivot_root(2)
     description: Why pivot_root and not chroot, and the pivot_root(".", ".") idiom.
     link: https://man7.org/linux/man-pages/man2/pivot_root.2.html
@@ -211,6 +311,35 @@ EXAMPLES = r"""
 - name: Show how to type it by hand
   ansible.builtin.debug:
     msg: "{{ web.shell_command }}"
+
+- name: The same container as Docker would start it by default, with limits a student can watch bite
+  unboxed.lab.ns_container:
+    name: confined
+    rootfs: /overlay/merged
+    command: [tail, -f, /dev/null]
+    preset: docker
+    memory: 64m
+    pids_limit: 64
+    cpus: 0.5
+  become: true
+  register: confined
+
+- name: Show Docker's CapEff mask, the cgroups and how to make them by hand
+  ansible.builtin.debug:
+    msg:
+      - "CapEff {{ confined.confinement.cap_eff }} (Docker's is 00000000a80425fb)"
+      - "{{ confined.setup_commands }}"
+      - "memory in use: {{ confined.usage.memory_current }}"
+
+- name: Docker's capabilities plus NET_ADMIN, no_new_privs, and a profile of our own that forbids mkdir
+  unboxed.lab.ns_container:
+    name: strict
+    rootfs: /overlay/merged
+    command: [tail, -f, /dev/null]
+    capabilities: [docker, NET_ADMIN]
+    no_new_privs: true
+    seccomp: /etc/unboxed/no-mkdir.json
+  become: true
 
 - name: Stop it but keep its log
   unboxed.lab.ns_container:
@@ -306,6 +435,56 @@ msg:
   returned: always
   type: str
   sample: "Restarted: command, env changed."
+cgroup:
+  description:
+    - The container's cgroups - in use while it runs, else those a start would make - or null when it has none (no limit
+      asked for). C(layout) is the host's (V(unified) - v2 only, V(hybrid) - v1 controllers beside v2, V(legacy)); each
+      of C(hierarchies) has its version, its path (as C(/proc/PID/cgroup) shows it), its directory and its controllers.
+  returned: always
+  type: dict
+  sample:
+    layout: hybrid
+    cgroup_parent: null
+    hierarchies:
+      - {hierarchy: pids, version: 1, path: /unboxed-web, directory: /sys/fs/cgroup/pids/unboxed-web, controllers: [pids]}
+      - {hierarchy: unified, version: 2, path: /unboxed-web, directory: /sys/fs/cgroup/unified/unboxed-web, controllers: []}
+    limits: {memory: null, pids_limit: 64, cpus: null, cpu_quota_us: null, cpu_period_us: null, cpu_shares: null}
+usage:
+  description:
+    - What the running container's cgroups count - memory in use and its peak (bytes), processes, OOM kills, CPU
+      periods throttled and the time throttled. Each is null where this host cannot tell (no such controller, or the
+      container is not running or has no cgroups).
+  returned: always
+  type: dict
+  sample: {memory_current: 851968, memory_peak: 7073792, pids_current: 2, oom_kills: 0, cpu_nr_throttled: null,
+           cpu_throttled_usec: null}
+setup_commands:
+  description:
+    - The shell commands that make the container's cgroups by hand before the launch, as a student types them - the
+      directories, the limits, then C(echo $$ > .../cgroup.procs) so that what the shell starts next is inside. Empty
+      when the container has no cgroups.
+  returned: always
+  type: list
+  elements: str
+  sample:
+    - mkdir /sys/fs/cgroup/pids/unboxed-web
+    - echo 64 > /sys/fs/cgroup/pids/unboxed-web/pids.max
+    - echo $$ > /sys/fs/cgroup/pids/unboxed-web/cgroup.procs
+confinement:
+  description:
+    - The container's confinement. C(capabilities) - the capabilities it keeps (sorted by number; every one the kernel
+      knows when nothing is dropped); C(cap_eff) - the effective set of its PID 1, read from C(/proc/PID/status)
+      (null when it does not run); C(no_new_privs) and C(seccomp) - as asked; C(seccomp_mode) - the C(Seccomp) line of
+      C(/proc/PID/status) (2 - a filter is loaded, 0 - none; null when it does not run).
+  returned: always
+  type: dict
+  sample:
+    capabilities: [CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID, CAP_KILL, CAP_SETGID, CAP_SETUID, CAP_SETPCAP,
+                   CAP_NET_BIND_SERVICE, CAP_NET_RAW, CAP_SYS_CHROOT, CAP_MKNOD, CAP_AUDIT_WRITE, CAP_SETFCAP]
+    cap_eff: 00000000a80425fb
+    no_new_privs: false
+    seccomp: docker
+    seccomp_mode: 2
 stop_signal:
   description: The signal that ended the container when this task stopped it - V(SIGKILL) shows that PID 1 ignored V(SIGTERM).
   returned: when the task stopped a running container (not in check mode)
@@ -320,7 +499,9 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.unboxed.lab.plugins.module_utils import cgroups
 from ansible_collections.unboxed.lab.plugins.module_utils import command as cmd
+from ansible_collections.unboxed.lab.plugins.module_utils import confine
 from ansible_collections.unboxed.lab.plugins.module_utils import container
 from ansible_collections.unboxed.lab.plugins.module_utils import environ
 from ansible_collections.unboxed.lab.plugins.module_utils import locking
@@ -329,6 +510,8 @@ from ansible_collections.unboxed.lab.plugins.module_utils import paths
 from ansible_collections.unboxed.lab.plugins.module_utils import process
 
 STATES = ('started', 'stopped', 'restarted', 'absent')
+# docker = `docker run` without flags: Docker's capabilities and seccomp profile, pivot_root, no_new_privs off.
+PRESETS = ('none', 'docker')
 # How long the launch may take to reach the command (unshare, mounting /proc, chroot or pivot_root).
 START_TIMEOUT = 15.0
 # How long a SIGKILLed process may take to disappear (it must first leave uninterruptible sleep).
@@ -352,6 +535,15 @@ def argument_spec():
         stop_timeout=dict(type='int', default=10),
         state_dir=dict(type='path'),
         lock_timeout=dict(type='int', default=60),
+        preset=dict(type='str', choices=list(PRESETS), default='none'),
+        capabilities=dict(type='list', elements='str'),
+        no_new_privs=dict(type='bool'),
+        seccomp=dict(type='str'),
+        memory=dict(type='raw'),
+        pids_limit=dict(type='int'),
+        cpus=dict(type='raw'),
+        cpu_shares=dict(type='int'),
+        cgroup_parent=dict(type='str'),
     )
 
 
@@ -368,6 +560,46 @@ def effective_mount_proc(params) -> bool:
 
 def state_dir_of(params) -> str:
     return paths.normalize(params['state_dir']) if params['state_dir'] else container.default_state_dir(params['name'])
+
+
+def effective_confinement(params) -> confine.Confinement:
+    """The confinement asked for: explicit options first, then the preset's (docker: Docker's defaults)."""
+    docker = params['preset'] == 'docker'
+    capabilities = params['capabilities']
+    if capabilities is None:
+        capabilities = [confine.DOCKER] if docker else [confine.ALL]
+    seccomp = params['seccomp'] or (confine.DOCKER_PROFILE if docker else confine.UNCONFINED)
+    return confine.Confinement.build(capabilities=capabilities, no_new_privs=bool(params['no_new_privs']), seccomp=seccomp)
+
+
+def effective_limits(params):
+    """(cgroups.Limits or None, problems), each problem naming its option."""
+    return cgroups.parse_limits(params['memory'], params['pids_limit'], params['cpus'], params['cpu_shares'])
+
+
+def confinement_problems(params) -> list[str]:
+    """What is wrong with capabilities, no_new_privs, seccomp and preset, as written (the profile's content is read
+    later, from the managed host)."""
+    problems = confine.capabilities_problems('capabilities', params['capabilities'])
+    seccomp = params['seccomp']
+    if seccomp is not None and seccomp not in (confine.UNCONFINED, confine.DOCKER_PROFILE) and not seccomp.startswith('/'):
+        problems.append(f'seccomp must be "{confine.UNCONFINED}", "{confine.DOCKER_PROFILE}" (Docker\'s default profile) '
+                        f'or an absolute path to a profile in Docker\'s JSON format on the managed host, got "{seccomp}".')
+    if problems:
+        return problems
+    confined = [name for name, value in (('capabilities', params['capabilities'] is not None
+                                          and confine.resolve_capabilities(params['capabilities']) is not None),
+                                         ('no_new_privs', bool(params['no_new_privs'])),
+                                         ('seccomp', seccomp not in (None, confine.UNCONFINED))) if value]
+    if params['root_method'] == 'chroot':
+        if params['preset'] == 'docker':
+            problems.append('preset docker needs root_method pivot_root (Docker pivots into the root file system), '
+                            'got root_method chroot: leave root_method out, or drop the preset.')
+        elif confined:
+            problems.append(f'{", ".join(confined)} need root_method pivot_root, got chroot: confinement is applied by '
+                            f'the pivot_root stage, and a chrooted container keeps the host\'s files one escape away. '
+                            f'Leave root_method out (pivot_root is the default), or drop {", ".join(confined)}.')
+    return problems
 
 
 def request_problems(params) -> list[str]:
@@ -425,6 +657,11 @@ def request_problems(params) -> list[str]:
     if params['workdir'] is not None and not params['workdir'].startswith('/'):
         problems.append(f'workdir is a path inside the container and must be absolute, got "{params["workdir"]}".')
     problems.extend(environ.env_name_problems('env', params['env']))
+    problems.extend(confinement_problems(params))
+    problems.extend(effective_limits(params)[1])
+    problem = cgroups.cgroup_parent_problem(params['cgroup_parent'])
+    if problem:
+        problems.append(problem)
     return problems
 
 
@@ -432,7 +669,8 @@ def desired_spec(params) -> container.ContainerSpec:
     return container.ContainerSpec.build(
         rootfs=params['rootfs'], command=params['command'], namespaces=params['namespaces'],
         hostname=params['hostname'], mount_proc=effective_mount_proc(params), root_method=params['root_method'],
-        env=params['env'], workdir=params['workdir'],
+        env=params['env'], workdir=params['workdir'], confinement=effective_confinement(params),
+        limits=effective_limits(params)[0], cgroup_parent=params['cgroup_parent'],
     )
 
 
@@ -498,7 +736,8 @@ def diff_view(status: str, pid, spec: container.ContainerSpec | None) -> dict:
 
 
 # What check mode predicts for the container's state after each action.
-PREDICTED_STATUS = {'start': 'started', 'restart': 'started', 'track': 'started', 'stop': 'stopped', 'remove': 'absent'}
+PREDICTED_STATUS = {'start': 'started', 'restart': 'started', 'track': 'started', 'stop': 'stopped', 'remove': 'absent',
+                    'clean': 'stopped'}
 
 
 class NsContainer:
@@ -520,6 +759,11 @@ class NsContainer:
         self.acted = False
         self.stop_signal = None
         self.reason = ''
+        # The container's cgroups as recorded (cgroups.Plan), and as the request would make them (check mode, result).
+        self.recorded_cgroup = None
+        self.desired_cgroup = None
+        # Where it goes wrong with the seccomp profile (compiled once, on the host, before anything starts).
+        self.launch_confinement = None
 
     # ---- reading -------------------------------------------------------------------------------------------------
 
@@ -532,6 +776,7 @@ class NsContainer:
         except container.StateFileError as error:
             self.state_file_error = str(error)
         self.recorded = container.recorded_spec(self.recorded_state)
+        self.recorded_cgroup = recorded_cgroup(self.recorded_state)
         identity = container.recorded_process(self.recorded_state)
         self.identity = identity if process.is_running(identity) else None
         if self.identity is None:
@@ -563,6 +808,27 @@ class NsContainer:
         if live != list(self.desired.namespaces):
             return f'the running process is isolated in [{", ".join(live)}], not in [{", ".join(self.desired.namespaces)}]'
         return None
+
+    def cgroup_leftovers(self) -> list[str]:
+        """The recorded cgroup directories that remain with no container running: a killed container's leftovers."""
+        if self.running or self.recorded_cgroup is None:
+            return []
+        return cgroups.leftovers(self.recorded_cgroup)
+
+    def remove_cgroup(self):
+        """Remove the recorded cgroups (their processes are gone) and forget them."""
+        if self.recorded_cgroup is None:
+            return
+        self.acted = True
+        try:
+            removed = cgroups.remove(self.recorded_cgroup)
+        except cgroups.CgroupError as error:
+            self.fail(f'Container {self.name}: {" ".join(error.problems)}')
+        if removed:
+            self.log(f'removed the cgroups {", ".join(removed)}')
+        self.recorded_cgroup = None
+        if self.recorded_state is not None and os.path.isdir(self.state_dir):
+            self.record(cgroup=None)
 
     def our_files(self) -> list[str]:
         if not os.path.isdir(self.state_dir):
@@ -648,31 +914,62 @@ class NsContainer:
         self.identity = None
         self.launched = None
         self.record(process=None, launcher=None, launching=None, stopped_at=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
+        self.remove_cgroup()
 
     def start(self):
         spec = self.desired
         self.acted = True
         os.makedirs(os.path.dirname(self.state_dir), mode=0o755, exist_ok=True)
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        # A killed container's cgroups (maybe below another parent than now) go before new ones are made.
+        self.remove_cgroup()
+        try:
+            launch = confine.prepare_launch(spec.confinement)
+        except confine.SeccompError as error:
+            self.fail(f'seccomp: {error}.')
         stages = container.launch_stages(spec, self.binaries())
         argv = container.launch_argv(stages)
         shown = container.shell_command(spec)
         # Intent, recorded before the spawn: should this task die between starting unshare and recording its child,
-        # the next run finds that container by this command line and its log file, and starts no second one.
+        # the next run finds that container by this command line and its log file, and starts no second one. The
+        # cgroups are recorded before they are made, so that a run killed in between finds and removes them.
         self.record(name=self.name, spec=spec.to_dict(), process=None, launcher=None, launching={'argv': argv},
-                    shell_command=shown)
+                    shell_command=shown, cgroup=self.desired_cgroup.to_dict() if self.desired_cgroup else None)
+        self.recorded_cgroup = self.desired_cgroup
+        in_child = None
+        if self.desired_cgroup is not None:
+            try:
+                self.recorded_cgroup = cgroups.create(self.desired_cgroup)
+            except cgroups.CgroupError as error:
+                self.recorded_cgroup = None
+                self.record(cgroup=None, launching=None)
+                self.fail(f'Could not start container {self.name}: {" ".join(error.problems)}')
+            self.record(cgroup=self.recorded_cgroup.to_dict())
+            created = self.recorded_cgroup
+
+            def in_child():
+                # The launcher joins the cgroups before it execs unshare: PID 1 and all it starts inherit them,
+                # and nothing of the container ever runs unlimited.
+                cgroups.attach(created, 0)
+        filter_fd = launch.filter_fd()
         log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
         try:
             log_offset = os.fstat(log_fd).st_size
             self.log(f'starting: {shown}')
             # A daemon, not a child of this task: a session of its own (no SIGHUP when the SSH session ends), no
-            # terminal, stdin from /dev/null, output to the log, and none of the module's descriptors.
+            # terminal, stdin from /dev/null, output to the log, and none of the module's descriptors (but the
+            # seccomp filter, which the stage reads from descriptor 3).
             try:
-                launcher = container.DetachedProcess.spawn(argv, environ.clean_environment(dict(spec.env)), log_fd)
+                launcher = container.DetachedProcess.spawn(argv, environ.clean_environment(dict(spec.env)), log_fd,
+                                                           pass_fd=filter_fd, in_child=in_child)
             except OSError as error:
+                self.record(launching=None)
+                self.remove_cgroup()
                 self.fail(f'Could not start container {self.name}: {error}')
         finally:
             os.close(log_fd)
+            if filter_fd is not None:
+                os.close(filter_fd)
 
         pid1 = self.wait_for_pid1(launcher, log_offset)
         identity = process.ProcessIdentity(pid1.pid, pid1.start_time)
@@ -720,6 +1017,7 @@ class NsContainer:
         if self.recorded_state is not None:
             self.record(process=None, launcher=None, launching=None)
         self.log(f'start failed: {reason}')
+        self.remove_cgroup()
         output = container.read_log_tail(self.log_path, log_offset)
         too_old = self.unshare_too_old_problem(self.module.get_bin_path('unshare', required=True), output)
         if too_old:
@@ -772,9 +1070,31 @@ class NsContainer:
             'state_dir': self.state_dir,
             'shell_command': container.shell_command(spec) if spec else None,
         }
+        result.update(self.confinement_result(spec, running))
         if self.stop_signal:
             result['stop_signal'] = self.stop_signal
         return result
+
+    def confinement_result(self, spec, running: bool) -> dict:
+        """cgroup, usage, setup_commands and confinement: the cgroups in use (or that a start would make), what they
+        count, and the process's capabilities as the kernel shows them."""
+        in_use = self.recorded_cgroup if running else None
+        shown = in_use or (self.desired_cgroup if self.desired is not None else None)
+        confinement = spec.confinement if spec else confine.Confinement()
+        status = confine.read_status_fields(self.identity.pid) if running else {}
+        seccomp_mode = status.get('Seccomp')
+        return {
+            'cgroup': shown.describe() if shown else None,
+            'usage': cgroups.usage(in_use) if in_use else dict.fromkeys(cgroups.USAGE_KEYS),
+            'setup_commands': cgroups.setup_commands(shown) if shown else [],
+            'confinement': {
+                'capabilities': confinement.bounding_names(),
+                'cap_eff': status.get('CapEff'),
+                'no_new_privs': confinement.no_new_privs,
+                'seccomp': confinement.seccomp,
+                'seccomp_mode': int(seccomp_mode) if seccomp_mode and seccomp_mode.isdigit() else None,
+            },
+        }
 
     # ---- states --------------------------------------------------------------------------------------------------
 
@@ -814,6 +1134,8 @@ class NsContainer:
                 problems = []
             else:
                 problems = filesystem_problems(self.desired, self.state_dir)
+            problems += confine.seccomp_problems('seccomp', self.desired.confinement)
+            problems += self.plan_cgroup()
             if problems and self.running:
                 problems.append(f'Container {self.name} (PID {self.identity.pid}) still runs, on the root file system '
                                 f'that was at {self.desired.rootfs} when it started; it was left alone.')
@@ -840,6 +1162,17 @@ class NsContainer:
             result['diff'] = {'before': before, 'after': after,
                               'before_header': f'container {self.name}', 'after_header': f'container {self.name}'}
         self.module.exit_json(**result)
+
+    def plan_cgroup(self) -> list[str]:
+        """The cgroups the request needs on this host (read only), or the problems that prevent them."""
+        if not self.desired.wants_cgroup:
+            return []
+        try:
+            self.desired_cgroup = cgroups.plan(cgroups.detect_host(), self.name, self.desired.limits,
+                                               self.desired.cgroup_parent)
+        except cgroups.CgroupError as error:
+            return list(error.problems)
+        return []
 
     def why_not_running(self) -> str:
         """Why the recorded container does not count as running - said plainly, it is the lesson of PID reuse."""
@@ -901,7 +1234,7 @@ class NsContainer:
     def state_stopped(self):
         if not self.running:
             self.reason = self.why_not_running()
-            return None
+            return self.clean_leftovers()
         self.reason = f'{self.found_note()}PID {self.identity.pid} was running'
         if not self.module.check_mode:
             self.stop()
@@ -918,15 +1251,34 @@ class NsContainer:
         if not self.module.check_mode:
             if self.running:
                 self.stop()
+            else:
+                self.remove_cgroup()
             self.remove()
         return 'remove'
+
+    def clean_leftovers(self):
+        """No container runs, but the cgroups of a killed one remain: remove them."""
+        leftovers = self.cgroup_leftovers()
+        if not leftovers:
+            return None
+        self.reason += f'; its cgroups were left behind ({", ".join(leftovers)})'
+        if not self.module.check_mode:
+            self.remove_cgroup()
+        return 'clean'
+
+
+def recorded_cgroup(state: dict | None):
+    """The cgroups a state file records (cgroups.Plan), or None; a record not written by cgroups.py is ignored."""
+    data = (state or {}).get('cgroup')
+    return cgroups.Plan.from_dict(data) if isinstance(data, dict) else None
 
 
 def describe(action, reason: str, check_mode: bool) -> str:
     """The task's message: what was done (or would be, in check mode) and why."""
     if action is None:
         return f'Nothing to do: {reason}.'
-    done = {'start': 'started', 'restart': 'restarted', 'track': 'tracked again', 'stop': 'stopped', 'remove': 'removed'}[action]
+    done = {'start': 'started', 'restart': 'restarted', 'track': 'tracked again', 'stop': 'stopped', 'remove': 'removed',
+            'clean': 'cleaned up'}[action]
     return f'{"Would be " + done if check_mode else done.capitalize()}: {reason}.'
 
 

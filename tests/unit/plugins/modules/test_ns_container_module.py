@@ -14,7 +14,9 @@ from ansible_collections.unboxed.lab.plugins.modules import ns_container
 def params(**overrides):
     base = dict(name='talk', rootfs='/overlay/merged', command=['tail', '-f', '/dev/null'],
                 namespaces=['pid', 'net', 'mount'], hostname=None, mount_proc=None, root_method='chroot', env={},
-                workdir=None, state='started', stop_timeout=10, state_dir=None, lock_timeout=60)
+                workdir=None, state='started', stop_timeout=10, state_dir=None, lock_timeout=60, preset='none',
+                capabilities=None, no_new_privs=None, seccomp=None, memory=None, pids_limit=None, cpus=None,
+                cpu_shares=None, cgroup_parent=None)
     base.update(overrides)
     return base
 
