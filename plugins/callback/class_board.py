@@ -13,8 +13,9 @@ version_added: 0.3.0
 author:
   - unboxed developers (@unboxed)
 description:
-  - At the end of a run in which M(unboxed.lab.slide_grade) graded the seats (C(grade.yml), C(solve.yml)), writes
-    C(board.html) and C(board.json) into O(output_dir). Other runs leave the board alone.
+  - At the end of a run in which M(unboxed.lab.slide_grade) graded the seats in a task tagged C(class_board)
+    (C(grade.yml), and C(solve.yml)'s grading after it solved), writes C(board.html) and C(board.json) into
+    O(output_dir). Other runs leave the board alone.
   - "One row per seat, with the student's name, seat and room when the inventory comes from
     P(unboxed.lab.roster#inventory); one column per slide: C(done) (with the time the seat finished it),
     C(in progress), C(stuck) with the hint the student should read, C(not started), C(not graded); a seat that
@@ -86,6 +87,9 @@ WORDS = {'done': 'done', 'in_progress': 'in progress', 'stuck': 'stuck', 'not_st
          'not_graded': 'not graded', 'unknown': '-', 'unreachable': 'unreachable', 'error': 'not graded (error)'}
 EVENT_LIMIT = 5000
 GRADE_ACTIONS = frozenset(('unboxed.lab.slide_grade', 'slide_grade'))
+# Only the gradings tagged so draw the board (grade.yml's, solve.yml's last): reset_slide.yml also asks slide_grade
+# what runs on a seat before it takes it apart, which is not where the student is.
+BOARD_TAG = 'class_board'
 
 
 def _now() -> str:
@@ -317,7 +321,7 @@ class CallbackModule(CallbackBase):
         self.grading = False
 
     def _is_grade(self, task) -> bool:
-        return (task.action or '') in GRADE_ACTIONS
+        return (task.action or '') in GRADE_ACTIONS and BOARD_TAG in (task.tags or ())
 
     def v2_playbook_on_task_start(self, task, is_conditional):
         if self._is_grade(task):
