@@ -277,3 +277,87 @@ def test_root_remounted_compares_the_containers_root_with_the_live_rootfs(tmp_pa
     # What cannot be read is no claim: a process gone, a rootfs missing.
     assert container.root_remounted_problem(4243, str(new_root), proc) is None
     assert container.root_remounted_problem(4242, str(tmp_path / 'missing'), proc) is None
+
+
+# ---- confinement in the launch -------------------------------------------------------------------------------------
+
+def confined(**overrides):
+    from ansible_collections.unboxed.lab.plugins.module_utils import confine
+    base = dict(root_method='pivot_root', confinement=confine.Confinement.build(['docker'], False, 'docker'))
+    base.update(overrides)
+    return spec(**base)
+
+
+def test_the_talks_launch_is_unchanged_by_confinement_support():
+    assert container.launch_argv(container.launch_stages(spec(), HOST))[-3:] == ['tail', '-f', '/dev/null']
+    assert container.shell_command(spec()) == TALK
+    assert not spec().confinement.confined and not spec().wants_cgroup
+
+
+def test_an_unconfined_pivot_root_launch_keeps_its_stage():
+    stages = container.launch_stages(spec(root_method='pivot_root'), HOST)
+    assert stages[1][3] == container.PIVOT_ROOT_STAGE and len(stages[1]) == 9
+
+
+def test_a_confined_launch_passes_its_settings_as_one_json_argument():
+    stages = container.launch_stages(confined(), HOST)
+    assert stages[1][:4] == ['/usr/bin/python3', '-I', '-c', container.PIVOT_ROOT_CONFINED_STAGE]
+    settings = json.loads(stages[1][-1])
+    assert settings == {'capabilities': [0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31], 'no_new_privs': False,
+                        'seccomp': 'docker', 'seccomp_filter_fd': 3}
+    assert stages[2] == ['tail', '-f', '/dev/null']
+    # The same spec gives the same command line: a killed run's container is found again by it.
+    assert container.launch_stages(confined(), HOST) == stages
+    compile(container.PIVOT_ROOT_CONFINED_STAGE, 'confined stage', 'exec')
+    text = container.PIVOT_ROOT_CONFINED_STAGE
+    # Prepared on the host before pivot_root, applied after it, right before the command.
+    assert text.index('unboxed_confine_prepare(json.loads(settings))') < text.index('[pivot_root, ')
+    assert text.index('umount2(') < text.index('    unboxed_confine_apply(prepared)\n') < text.index('os.execvpe(')
+
+
+def test_confinement_and_limits_survive_the_state_file_and_an_old_record_has_none():
+    from ansible_collections.unboxed.lab.plugins.module_utils import cgroups
+    limits = cgroups.Limits(memory=64 * 1024 * 1024, pids_limit=64, cpus='0.5', cpu_shares=512)
+    full = confined(limits=limits, cgroup_parent='/unboxed')
+    assert container.ContainerSpec.from_dict(json.loads(json.dumps(full.to_dict()))) == full
+    old_record = spec().to_dict()
+    for key in ('capabilities', 'no_new_privs', 'seccomp', 'memory', 'pids_limit', 'cpus', 'cpu_shares', 'cgroup_parent'):
+        del old_record[key]
+    assert container.ContainerSpec.from_dict(old_record) == spec()
+    assert container.spec_changes(spec(root_method='pivot_root'), confined()) == ['capabilities', 'seccomp']
+    assert full.wants_cgroup and full.limits == limits
+
+
+def test_a_passed_descriptor_arrives_as_descriptor_3_and_nothing_else_does(tmp_path):
+    log = tmp_path / 'log'
+    read_end, write_end = os.pipe()
+    os.write(write_end, b'filter')
+    os.close(write_end)
+    opened = os.open(os.devnull, os.O_RDONLY)
+    other = os.dup2(opened, 50)  # inheritable, so it would leak: it must not arrive
+    os.close(opened)
+    log_fd = os.open(str(log), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        spawned = container.DetachedProcess.spawn(
+            ['/bin/sh', '-c', 'cat <&3; ls /proc/self/fd | tr "\\n" " "'], {'PATH': '/usr/bin:/bin'}, log_fd, pass_fd=read_end)
+    finally:
+        os.close(log_fd)
+        os.close(read_end)
+        os.close(other)
+    assert spawned.wait(timeout=10) == 0
+    text = log.read_text()
+    listed = text[len('filter'):].split()
+    # 0-2, the passed descriptor, and the one ls reads /proc/self/fd with.
+    assert text.startswith('filter') and {'0', '1', '2', '3'} <= set(listed) and '50' not in listed and len(listed) == 5
+
+
+def test_a_failing_in_child_step_fails_the_spawn_with_its_text(tmp_path):
+    log_fd = os.open(str(tmp_path / 'log'), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    def refuse():
+        raise OSError('Could not move process 0 into /sys/fs/cgroup/pids/unboxed-x: No such file or directory.')
+    try:
+        with pytest.raises(OSError, match=r'^Could not move process 0 into'):
+            container.DetachedProcess.spawn(['/bin/true'], {}, log_fd, in_child=refuse)
+    finally:
+        os.close(log_fd)

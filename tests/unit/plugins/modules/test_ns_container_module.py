@@ -7,6 +7,7 @@ import signal
 import pytest
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
+from ansible_collections.unboxed.lab.plugins.module_utils import confine
 from ansible_collections.unboxed.lab.plugins.module_utils import container
 from ansible_collections.unboxed.lab.plugins.modules import ns_container
 
@@ -276,3 +277,65 @@ def test_the_probe_tries_every_unshare_option_of_the_launch_but_mounts_nothing(o
 def test_argument_spec_declares_what_a_start_needs(args, error):
     result = ArgumentSpecValidator(ns_container.argument_spec(), **ns_container.constraints()).validate(args)
     assert result.error_messages == ([error] if error else [])
+
+
+# ---- confinement and limits in the request -------------------------------------------------------------------------
+
+PIVOT = dict(root_method='pivot_root')
+
+
+@pytest.mark.parametrize('overrides, fragment', [
+    (dict(capabilities=['docker', 'cap_bogus'], **PIVOT), 'capabilities: unknown capability "cap_bogus"'),
+    (dict(capabilities=['all', 'chown'], **PIVOT), 'capabilities: "all" stands alone'),
+    (dict(preset='docker'), 'preset docker needs root_method pivot_root'),  # params() asks for chroot
+    (dict(capabilities=['docker']), 'capabilities need root_method pivot_root'),
+    (dict(no_new_privs=True, seccomp='docker'), 'no_new_privs, seccomp need root_method pivot_root'),
+    (dict(seccomp='profiles/strict.json', **PIVOT), 'seccomp must be "unconfined", "docker"'),
+    (dict(memory='64X', **PIVOT), 'memory:'),
+    (dict(memory='-1', **PIVOT), 'memory:'),
+    (dict(memory='0', **PIVOT), 'memory: 0 is no limit'),
+    (dict(pids_limit=0, **PIVOT), 'pids_limit: must be at least 1'),
+    (dict(cpus=10 ** 6, **PIVOT), 'cpus:'),
+    (dict(cpu_shares=1, **PIVOT), 'cpu_shares: must be from 2 to 262144'),
+    (dict(cgroup_parent='unboxed', **PIVOT), 'cgroup_parent: "unboxed" is not a cgroup path'),
+])
+def test_bad_confinement_and_limits_name_the_option(overrides, fragment):
+    problems = ns_container.request_problems(params(**overrides))
+    assert any(fragment in problem for problem in problems), problems
+
+
+@pytest.mark.parametrize('overrides', [
+    dict(preset='docker', root_method='pivot_root'),
+    dict(capabilities=['all']),  # nothing dropped: the talk's chroot stays possible
+    dict(seccomp='unconfined', no_new_privs=False),
+    dict(capabilities=['docker', 'NET_ADMIN'], no_new_privs=True, seccomp='/srv/profile.json', root_method='pivot_root'),
+    dict(memory='64m', pids_limit=64, cpus='0.5', cpu_shares=512, cgroup_parent='/unboxed'),
+])
+def test_good_confinement_and_limits_pass(overrides):
+    assert ns_container.request_problems(params(**overrides)) == []
+
+
+def test_preset_docker_is_docker_run_without_flags_and_explicit_options_win():
+    docker = ns_container.desired_spec(params(preset='docker', root_method='pivot_root'))
+    assert docker.capabilities == confine.resolve_capabilities(['docker'])
+    assert docker.seccomp == 'docker' and docker.no_new_privs is False
+    explicit = ns_container.desired_spec(params(preset='docker', root_method='pivot_root', capabilities=['none'],
+                                                seccomp='unconfined', no_new_privs=True))
+    assert explicit.capabilities == () and explicit.seccomp == 'unconfined' and explicit.no_new_privs
+    # [docker] and its 14 names are the same spec: no restart for writing it out.
+    spelled = ns_container.desired_spec(params(root_method='pivot_root', seccomp='docker',
+                                               capabilities=[name.lower() for name in confine.DOCKER_CAPABILITIES]))
+    assert container.spec_changes(docker, spelled) == []
+
+
+def test_the_talks_request_has_no_confinement_and_no_cgroup():
+    talk = ns_container.desired_spec(params())
+    assert not talk.confinement.confined and not talk.wants_cgroup
+    assert talk.memory is None and talk.cgroup_parent is None
+
+
+def test_limits_are_normalized_into_the_spec():
+    spec = ns_container.desired_spec(params(memory='64M', pids_limit='64', cpus=0.50, cpu_shares=1024))
+    assert (spec.memory, spec.pids_limit, spec.cpus, spec.cpu_shares) == (64 * 1024 * 1024, 64, '0.5', 1024)
+    assert container.spec_changes(spec, ns_container.desired_spec(params(memory='65536k', pids_limit=64, cpus='0.5',
+                                                                         cpu_shares=1024))) == []
