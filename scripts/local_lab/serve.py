@@ -152,10 +152,12 @@ def ensure_not_served(changes: Changes, lab: Lab) -> None:
 # --- what the tests and the benchmark serve -----------------------------------------------------------
 
 def snapshot_repository(source: str, destination: str) -> str:
-    """A repository at ``destination`` with one commit: the files git tracks in ``source``'s work tree, as they are
-    now (uncommitted edits included), so that seats pull the tree under test. Returns the commit."""
+    """A repository at ``destination`` with one commit: ``source``'s work tree as it is now, the files git tracks and
+    the new ones it does not ignore (uncommitted edits included), as a push from that tree would run it, so that
+    seats pull the tree under test. Returns the commit."""
     os.makedirs(destination)
-    listed = subprocess.run(['git', '-C', source, 'ls-files', '-z'], capture_output=True, check=True).stdout
+    listed = subprocess.run(['git', '-C', source, 'ls-files', '-z', '--cached', '--others', '--exclude-standard'],
+                            capture_output=True, check=True).stdout
     for relative in (name for name in listed.decode().split('\0') if name):
         origin = os.path.join(source, relative)
         if not os.path.lexists(origin):
