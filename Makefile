@@ -84,3 +84,8 @@ bench: setup
 # The execution environment's build context, offline (docs/execution-environment.md): .cache/ee/context.
 ee-context: setup
 	./scripts/ee-context
+
+# The ansible-core matrix (docs/compatibility.md): the oldest core requires_ansible allows and the newest, each in a
+# venv of its own - install, ansible-doc, unit tests, syntax checks and every module for real on this machine.
+matrix: setup
+	./scripts/matrix/run
