@@ -14,7 +14,8 @@ author:
   - unboxed developers (@unboxed)
 description:
   - At the end of a playbook run, prints a table with one row per host (seat) and one column per stage of
-    the lab (by default C(layers), C(overlay), C(chroot), C(namespaces), C(verify)), and writes the same
+    the lab (by default the slides C(layers), C(build), C(overlay), C(chroot), C(namespaces), C(cgroups),
+    C(capabilities), C(seccomp), then C(verify)), and writes the same
     table as a self-contained HTML page (no external assets, no script) and as JSON.
   - "Each cell is the worst outcome of the host's tasks in that stage: C(unreachable), C(failed),
     C(changed), C(ok), C(skipped), or not run (C(-)). A failed or unreachable cell carries the first failure
@@ -54,7 +55,7 @@ options:
       - The stages of the lab, in the order of the columns.
     type: list
     elements: str
-    default: [layers, build, overlay, chroot, namespaces, verify]
+    default: [layers, build, overlay, chroot, namespaces, cgroups, capabilities, seccomp, verify]
     env:
       - name: UNBOXED_LAB_REPORT_STAGES
     ini:
@@ -66,7 +67,7 @@ options:
         content (V(base_image=layers), V(my.lab.rootfs=layers), V(mount=overlay)).
       - A name equal to a stage needs no entry. Each slide of this collection has one name everywhere - its role,
         its tag in C(site.yml), C(verify.yml) and C(reset.yml), and its column here (C(layers), C(build),
-        C(overlay), C(chroot), C(namespaces)) - so the collection's own content needs none; the role C(unboxed.lab.base_rootfs)
+        C(overlay), C(chroot), C(namespaces), C(cgroups), C(capabilities), C(seccomp)) - so the collection's own content needs none; the role C(unboxed.lab.base_rootfs)
         tags its tasks C(layers), the slide it belongs to.
     type: list
     elements: str
@@ -128,7 +129,7 @@ from ansible.errors import AnsibleError
 from ansible.plugins.callback import CallbackBase
 
 REPORT_FORMAT = 'unboxed.lab.lab_report/1'
-DEFAULT_STAGES = ('layers', 'build', 'overlay', 'chroot', 'namespaces', 'verify')
+DEFAULT_STAGES = ('layers', 'build', 'overlay', 'chroot', 'namespaces', 'cgroups', 'capabilities', 'seccomp', 'verify')
 NOT_RUN = 'not_run'
 # Worst last: a cell shows the worst outcome of its tasks.
 SEVERITY = (NOT_RUN, 'skipped', 'ok', 'changed', 'failed', 'unreachable')

@@ -14,6 +14,7 @@ import yaml
 from ansible.errors import AnsibleError
 
 from ansible_collections.unboxed.lab.plugins.callback.lab_report import (
+    DEFAULT_STAGES,
     LabReport,
     StageRules,
     failure_message,
@@ -59,6 +60,16 @@ def test_stage_comes_from_the_first_tag_that_names_one():
 def test_stage_falls_back_to_the_role_with_or_without_its_collection():
     assert RULES.stage_of(['lab'], 'unboxed.lab.namespaces') == 'namespaces'
     assert RULES.stage_of([], 'verify') == 'verify'
+
+
+def test_the_confinement_slides_come_after_namespaces_in_slide_order():
+    assert DEFAULT_STAGES[DEFAULT_STAGES.index('namespaces'):] == ('namespaces', 'cgroups', 'capabilities', 'seccomp', 'verify')
+    # Each slide's role and tag name its column; the closing comparison (tagged with the three slides, from role
+    # cgroups) counts in the first of them.
+    for slide in ('cgroups', 'capabilities', 'seccomp'):
+        assert RULES.stage_of([], f'unboxed.lab.{slide}') == slide
+        assert RULES.stage_of([slide], 'unboxed.lab.cgroups') == slide
+    assert RULES.stage_of(['cgroups', 'capabilities', 'seccomp'], 'unboxed.lab.cgroups') == 'cgroups'
 
 
 def test_tags_win_over_the_role():
@@ -159,7 +170,8 @@ def test_seats_behind_come_first_and_the_summary_counts_them():
     assert [host['host'] for host in document['hosts']] == ['carol-diaz', 'bob-okafor', 'alice-martin']
     assert [host['status'] for host in document['hosts']] == ['unreachable', 'failed', 'changed']
     assert document['summary'] == {'hosts': 3, 'behind': 2, 'failed': 1, 'unreachable': 1, 'on_track': 1,
-                                   'stage_done': {'layers': 2, 'build': 1, 'overlay': 1, 'chroot': 1, 'namespaces': 1, 'verify': 1, 'other': 0}}
+                                   'stage_done': {'layers': 2, 'build': 1, 'overlay': 1, 'chroot': 1, 'namespaces': 1, 'cgroups': 1,
+                                                  'capabilities': 1, 'seccomp': 1, 'verify': 1, 'other': 0}}
 
 
 def test_seats_come_in_natural_order_as_ansible_inventory_lists_them():
@@ -209,7 +221,8 @@ def test_text_table_lines_up_and_carries_the_reason():
     lines = render_text(classroom_report().document())
     assert lines[0] == ('LAB REPORT site.yml - 3 seats: 1 on track, 2 behind (1 failed, 1 unreachable)', 'title')
     header, carol, bob, alice = (text for text, _status in lines[1:])
-    assert header.split() == ['HOST', 'STUDENT', 'LAYERS', 'BUILD', 'OVERLAY', 'CHROOT', 'NAMESPACES', 'VERIFY', 'OTHER', 'WHY']
+    assert header.split() == ['HOST', 'STUDENT', 'LAYERS', 'BUILD', 'OVERLAY', 'CHROOT', 'NAMESPACES', 'CGROUPS', 'CAPABILITIES', 'SECCOMP',
+                              'VERIFY', 'OTHER', 'WHY']
     assert [status for _text, status in lines[2:]] == ['unreachable', 'failed', 'changed']
     # Every column starts where its header starts.
     for column in ('OVERLAY', 'VERIFY', 'WHY'):
@@ -218,7 +231,7 @@ def test_text_table_lines_up_and_carries_the_reason():
     assert bob.split()[:10] == ['bob-okafor', 'Bob', '<Okafor>', 'ok', '-', 'FAILED', '-', '-', '-', '-']
     assert bob.endswith('overlay: Mount the overlay: mount: /overlay/merged: special device overlay does not exist. (exit code 32)')
     assert 'UNREACHABLE' in carol and carol.endswith('port 1: Connection refused')
-    assert alice.split()[3:9] == ['changed'] * 6
+    assert alice.split()[3:12] == ['changed'] * 9
 
 
 def test_text_table_says_when_it_was_a_check_run():
@@ -360,7 +373,8 @@ def test_callback_files_each_event_under_its_host_and_stage(callback):
     host = callback.report.document()['hosts'][0]
     assert (host['host'], host['student'], host['room']) == ('alice-martin', 'Alice Martin', 'B204')
     assert {stage: cell['status'] for stage, cell in host['stages'].items()} == \
-        {'layers': 'changed', 'build': 'not_run', 'overlay': 'skipped', 'chroot': 'ok', 'namespaces': 'ok', 'verify': 'failed'}
+        {'layers': 'changed', 'build': 'not_run', 'overlay': 'skipped', 'chroot': 'ok', 'namespaces': 'ok',
+         'cgroups': 'not_run', 'capabilities': 'not_run', 'seccomp': 'not_run', 'verify': 'failed'}
     assert host['reason'] == {'stage': 'verify', 'task': 'Check', 'status': 'failed', 'message': '/overlay/merged is not mounted'}
 
 
@@ -392,4 +406,5 @@ def test_ansible_doc_renders_the_documentation(tmp_path):
     doc = json.loads(proc.stdout)['unboxed.lab.lab_report']['doc']
     assert doc['type'] == 'aggregate'
     assert sorted(doc['options']) == ['other_stage', 'output_dir', 'print_table', 'stage_map', 'stages', 'title']
-    assert doc['options']['stages']['default'] == ['layers', 'build', 'overlay', 'chroot', 'namespaces', 'verify']
+    assert doc['options']['stages']['default'] == list(DEFAULT_STAGES) == \
+        ['layers', 'build', 'overlay', 'chroot', 'namespaces', 'cgroups', 'capabilities', 'seccomp', 'verify']
