@@ -651,6 +651,7 @@ def plan(host: Host, name: str, limits: Limits, cgroup_parent: str | None = None
             first_option = first_option or options.split(', ', maxsplit=1)[0]
             continue
         used.setdefault(hierarchy.key, []).append(controller)
+
     def order(hierarchy):
         # v1 before v2; among v1, memory, pids, cpu as LIMIT_CONTROLLERS lists them.
         first = min((LIMIT_CONTROLLERS.index(name) for name in used.get(hierarchy.key, ())), default=len(LIMIT_CONTROLLERS))
