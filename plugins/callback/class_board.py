@@ -266,7 +266,10 @@ def render_board(board: Mapping, refresh: int = 10) -> str:
             state = cell['state'] if cell['state'] in WORDS else 'unknown'
             word = WORDS['unreachable'] if reach == 'unreachable' else WORDS[state]
             when = ''
-            if state == 'done' and cell.get('done_at'):
+            if reach == 'unreachable':
+                # What the seat showed when it was last reached.
+                when = f'<span class="when">last {_e(WORDS[state])}</span>' if state != 'unknown' else ''
+            elif state == 'done' and cell.get('done_at'):
                 when = f'<span class="when">{_e(_clock(cell["done_at"]))}</span>'
             elif state in ('stuck', 'in_progress') and cell.get('since'):
                 when = f'<span class="when">since {_e(_clock(cell["since"]))}</span>'
