@@ -923,6 +923,11 @@ class NsContainer:
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
         # A killed container's cgroups (maybe below another parent than now) go before new ones are made.
         self.remove_cgroup()
+        if spec.wants_cgroup and self.desired_cgroup is None:
+            # Not planned while it ran with this spec (it was stopped just now, its root was remounted): plan it now.
+            problems = self.plan_cgroup()
+            if problems:
+                self.fail(f'Could not start container {self.name}: {" ".join(problems)}')
         try:
             launch = confine.prepare_launch(spec.confinement)
         except confine.SeccompError as error:
@@ -1166,6 +1171,9 @@ class NsContainer:
     def plan_cgroup(self) -> list[str]:
         """The cgroups the request needs on this host (read only), or the problems that prevent them."""
         if not self.desired.wants_cgroup:
+            return []
+        if self.running and not container.spec_changes(self.recorded, self.desired):
+            # Left alone: its recorded cgroups are the ones in use, and a host that changed since must not fail a no-op.
             return []
         try:
             self.desired_cgroup = cgroups.plan(cgroups.detect_host(), self.name, self.desired.limits,
