@@ -105,15 +105,18 @@ class Matrix:
                         'ANSIBLE_CALLBACKS_ENABLED': 'unboxed.lab.lab_report'})
         return env
 
-    def run(self, step: str, argv: list, clone: bool = False, cwd: str | None = None, timeout: int = 600) -> str:
+    def run(self, step: str, argv: list, clone: bool = False, cwd: str | None = None, timeout: int = 600,
+            failure=None) -> str:
+        """Runs argv, logs it, and returns its standard output; on a non-zero exit raises StepFailed with
+        ``failure(output)`` (or the exit code) as the reason."""
         completed = subprocess.run(argv, cwd=cwd or (REPO if clone else self.work), env=self.env(clone),
                                    capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL,
                                    timeout=timeout)
         with open(os.path.join(self.logs, f'{step}.log'), 'a', encoding='utf-8') as handle:
             handle.write(f'$ {" ".join(argv)}\n{completed.stdout}{completed.stderr}rc={completed.returncode}\n\n')
         if completed.returncode != 0:
-            raise StepFailed(f'{os.path.basename(argv[0])} exited {completed.returncode} (tests/output/matrix/'
-                             f'{self.version}/{step}.log)')
+            reason = failure(completed.stdout) if failure else f'{os.path.basename(argv[0])} exited {completed.returncode}'
+            raise StepFailed(f'{reason} (tests/output/matrix/{self.version}/{step}.log)')
         return completed.stdout
 
     def ensure_venv(self):
@@ -162,10 +165,15 @@ class Matrix:
         if tuple(int(part) for part in self.version.split('.')[:2]) < (2, 19):
             for test in LAYOUT_OF_2_19:
                 deselect += ['--deselect', test]
+        def summary(output: str) -> str:
+            lines = output.strip().splitlines() or ['no output']
+            failed = [line.split(' ', 1)[1].split(' - ')[0].rsplit('/', 1)[-1] for line in lines
+                      if line.startswith(('FAILED ', 'ERROR '))]
+            return lines[-1].split(' in ')[0] + (f': {", ".join(failed)}' if failed else '')
+
         output = self.run('units', [os.path.join(self.bin, 'python'), '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
-                                    *deselect, *sorted(tests)], clone=True)
-        summary = output.strip().splitlines()[-1]
-        return f'{summary.split(" in ")[0]} ({len(tests)} files)'
+                                    *deselect, *sorted(tests)], clone=True, failure=summary)
+        return f'{summary(output)} ({len(tests)} files)'
 
     def step_syntax(self):
         for playbook in ('site.yml', 'verify.yml', 'reset.yml', os.path.join('scripts', 'matrix', 'every_module.yml')):
