@@ -32,7 +32,9 @@ LABCTL = os.path.join(REPO, 'scripts', 'labctl')
 LAB = 'talktest'
 HOSTS = ['lab1', 'lab2', 'lab3']
 CONTAINER = 'talk'
-OBSERVATIONS_PER_HOST = 15  # layers, build, overlay, chroot and namespaces (verify.yml)
+# layers, build, overlay, chroot and namespaces (15); cgroups (4), capabilities (2), seccomp (2) and the closing
+# comparison with Docker's defaults (6) (verify.yml)
+OBSERVATIONS_PER_HOST = 29
 
 RECAP_LINE = re.compile(r'^(?P<host>\S+)\s+:\s+(?P<counts>(?:\w+=\d+\s*)+)$')
 
@@ -40,7 +42,7 @@ RECAP_LINE = re.compile(r'^(?P<host>\S+)\s+:\s+(?P<counts>(?:\w+=\d+\s*)+)$')
 # state directory (files with mode, size and mtime; directories with their mode - verify's probe file
 # touches the upper layer's mtime and nothing else), the mount table and the talk's processes. Not the
 # modules' lock files (/run/unboxed/locks): every real run takes its locks again and writes its PID into
-# them; they hold no state of the talk.
+# them; they hold no state of the talk. And the cgroups the talk made (the confined container's), by name.
 SNAPSHOT_SCRIPT = r"""
 echo "login $(id -un "${SUDO_UID:-$(id -u)}") as $(id -un)"
 for dir in /overlay /var/cache/unboxed /run/unboxed; do
@@ -50,6 +52,8 @@ for dir in /overlay /var/cache/unboxed /run/unboxed; do
     echo "$dir absent"
   fi
 done
+echo '--- cgroups'
+find /sys/fs/cgroup -type d -name 'unboxed-*' | sort
 echo '--- mounts'
 findmnt --list --noheadings --output TARGET,FSTYPE,OPTIONS | sort
 echo '--- processes'
@@ -212,6 +216,7 @@ def test_check_on_fresh_hosts_predicts_the_converge_exactly(fresh):
     for host in HOSTS:
         assert (host, 'Copy the base archive to the host') in predicted, check.explain()
         assert (host, 'Run the container in its own namespaces') in predicted, check.explain()
+        assert (host, 'Run the confined container with memory, pids and CPU limits') in predicted, check.explain()
 
     site = fresh.playbook('site.yml')
 
@@ -258,6 +263,12 @@ def test_verify_sees_every_observation_and_changes_nothing(converged):
         text = '\n'.join(lines)
         assert 'PID 1 is "tail -f /dev/null"' in text
         assert 'probe found in /overlay/upper; removed again' in text
+        # The confined container's limits, capabilities and seccomp filter bite; it is as confined as Docker's default.
+        assert re.search(r'ok   cgroups: a fork loop .* - started \d+ of 100 processes, then: .*Cannot fork', text), text
+        assert 'the hog ended with status 137 (137: SIGKILL)' in text and 'talk still runs' in text
+        assert re.search(r'ok   capabilities: mounting .* - confined: mount: /mnt: permission denied', text), text
+        assert 'unshare failed: Operation not permitted' in text
+        assert 'ok   docker: capabilities (CapEff) - Docker: 00000000a80425fb - confined: 00000000a80425fb' in text
 
 
 def test_verify_fails_on_the_host_where_an_observation_is_wrong(converged):
@@ -276,7 +287,11 @@ def test_verify_fails_on_the_host_where_an_observation_is_wrong(converged):
         summaries = summary_lines(verify)
         assert all(line.startswith('ok ') for line in summaries['lab1'])
         failed_lab2 = [line for line in summaries['lab2'] if line.startswith('FAIL')]
-        assert failed_lab2 and all('namespaces:' in line for line in failed_lab2), summaries['lab2']
+        # The talk's container is gone: its own slide fails, and so do the observations that need it beside the
+        # confined one (the talk's keeps running after the memory hog; the same commands side by side).
+        assert any(line.startswith('FAIL namespaces:') for line in failed_lab2), summaries['lab2']
+        assert {line.split(':', 1)[0] for line in failed_lab2} <= {'FAIL namespaces', 'FAIL cgroups', 'FAIL capabilities'}, \
+            summaries['lab2']
         failed_lab3 = [line for line in summaries['lab3'] if line.startswith('FAIL')]
         assert failed_lab3 == ['FAIL layers: lower2-file holds file01.txt and nothing else - file01.txt, stray.txt'], \
             summaries['lab3']
@@ -342,10 +357,14 @@ def test_reset_leaves_hosts_clean_as_check_predicted_and_keeps_the_cached_base(c
     assert reset.changed() == check.changed()
     for host in HOSTS:
         assert (host, 'Stop and remove the container') in reset.changed()
+        assert (host, 'Stop and remove the confined container') in reset.changed()
         assert (host, "Remove the lab's directory when nothing else is in it") in reset.changed()
     for host, text in talk_lab.snapshot().items():
         assert '/overlay absent' in text, f'{host}:\n{text}'
         assert '/run/unboxed/containers/talk' not in text, f'{host}:\n{text}'
+        assert '/run/unboxed/containers/confined' not in text, f'{host}:\n{text}'
+        cgroups = text.split('--- cgroups', 1)[1].split('--- mounts', 1)[0]
+        assert cgroups.strip() == '', f'{host}: cgroups left behind:\n{cgroups}'
         mounts, processes = text.split('--- mounts', 1)[1].split('--- processes', 1)
         assert 'overlay' not in mounts, f'{host}:\n{mounts}'
         assert processes.strip() == '', f'{host}:\n{processes}'
