@@ -95,7 +95,7 @@ EXAMPLES = r"""
 - name: List the processes the container sees (its own PID namespace)
   unboxed.lab.ns_exec:
     name: talk
-    command: [ps, -o, pid,comm]
+    command: [ps, -o, 'pid,comm']
   register: inside
   changed_when: false
 
@@ -265,7 +265,7 @@ try:
     procs_fds = [os.open(path, os.O_WRONLY | os.O_CLOEXEC) for path in config['procs']]
     with open('/proc/%d/stat' % pid) as handle:
         stat = handle.read()
-except OSError as error:
+except Exception as error:  # the seccomp filter or /proc: whatever went wrong, said as the stage's own error
     fail(125, 'could not open what the container (PID %d) is made of: %s' % (pid, error))
 # Opened first, checked after: what was opened belongs to the process that still has the recorded start time.
 if int(stat[stat.rfind(')') + 2:].split()[19]) != config['start_time']:
@@ -282,8 +282,11 @@ if child == 0:
             os.write(descriptor, b'0')
     except OSError as error:
         fail(125, 'could not join the container\'s cgroups: %s' % error)
-    os.fchdir(root_fd)
-    os.chroot('.')
+    try:
+        os.fchdir(root_fd)
+        os.chroot('.')
+    except OSError as error:
+        fail(125, 'could not enter the root directory of the container (PID %d): %s' % (pid, error))
     try:
         os.chdir(config['workdir'])
     except OSError as error:
