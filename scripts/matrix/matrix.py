@@ -165,6 +165,7 @@ class Matrix:
         if tuple(int(part) for part in self.version.split('.')[:2]) < (2, 19):
             for test in LAYOUT_OF_2_19:
                 deselect += ['--deselect', test]
+
         def summary(output: str) -> str:
             lines = output.strip().splitlines() or ['no output']
             failed = [line.split(' ', 1)[1].split(' - ')[0].rsplit('/', 1)[-1] for line in lines

@@ -207,8 +207,8 @@ def test_site_through_ansible_runner_converges_a_seat_as_ansible_playbook_does(r
     assert per_host(runner_results, 'lab2') == [], 'the job ran outside its limit'
 
     # The lab report of the job, beside its artifacts, shows the seat as the plain run's report shows lab2.
-    runner_row, plain_row = report_row(runner_lab.report_dir, 'site', 'lab1'), report_row(runner_lab.plain_report_dir,
-                                                                                           'site', 'lab2')
+    runner_row = report_row(runner_lab.report_dir, 'site', 'lab1')
+    plain_row = report_row(runner_lab.plain_report_dir, 'site', 'lab2')
     assert runner_row['status'] == plain_row['status'] and not runner_row['behind'], runner_row
     stages = [stage for stage in runner_row['stages'] if not (cold_cache and stage == 'layers')]
     assert stages and {stage: runner_row['stages'][stage] for stage in stages} == \
