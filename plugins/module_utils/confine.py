@@ -40,7 +40,6 @@ import dataclasses
 import errno
 import json
 import os
-import platform
 
 from ansible_collections.unboxed.lab.plugins.module_utils import seccomp_docker
 

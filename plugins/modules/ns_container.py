@@ -456,6 +456,25 @@ usage:
       container is not running or has no cgroups).
   returned: always
   type: dict
+  contains:
+    memory_current:
+      description: Memory in use by the container's processes, in bytes.
+      type: int
+    memory_peak:
+      description: The most memory they used at once, in bytes.
+      type: int
+    pids_current:
+      description: Processes (and threads) in the container's cgroup, C(unshare) included.
+      type: int
+    oom_kills:
+      description: Processes the kernel's OOM killer killed in the container's cgroup because of O(memory).
+      type: int
+    cpu_nr_throttled:
+      description: Periods in which the container used up its O(cpus) quota and had to wait.
+      type: int
+    cpu_throttled_usec:
+      description: The time it waited so, in microseconds.
+      type: int
   sample: {memory_current: 851968, memory_peak: 7073792, pids_current: 2, oom_kills: 0, cpu_nr_throttled: null,
            cpu_throttled_usec: null}
 setup_commands:
@@ -478,6 +497,23 @@ confinement:
       C(/proc/PID/status) (2 - a filter is loaded, 0 - none; null when it does not run).
   returned: always
   type: dict
+  contains:
+    capabilities:
+      description: The capabilities it keeps, by name.
+      type: list
+      elements: str
+    cap_eff:
+      description: The effective capability set of its PID 1 as C(/proc/PID/status) shows it (16 hex digits).
+      type: str
+    no_new_privs:
+      description: Whether C(no_new_privs) was asked for.
+      type: bool
+    seccomp:
+      description: The seccomp profile asked for (V(unconfined), V(docker) or a path).
+      type: str
+    seccomp_mode:
+      description: The C(Seccomp) line of C(/proc/PID/status) of its PID 1.
+      type: int
   sample:
     capabilities: [CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID, CAP_KILL, CAP_SETGID, CAP_SETUID, CAP_SETPCAP,
                    CAP_NET_BIND_SERVICE, CAP_NET_RAW, CAP_SYS_CHROOT, CAP_MKNOD, CAP_AUDIT_WRITE, CAP_SETFCAP]

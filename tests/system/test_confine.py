@@ -178,8 +178,8 @@ def test_preset_docker_is_dockers_default_confinement(run_module, tracker, rootf
 
 
 def test_no_new_privs_and_docker_capabilities_plus_one(run_module, tracker, rootfs):
-    result = ok(run_module('ns_container', tracker.args(capabilities=['docker', 'net_admin'], no_new_privs=True,
-                                                         seccomp='docker')))
+    args = tracker.args(capabilities=['docker', 'net_admin'], no_new_privs=True, seccomp='docker')
+    result = ok(run_module('ns_container', args))
     live = status_of(result['pid'])
     expected = confine.mask_text(int(confine.DOCKER_CAP_EFF, 16) | 1 << confine.CAPABILITY_NUMBERS['CAP_NET_ADMIN'])
     assert live['CapEff'] == live['CapBnd'] == expected == result['confinement']['cap_eff']
@@ -368,3 +368,26 @@ def test_a_killed_containers_cgroups_are_removed_by_the_next_run(run_module, tra
     assert cleaned['changed'] and 'cleaned up' in cleaned['msg'].lower()
     assert not any(os.path.exists(directory) for directory in directories)
     assert not ok(run_module('ns_container', dict(args, state='stopped')))['changed']
+
+
+# ---- a run killed at the spawn --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('when', [dict(kill_at_launch='unshare'), dict(kill_at_launch='pid1'), dict(kill_after=0.5)])
+def test_a_confined_start_killed_at_any_instant_leaves_one_container_in_its_cgroups(
+        run_module, tracker, rootfs, tmp_path, when):
+    """The confined launch (settings as an argument, filter on descriptor 3, cgroups joined before unshare) is found
+    again by its command line after a kill, as the talk's is; nothing is left twice, no cgroup is left over."""
+    from test_ns_container import TALK_COMMAND, Interrupter, assert_exactly_one_tracked_container
+    args = tracker.args(command=TALK_COMMAND, preset='docker', pids_limit=20)
+    Interrupter(tmp_path).run(args, **when)
+    rerun = ok(run_module('ns_container', args))
+    assert rerun['state'] == 'started', rerun['msg']
+    assert_exactly_one_tracked_container(rootfs, args['state_dir'])
+    directories = sorted(entry['directory'] for entry in rerun['cgroup']['hierarchies'])
+    assert sorted(unboxed_cgroups_of(args['name'])) == directories
+    pids_dir = next(entry['directory'] for entry in rerun['cgroup']['hierarchies'] if entry['hierarchy'] == 'pids')
+    assert rerun['pid'] in cgroups.processes_in(pids_dir)
+    assert status_of(rerun['pid'])['CapEff'] == confine.DOCKER_CAP_EFF and status_of(rerun['pid'])['Seccomp'] == '2'
+    assert ok(run_module('ns_container', args))['changed'] is False
+    ok(run_module('ns_container', dict(args, state='absent')))
+    assert unboxed_cgroups_of(args['name']) == []
