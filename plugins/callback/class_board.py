@@ -280,8 +280,8 @@ def render_board(board: Mapping, refresh: int = 10) -> str:
                          + (f'<span class="hint">{_e(hint)}</span>' if hint and state == 'stuck' else '') + '</td>')
         out.append(f'<tr class="{_e(reach)}" data-host="{_e(host)}">' + ''.join(cells) + '</tr>')
     out.append('</tbody>')
-    out.append('<tfoot><tr><th>done</th>' + ''.join(f'<th>{summary["per_slide"][slide]["done"]} / {summary["seats"]}</th>'
-                                                     for slide in slides) + '</tr></tfoot>')
+    done = ''.join(f'<th>{summary["per_slide"][slide]["done"]} / {summary["seats"]}</th>' for slide in slides)
+    out.append(f'<tfoot><tr><th>done</th>{done}</tr></tfoot>')
     out.append('</table>')
     legend = ' '.join(f'<span class="{state}">{_e(WORDS[state])}</span>'
                       for state in ('done', 'in_progress', 'stuck', 'not_started', 'unreachable'))

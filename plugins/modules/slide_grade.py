@@ -17,7 +17,7 @@ description:
     holds and, when it does not, what to do, in the words of the talk.
   - It reads only what the kernel shows - C(/proc/self/mountinfo), C(/proc) (a process whose root is the merged
     directory, its pid and net namespaces, what C(/proc/1) shows from inside its root), the layer directories and the
-    image store - never a state file of the collection. It changes nothing, so RV(changed) is always false and check
+    image store - never a state file of the collection. It changes nothing, so C(changed) is always false and check
     mode runs the same grading.
   - "Each slide gets a state: C(done) (every check holds), C(stuck) (something is there but wrong: lowerdirs reversed,
     a container without C(--net)...), C(in_progress) (part of the slide is there, nothing wrong yet), C(not_started),
@@ -156,7 +156,7 @@ mounts_inside:
   elements: str
   sample: [/overlay/merged/proc]
 lines:
-  description: One line per slide, C(SLIDE: STATE) and the hint when it is not done, for a person to read.
+  description: One line per slide with its state, and the hint when it is not done, for a person to read.
   returned: always
   type: list
   elements: str
