@@ -67,8 +67,8 @@ options:
         content (V(base_image=layers), V(my.lab.rootfs=layers), V(mount=overlay)).
       - A name equal to a stage needs no entry. Each slide of this collection has one name everywhere - its role,
         its tag in C(site.yml), C(verify.yml) and C(reset.yml), and its column here (C(layers), C(build),
-        C(overlay), C(chroot), C(namespaces), C(cgroups), C(capabilities), C(seccomp)) - so the collection's own content needs none; the role C(unboxed.lab.base_rootfs)
-        tags its tasks C(layers), the slide it belongs to.
+        C(overlay), C(chroot), C(namespaces), C(cgroups), C(capabilities), C(seccomp)) - so the collection's own content
+        needs none; the role C(unboxed.lab.base_rootfs) tags its tasks C(layers), the slide it belongs to.
     type: list
     elements: str
     default: []

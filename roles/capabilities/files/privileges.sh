@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # Run inside a container by ns_exec: sh -c "$(cat privileges.sh)" privileges [DEV]
 # The capabilities of the container's PID 1 as /proc/1/status shows them (and whether CAP_SYS_ADMIN, bit 21, and
 # CAP_MKNOD, bit 27, are among the effective ones), then what root in the container can do with the seat's disk,
@@ -13,7 +14,7 @@ while read -r field value; do
     CapBnd:) cap_bnd=$value ;;
   esac
 done < /proc/1/status
-device= mknod_rc=-1 mknod_out= mount_rc=-1 mount_out= listing=
+device='' mknod_rc=-1 mknod_out='' mount_rc=-1 mount_out='' listing=''
 scratch_out=$(mount -n -t tmpfs -o size=64k,mode=700 unboxed-scratch /mnt 2>&1)
 scratch_rc=$?
 if [ "$scratch_rc" -eq 0 ]; then
@@ -27,6 +28,7 @@ if [ "$scratch_rc" -eq 0 ]; then
       mount_out=$(mount -n /mnt/disk /mnt/root 2>&1)
       mount_rc=$?
       if [ "$mount_rc" -eq 0 ]; then
+        # shellcheck disable=SC2012  # a listing for the eye, as the student types it
         listing=$(ls /mnt/root | head -n 12)
         umount -n /mnt/root
       fi

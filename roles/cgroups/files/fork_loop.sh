@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # Run inside the confined container by ns_exec: sh -c "$(cat fork_loop.sh)" fork_loop COUNT
 # Starts up to COUNT sleeping processes, one by one, until fork fails at the cgroup's pids.max. The trap
 # (dash runs it when a failed fork ends the shell) uses shell builtins only, as nothing can fork while

@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # Run inside a container by ns_exec: sh -c "$(cat blocked_calls.sh)" blocked_calls
 # The Seccomp and NoNewPrivs lines of the container's PID 1 in /proc/1/status (Seccomp 2: a filter), then
 # unshare(CLONE_NEWUSER): the kernel lets any process, root or not, make a user namespace (outside a chroot),
