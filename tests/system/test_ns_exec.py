@@ -8,15 +8,17 @@ Every container is removed with ns_container state=absent at the end; any proces
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
 
-from conftest import ModuleRunner, make_busybox_rootfs, unmount_below
+from conftest import BIN, REPO, ModuleRunner, ansible_env, kill_module_after, make_busybox_rootfs, unmount_below
 from ansible_collections.unboxed.lab.plugins.module_utils import cgroups, container, paths, process
 
 pytestmark = pytest.mark.root
@@ -229,6 +231,38 @@ def test_a_stopped_container_is_not_running(lab):
     result = lab.exec(name, ['ls'])
     assert result['failed'] and result['msg'].startswith(f'Container {name} cannot run a command: it is not running')
     lab.remove(name)
+
+
+def stages_and_commands_of(lab, pid, marker):
+    """This test's own processes for the container ``pid``: exec stages (their config names the PID) and commands
+    (``marker`` is their argument)."""
+    found = []
+    for proc in process.all_pids():
+        argv = process.read_cmdline(proc) or []
+        if marker in argv or (len(argv) > 4 and argv[1:3] == ['-I', '-c'] and f'"pid":{pid},' in argv[4]):
+            found.append(proc)
+    return found
+
+
+def test_a_killed_module_leaves_the_container_as_it_was(lab, talk):
+    """SIGKILL the module at instants across its run: the container runs on, what was started in it ends by itself
+    (as after a docker exec client that was killed), and the next exec works."""
+    name, pid = talk
+    args = {'name': name, 'command': ['sleep', '1.5'], 'state_dir': lab.state_dir(name)}
+    argv = [os.path.join(BIN, 'ansible'), 'localhost', '-i', 'localhost,', '-c', 'local', '-e',
+            f'ansible_python_interpreter={sys.executable}', '-m', 'unboxed.lab.ns_exec', '-a', json.dumps(args)]
+    lives = []
+    for delay in (0.02, 0.1, 0.25, 0.5, 0.8, 1.2):
+        run = subprocess.Popen(argv, cwd=REPO, env=ansible_env(lab.base), stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        lives.append(kill_module_after(run, 'ns_exec', delay))
+    assert all(lived is not None for lived in lives), lives
+    deadline = time.monotonic() + 15
+    while stages_and_commands_of(lab, pid, '1.5') and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert stages_and_commands_of(lab, pid, '1.5') == []
+    assert process.is_running(process.identity_of(pid))
+    assert lab.exec(name, ['true'])['rc'] == 0
 
 
 # ---- cgroups, confinement, other kinds of container -------------------------------------------------------------
