@@ -250,7 +250,8 @@ def write_doc(results: dict, elapsed: float):
     dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=REPO, capture_output=True,
                            text=True, check=False).stdout.strip()
     body = (f'Last run: {now}, commit {commit}{" with changes not committed" if dirty else ""}, '
-            f'Python {platform.python_version()} on {platform.freedesktop_os_release().get("PRETTY_NAME")}, '
+            f'Python {platform.python_version()} on {platform.freedesktop_os_release().get("PRETTY_NAME")} '
+            f'(the modules with {SEAT_PYTHON}, as on a seat), '
             f'{elapsed:.0f} s in all (`make matrix`).\n\n{table(results)}\n')
     head, rest = text.split(START_MARK, 1)
     tail = rest.split(END_MARK, 1)[1]
