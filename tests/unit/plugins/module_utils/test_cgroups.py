@@ -1,7 +1,7 @@
 """cgroups.py: Docker's limit syntax, host detection from real samples, and the plan, create (with rollback), remove,
 usage and leftovers on fake cgroup trees (plain directories in tmp_path laid out as cgroup v2 and v1 lay theirs out).
 
-The real kernel's side (this machine: v1 controllers, a v2 hierarchy without controllers) is tests/system/test_cgroups.py.
+The real kernel's side (this machine: v1 controllers, a v2 hierarchy without controllers) is tests/system/test_cgroups_kernel.py.
 """
 
 from __future__ import annotations
