@@ -7,7 +7,9 @@ import json
 from ansible_collections.unboxed.lab.plugins.callback import class_board
 
 SLIDES = ['layers', 'overlay', 'namespaces']
-AT1, AT2, AT3 = '2026-11-29T19:10:00Z', '2026-11-29T19:20:00Z', '2026-11-29T19:30:00Z'
+AT1 = '2026-11-29T19:10:00Z'
+AT2 = '2026-11-29T19:20:00Z'
+AT3 = '2026-11-29T19:30:00Z'
 
 
 def round_of(**states):
