@@ -182,18 +182,24 @@ def runner_lab(tmp_path_factory):
         lab.labctl('down')
 
 
-def test_site_through_ansible_runner_converges_a_seat_as_ansible_playbook_does(runner_lab):
+@pytest.fixture(scope='module')
+def converged(runner_lab):
+    """lab1 converged by an ansible-runner job, lab2 by ansible-playbook, once for the module's tests:
+    (the job's results, its ident, the plain run's results)."""
     job, ident = runner_lab.runner('site.yml', 'lab1')
     artifacts = os.path.join(runner_lab.private_data_dir, 'artifacts', ident)
     with open(os.path.join(artifacts, 'status'), encoding='utf-8') as handle:
         status = handle.read().strip()
     assert job.returncode == 0 and status == 'successful', job.stdout[-4000:] + job.stderr
-    with open(os.path.join(artifacts, 'stdout'), encoding='utf-8') as handle:
-        assert 'PLAY RECAP' in handle.read()
-    runner_results = job_results(runner_lab.private_data_dir, ident)
-
     plain, plain_results = runner_lab.plain('site.yml', 'lab2')
     assert plain.returncode == 0, plain.stdout[-4000:] + plain.stderr
+    return job_results(runner_lab.private_data_dir, ident), ident, plain_results
+
+
+def test_site_through_ansible_runner_converges_a_seat_as_ansible_playbook_does(runner_lab, converged):
+    runner_results, ident, plain_results = converged
+    with open(os.path.join(runner_lab.private_data_dir, 'artifacts', ident, 'stdout'), encoding='utf-8') as handle:
+        assert 'PLAY RECAP' in handle.read()
 
     # Task by task, the same results on both seats. The controller's base archive is built by the first run only
     # when the cache was cold: then those controller tasks differ, and only those.
@@ -216,12 +222,8 @@ def test_site_through_ansible_runner_converges_a_seat_as_ansible_playbook_does(r
     assert not os.path.exists(os.path.join(runner_lab.private_data_dir, 'project', 'lab_report'))
 
 
+@pytest.mark.usefixtures('converged')
 def test_verify_through_ansible_runner_sees_every_observation_on_both_seats(runner_lab):
-    # Both seats converged by the previous test (or by this one, when it runs alone).
-    for host, (completed, _ident) in (('lab1', runner_lab.runner('site.yml', 'lab1')),
-                                      ('lab2', runner_lab.runner('site.yml', 'lab2'))):
-        assert completed.returncode == 0, f'{host}\n{completed.stdout[-4000:]}{completed.stderr}'
-
     job, ident = runner_lab.runner('verify.yml', 'all')
 
     assert job.returncode == 0, job.stdout[-4000:] + job.stderr
