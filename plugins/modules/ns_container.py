@@ -1175,7 +1175,10 @@ class NsContainer:
                 problems = []
             else:
                 problems = filesystem_problems(self.desired, self.state_dir)
-            problems += confine.seccomp_problems('seccomp', self.desired.confinement)
+            if not (self.running and not container.spec_changes(self.recorded, self.desired)) or \
+                    params['state'] == 'restarted':
+                # Read when the container may be started: a running one keeps the filter it was started with.
+                problems += confine.seccomp_problems('seccomp', self.desired.confinement)
             problems += self.plan_cgroup()
             if problems and self.running:
                 problems.append(f'Container {self.name} (PID {self.identity.pid}) still runs, on the root file system '
@@ -1208,7 +1211,7 @@ class NsContainer:
         """The cgroups the request needs on this host (read only), or the problems that prevent them."""
         if not self.desired.wants_cgroup:
             return []
-        if self.running and not container.spec_changes(self.recorded, self.desired):
+        if self.running and not container.spec_changes(self.recorded, self.desired) and self.params['state'] == 'started':
             # Left alone: its recorded cgroups are the ones in use, and a host that changed since must not fail a no-op.
             return []
         try:

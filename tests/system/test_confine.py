@@ -218,6 +218,13 @@ def test_a_profile_of_our_own_fails_mkdir_with_its_errno(run_module, tracker, ro
     seen = probes(rootfs)
     assert seen['mkdir'][0] != 0 and 'Disk quota exceeded' in seen['mkdir'][1], seen['mkdir']
     assert seen['chown'][0] == 0  # the rest of Docker's profile still allows what it allows
+    # The profile is read at a start: a running container keeps its filter, a restart reads the file again.
+    args = tracker.args(name=result['name'], preset='docker', seccomp=str(path))
+    path.unlink()
+    assert ok(run_module('ns_container', args))['changed'] is False
+    refused = run_module('ns_container', dict(args, state='restarted'))
+    assert refused['failed'] and 'seccomp: cannot read the profile' in refused['msg'] and 'still runs' in refused['msg']
+    assert process.is_running(process.identity_of(result['pid']))
 
 
 def test_a_changed_confinement_restarts_and_the_diff_shows_it(run_module, tracker):
