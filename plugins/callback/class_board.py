@@ -54,7 +54,7 @@ options:
     description: The columns, in the talk's order. A slide the run did not grade keeps its last known state.
     type: list
     elements: str
-    default: [layers, build, overlay, chroot, namespaces]
+    default: [layers, build, overlay, chroot, namespaces, cgroups, capabilities, seccomp]
     env:
       - name: UNBOXED_CLASS_BOARD_SLIDES
     ini:
@@ -268,7 +268,7 @@ def render_board(board: Mapping, refresh: int = 10) -> str:
             when = ''
             if reach == 'unreachable':
                 # What the seat showed when it was last reached.
-                when = f'<span class="when">last {_e(WORDS[state])}</span>' if state != 'unknown' else ''
+                when = f'<span class="when">(was {_e(WORDS[state])})</span>' if state != 'unknown' else ''
             elif state == 'done' and cell.get('done_at'):
                 when = f'<span class="when">{_e(_clock(cell["done_at"]))}</span>'
             elif state in ('stuck', 'in_progress') and cell.get('since'):

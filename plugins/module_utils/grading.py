@@ -15,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from ansible_collections.unboxed.lab.plugins.module_utils import cgroups
+from ansible_collections.unboxed.lab.plugins.module_utils import confine
 from ansible_collections.unboxed.lab.plugins.module_utils import container
 from ansible_collections.unboxed.lab.plugins.module_utils import image_store
 from ansible_collections.unboxed.lab.plugins.module_utils import mountinfo
@@ -22,9 +24,15 @@ from ansible_collections.unboxed.lab.plugins.module_utils import namespaces as n
 from ansible_collections.unboxed.lab.plugins.module_utils import process
 
 # The talk's slides, in the order a class goes through them (playbooks/vars/slides.yml lists the same names with
-# their roles). The confinement slides are accepted but not graded yet.
+# their roles).
 SLIDES = ('layers', 'build', 'overlay', 'chroot', 'namespaces', 'cgroups', 'capabilities', 'seccomp')
-NOT_GRADED = ('cgroups', 'capabilities', 'seccomp')
+NOT_GRADED = ()
+CONFINEMENT_SLIDES = ('cgroups', 'capabilities', 'seccomp')
+# The limits the cgroups slide sets, as the cgroup files of each version name them.
+LIMIT_FILES = {'memory': {2: 'memory.max', 1: 'memory.limit_in_bytes'}, 'pids': {2: 'pids.max', 1: 'pids.max'},
+               'cpu': {2: 'cpu.max', 1: 'cpu.cfs_quota_us'}}
+# What a v1 memory.limit_in_bytes holds when nothing was set (PAGE_COUNTER_MAX pages).
+V1_UNLIMITED_MEMORY = 9223372036854771712
 
 # What a slide's state means on the class board.
 DONE, IN_PROGRESS, STUCK, NOT_STARTED, NOT_GRADED_STATE = 'done', 'in_progress', 'stuck', 'not_started', 'not_graded'
@@ -50,6 +58,8 @@ class Talk:
     mount_proc: bool = True
     store: str = '/var/lib/unboxed'
     image: str = 'talk:latest'
+    container_name: str = 'talk'       # ns_container's name of the talk's container (namespaces slide)
+    confined_name: str = 'confined'    # and of the confined one (cgroups, capabilities, seccomp slides)
 
     @property
     def mount_command(self) -> str:
@@ -81,6 +91,9 @@ class ProcFacts:
     nspids: tuple           # NSpid: the PID in each nested pid namespace, the seat's first
     inner_pid1: tuple | None  # what /proc/1/cmdline shows from inside its root; None: no /proc there
     remounted: str | None = None  # container.root_remounted_problem
+    recorded: str | None = None   # the name ns_container records it under, if it started it
+    status: dict = dataclasses.field(default_factory=dict)  # CapEff, NoNewPrivs, Seccomp of /proc/PID/status
+    limits: dict = dataclasses.field(default_factory=dict)  # memory, pids, cpu: its cgroup's limit, None if none
 
 
 @dataclasses.dataclass(frozen=True)
@@ -333,7 +346,8 @@ def _candidate_rank(facts: ProcFacts, talk: Talk, seat: dict) -> tuple:
 def find_container(view: SeatView, talk: Talk) -> ProcFacts | None:
     """The process that best looks like the talk's container among those whose root is the merged directory:
     running the talk's command, PID 1 of a PID namespace of its own, the newest first."""
-    candidates = list(view.processes)
+    # The collection's confined container (the cgroups slide) runs on the same root: it is not this slide's.
+    candidates = [facts for facts in view.processes if facts.recorded in (None, talk.container_name)]
     if not candidates:
         return None
     # The namespace's PID 1, not a process it started (ps, a shell of nsenter).
@@ -363,8 +377,8 @@ def grade_namespaces(view: SeatView, talk: Talk) -> list[Check]:
         inner = found.nspids[-1] if found.nspids else None
         if found.namespaces.get('pid') == seat.get('pid'):
             checks.append(_fail(slide, check, f'the seat\'s PID namespace ({seat_pid} there)', (
-                f'{command} runs in the seat\'s PID namespace: unshare --pid moves only the processes it starts into '
-                f'the new namespace, not itself. Did you forget --fork? Stop it (kill {found.pid}) and start it '
+                f'Did you forget --fork? {command} runs in the seat\'s PID namespace: unshare --pid moves only the '
+                f'processes it starts into the new namespace, not itself. Stop it (kill {found.pid}) and start it '
                 f'again: {talk.container_command} &'), True))
         elif inner != 1:
             checks.append(_fail(slide, check, f'PID {inner} inside', (
@@ -376,8 +390,8 @@ def grade_namespaces(view: SeatView, talk: Talk) -> list[Check]:
         check = 'it has a network namespace of its own (only lo)'
         if found.namespaces.get('net') == seat.get('net'):
             checks.append(_fail(slide, check, 'the seat\'s network namespace', (
-                f'The container shares the seat\'s network namespace (ip addr inside shows the seat\'s interfaces): '
-                f'did you forget --net? kill {found.pid} and start it again: {talk.container_command} &'), True))
+                f'Did you forget --net? The container shares the seat\'s network namespace (ip addr inside shows the '
+                f'seat\'s interfaces): kill {found.pid} and start it again: {talk.container_command} &'), True))
         else:
             checks.append(_ok(slide, check, 'its own'))
     for other in ('uts', 'ipc', 'user', 'cgroup'):
@@ -393,8 +407,8 @@ def grade_namespaces(view: SeatView, talk: Talk) -> list[Check]:
         mount_proc = f'--mount-proc={talk.merged}/proc'
         if found.inner_pid1 is None:
             checks.append(_fail(slide, check, 'no /proc inside', (
-                f'ps inside the container finds no /proc ("Error, do this: mount -t proc proc /proc"): did you '
-                f'forget {mount_proc}? kill {found.pid} and start it again: {talk.container_command} &'), True))
+                f'Did you forget {mount_proc}? ps inside the container finds no /proc ("Error, do this: mount -t proc '
+                f'proc /proc"): kill {found.pid} and start it again: {talk.container_command} &'), True))
         elif tuple(found.inner_pid1) != tuple(found.cmdline):
             checks.append(_fail(slide, check, f'PID 1 of its /proc is "{" ".join(found.inner_pid1)}"', (
                 f'The /proc inside the container is not its own: ps shows the seat\'s processes (PID 1 is '
@@ -409,12 +423,98 @@ def grade_namespaces(view: SeatView, talk: Talk) -> list[Check]:
     return checks
 
 
+# --- cgroups, capabilities, seccomp: the second, confined container ----------------------------------------
+
+def find_confined(view: SeatView, talk: Talk) -> ProcFacts | None:
+    """The confined container: the one ns_container records as such, else another PID 1 on the merged root than the
+    talk's container, one with a cgroup namespace of its own first (a hand-made one)."""
+    recorded = [facts for facts in view.processes if facts.recorded == talk.confined_name]
+    if recorded:
+        return recorded[0]
+    talks = find_container(view, talk)
+    others = [facts for facts in view.processes if facts.nspids[-1:] == (1,) and facts is not talks
+              and facts.recorded in (None, talk.confined_name)]
+    if not others:
+        return None
+    seat = view.seat_namespaces
+    return max(others, key=lambda facts: (facts.namespaces.get('cgroup') != seat.get('cgroup'), -facts.start_time))
+
+
+def _confined_or_missing(view: SeatView, talk: Talk, slide: str):
+    found = find_confined(view, talk)
+    if found is None:
+        return None, [_fail(slide, f'a second, confined container runs on {talk.merged}', 'none', (
+            f'No confined container runs on {talk.merged} yet: the cgroups slide starts it (ansible-playbook site.yml '
+            f'--tags cgroups, or by hand with its setup commands and unshare).'), prerequisite=slide != 'cgroups')]
+    return found, [_ok(slide, f'a second, confined container runs on {talk.merged}', f'PID {found.pid}',
+                       prerequisite=slide != 'cgroups')]
+
+
+def grade_cgroups(view: SeatView, talk: Talk) -> list[Check]:
+    slide = 'cgroups'
+    found, checks = _confined_or_missing(view, talk, slide)
+    if found is None:
+        return checks
+    words = {'memory': 'a memory limit (memory.max)', 'pids': 'a limit on its processes (pids.max)',
+             'cpu': 'a CPU quota (cpu.max)'}
+    for limit, what in words.items():
+        value = found.limits.get(limit)
+        if value:
+            checks.append(_ok(slide, f'its cgroup has {what}', value))
+        else:
+            checks.append(_fail(slide, f'its cgroup has {what}', 'none', (
+                f'The confined container (PID {found.pid}) has no {limit} limit: write it into its cgroup before '
+                f'starting it (e.g. echo 64M > /sys/fs/cgroup/unboxed-{talk.confined_name}/memory.max, '
+                f'echo 64 > .../pids.max, echo "50000 100000" > .../cpu.max), then echo $$ > .../cgroup.procs.'), True))
+    return checks
+
+
+def grade_capabilities(view: SeatView, talk: Talk) -> list[Check]:
+    slide = 'capabilities'
+    found, checks = _confined_or_missing(view, talk, slide)
+    if found is None:
+        return checks
+    mask_text = found.status.get('CapEff')
+    check = 'its root has no CAP_SYS_ADMIN (cannot mount), as in docker run'
+    try:
+        mask = int(mask_text, 16)
+    except (TypeError, ValueError):
+        return checks + [_fail(slide, check, 'unreadable', f'Could not read the capabilities of PID {found.pid}.')]
+    names = confine.names_of_mask(mask)
+    if 'CAP_SYS_ADMIN' in names:
+        checks.append(_fail(slide, check, f'CapEff {mask_text}: {len(names)} capabilities, CAP_SYS_ADMIN among them', (
+            f'The confined container (PID {found.pid}) keeps CAP_SYS_ADMIN: root inside can mount, as in the talk\'s '
+            f'container. Start it with Docker\'s 14 capabilities (ns_container capabilities: docker).'), True))
+    else:
+        checks.append(_ok(slide, check, f'CapEff {mask_text}: {len(names)} capabilities'))
+    return checks
+
+
+def grade_seccomp(view: SeatView, talk: Talk) -> list[Check]:
+    slide = 'seccomp'
+    found, checks = _confined_or_missing(view, talk, slide)
+    if found is None:
+        return checks
+    mode = found.status.get('Seccomp')
+    check = 'a seccomp filter confines it (Seccomp: 2)'
+    if mode == '2':
+        checks.append(_ok(slide, check, 'filter mode'))
+    else:
+        checks.append(_fail(slide, check, f'Seccomp: {mode or "unreadable"}', (
+            f'The confined container (PID {found.pid}) runs without a seccomp filter: start it with Docker\'s '
+            f'profile (ns_container seccomp: docker).'), True))
+    return checks
+
+
 GRADERS = {
     'layers': grade_layers,
     'build': grade_build,
     'overlay': grade_overlay,
     'chroot': grade_chroot,
     'namespaces': grade_namespaces,
+    'cgroups': grade_cgroups,
+    'capabilities': grade_capabilities,
+    'seccomp': grade_seccomp,
 }
 
 
@@ -444,6 +544,7 @@ def container_summary(facts: ProcFacts, seat: dict) -> dict:
     """A container candidate as the module returns it (PIDs as the seat sees them)."""
     return {
         'pid': facts.pid,
+        'recorded': facts.recorded,
         'start_time': facts.start_time,
         'command': list(facts.cmdline),
         'pid_inside': facts.nspids[-1] if facts.nspids else None,
@@ -488,34 +589,92 @@ def _read_cmdline_file(path: str) -> tuple | None:
         return None
 
 
+def recorded_containers(state_root: str = container.STATE_ROOT, proc: str = process.PROC) -> dict:
+    """{(pid, start time): name} of the containers ns_container recorded, to tell the collection's confined container
+    apart from the talk's; never used to grade."""
+    found = {}
+    try:
+        names = os.listdir(state_root)
+    except OSError:
+        return found
+    for name in names:
+        try:
+            state = container.read_state(os.path.join(state_root, name))
+        except container.StateFileError:
+            continue
+        # PID 1 and its launcher (unshare, whose root pivot_root moves along with its mount namespace's).
+        identities = [container.recorded_process(state),
+                      process.ProcessIdentity.from_dict((state or {}).get('launcher') or {})]
+        for identity in identities:
+            if identity is not None and process.is_running(identity, proc):
+                found[(identity.pid, identity.start_time)] = name
+    return found
+
+
+def _cgroup_limits(pid: int, host, proc: str) -> dict:
+    """The memory, pids and cpu limits of the cgroup ``pid`` is in, as its files hold them; None where unlimited."""
+    try:
+        with open(f'{proc}/{pid}/cgroup', encoding='utf-8', errors='replace') as handle:
+            lines = cgroups.parse_proc_cgroup(handle.read())
+    except OSError:
+        return {}
+    limits = {}
+    for limit, files in LIMIT_FILES.items():
+        hierarchy = host.hierarchy_for(limit) if host else None
+        if hierarchy is None:
+            continue
+        path = next((path for hierarchy_id, controllers, path in lines
+                     if (hierarchy.version == 2 and hierarchy_id == 0) or (hierarchy.version == 1 and limit in controllers)),
+                    None)
+        directory = hierarchy.directory_of(path) if path else None
+        words = cgroups.read_words(os.path.join(directory, files[hierarchy.version])) if directory else None
+        value = ' '.join(words) if words else None
+        if value is None or value.startswith('max') or value == '-1' or value == str(V1_UNLIMITED_MEMORY):
+            value = None
+        limits[limit] = value
+    return limits
+
+
 def processes_rooted_at(directory: str, proc: str = process.PROC) -> list[ProcFacts]:
-    """Every live process whose root directory is ``directory`` (as /proc/PID/root names it), with what grading
-    needs to know of it. Processes that end while we read are skipped."""
+    """Every live process whose root directory is ``directory``, with what grading needs to know of it.
+
+    The root is compared as a directory (device and inode): a container that pivot_root'ed into a bind mount of the
+    merged directory shows "/" as its root's path, and is the same directory. A container whose root's path still
+    reads as ``directory`` but is another directory runs on an older mount (unmounted and mounted again since), and
+    is reported as such. Processes that end while we read are skipped.
+    """
     found = []
     wanted = container.file_identity(directory)
     if wanted is None:
         return found
+    recorded = None
+    host = None
     for pid in process.all_pids(proc):
-        try:
-            root = os.readlink(f'{proc}/{pid}/root')
-        except OSError:
-            continue
-        if os.path.normpath(root) != os.path.normpath(directory):
-            continue
-        # The link names the root as the process's own mount namespace has it: a container on an older mount of
-        # the merged directory (unmounted and mounted again since) reads the same, and is reported as such. (On a
-        # machine that runs several lab seats, from outside them, another seat's /overlay/merged reads the same too;
-        # the module runs on the seat.)
-        remounted = container.root_remounted_problem(pid, directory, proc)
+        same = container.file_identity(f'{proc}/{pid}/root') == wanted
+        if not same:
+            try:
+                if os.path.normpath(os.readlink(f'{proc}/{pid}/root')) != os.path.normpath(directory):
+                    continue
+            except OSError:
+                continue
         stat = process.read_proc_stat(pid, proc)
         cmdline = process.read_cmdline(pid, proc)
         if stat is None or cmdline is None or stat.state in 'ZXx':
             continue
+        if recorded is None:
+            recorded = recorded_containers(proc=proc)
+            try:
+                host = cgroups.detect_host()
+            except (OSError, ValueError):
+                host = None
         found.append(ProcFacts(
             pid=pid, start_time=stat.start_time, cmdline=tuple(cmdline), namespaces=_namespaces_of(pid, proc),
             nspids=tuple(process.read_nspids(pid, proc)),
             inner_pid1=_read_cmdline_file(f'{proc}/{pid}/root/proc/1/cmdline'),
-            remounted=remounted,
+            remounted=None if same else container.root_remounted_problem(pid, directory, proc),
+            recorded=recorded.get((pid, stat.start_time)),
+            status=confine.read_status_fields(pid, proc),
+            limits=_cgroup_limits(pid, host, proc),
         ))
     return found
 
@@ -553,7 +712,7 @@ def observe(talk: Talk, slides, proc: str = process.PROC) -> SeatView:
         merged_file=_read_text(os.path.join(talk.merged, talk.file_name)),
         merged_tools=tools,
         seat_namespaces=_namespaces_of('self', proc),
-        processes=tuple(processes_rooted_at(talk.merged, proc)) if 'namespaces' in slides else (),
+        processes=tuple(processes_rooted_at(talk.merged, proc)) if slides & {'namespaces', *CONFINEMENT_SLIDES} else (),
         image=_image_facts(talk) if 'build' in slides else None,
     )
 

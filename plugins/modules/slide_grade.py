@@ -20,9 +20,11 @@ description:
     image store - never a state file of the collection. It changes nothing, so C(changed) is always false and check
     mode runs the same grading.
   - "Each slide gets a state: C(done) (every check holds), C(stuck) (something is there but wrong: lowerdirs reversed,
-    a container without C(--net)...), C(in_progress) (part of the slide is there, nothing wrong yet), C(not_started),
-    or C(not_graded) for the confinement slides C(cgroups), C(capabilities) and C(seccomp), which it does not grade
-    yet."
+    a container without C(--net)...), C(in_progress) (part of the slide is there, nothing wrong yet) or
+    C(not_started)."
+  - "The confinement slides (C(cgroups), C(capabilities), C(seccomp)) grade the second, confined container on the
+    same root: its cgroup's memory, pids and CPU limits, no C(CAP_SYS_ADMIN) in its effective capabilities, a seccomp
+    filter. The state files of M(unboxed.lab.ns_container) only tell which running container is the confined one.""
   - The C(chroot) slide leaves nothing in the kernel; it is graded by what it needs (the overlay of the previous
     slide, C(ps) and C(ip) in the merged root).
 author:
@@ -91,6 +93,14 @@ options:
     description: The image the build slide makes.
     type: str
     default: talk:latest
+  container_name:
+    description: The name M(unboxed.lab.ns_container) gives the talk's container (role C(namespaces)).
+    type: str
+    default: talk
+  confined_name:
+    description: The name M(unboxed.lab.ns_container) gives the confined container of the last three slides (role C(cgroups)).
+    type: str
+    default: confined
 notes:
   - Needs root to read other processes' C(/proc/PID/root) and namespaces (C(become)).
   - PIDs in the result are as the seat sees them.
@@ -144,11 +154,13 @@ done:
   elements: str
   sample: [layers, overlay, chroot]
 containers:
-  description: Every process whose root is the merged directory (PIDs as the seat sees them), the talk's container candidates.
+  description:
+    - Every process whose root is the merged directory (PIDs as the seat sees them), the containers' candidates.
+    - C(recorded) is the name M(unboxed.lab.ns_container) keeps it under when it started it, else null (started by hand).
   returned: always
   type: list
   elements: dict
-  sample: [{pid: 4242, start_time: 1234567, command: [tail, -f, /dev/null], pid_inside: 1, isolated: [mount, net, pid]}]
+  sample: [{pid: 4242, recorded: null, start_time: 1234567, command: [tail, -f, /dev/null], pid_inside: 1, isolated: [mount, net, pid]}]
 mounts_inside:
   description: What is mounted below the merged directory on the seat (a student's C(/proc) for C(ps) in the chroot), in mountinfo order.
   returned: always
@@ -196,6 +208,8 @@ def argument_spec() -> dict:
         'mount_proc': {'type': 'bool', 'default': True},
         'store': {'type': 'path', 'default': '/var/lib/unboxed'},
         'image': {'type': 'str', 'default': 'talk:latest'},
+        'container_name': {'type': 'str', 'default': 'talk'},
+        'confined_name': {'type': 'str', 'default': 'confined'},
     }
 
 
@@ -215,6 +229,8 @@ def talk_from(params: dict) -> grading.Talk:
         mount_proc=params['mount_proc'],
         store=paths.normalize(params['store']),
         image=params['image'],
+        container_name=params['container_name'],
+        confined_name=params['confined_name'],
     )
 
 

@@ -222,7 +222,7 @@ def test_a_slide_that_does_not_exist_touches_no_seat(lab):
         run = lab.playbook(playbook, '-e', 'slide=overlays')
         assert run.rc == 2, run.explain()
         assert ('There is no slide "overlays". The slides, in the talk\'s order: layers, build, overlay, chroot, '
-                'namespaces.') in run.stdout, run.explain()
+                'namespaces, cgroups, capabilities, seccomp.') in run.stdout, run.explain()
         assert len(run.results) == 1, run.explain()  # the check itself, nothing on a seat
     assert lab.snapshot() == before
 
@@ -287,9 +287,9 @@ def test_grade_marks_the_container_mistakes_with_their_hints(lab):
     assert_ok(first)
     namespaces = {host: grade['slides']['namespaces'] for host, grade in first.grades().items()}
     assert {host: slide['state'] for host, slide in namespaces.items()} == {'lab1': 'done', 'lab2': 'stuck', 'lab3': 'stuck'}
-    assert "shares the seat's network namespace" in namespaces['lab2']['hint'] and 'did you forget --net?' in namespaces['lab2']['hint']
-    assert namespaces['lab3']['hint'].startswith('ps inside the container finds no /proc ("Error, do this: mount -t proc '
-                                                 'proc /proc"): did you forget --mount-proc=/overlay/merged/proc?')
+    assert namespaces['lab2']['hint'].startswith("Did you forget --net? The container shares the seat's network namespace")
+    assert namespaces['lab3']['hint'].startswith('Did you forget --mount-proc=/overlay/merged/proc? ps inside the container '
+                                                 'finds no /proc ("Error, do this: mount -t proc proc /proc")')
     containers = first.grades()['lab1']['containers']
     assert [(c['command'], c['pid_inside']) for c in containers] == [(['tail', '-f', '/dev/null'], 1)]
     assert containers[0]['isolated'] == ['mount', 'net', 'pid']
@@ -323,6 +323,25 @@ def test_solve_replaces_only_the_wrong_containers(lab):
     assert again.changed_hosts() == set(), again.explain()
 
 
+def test_the_confinement_slides_are_graded_on_the_confined_container(lab):
+    right_pid = lab.playbook('grade.yml', '-e', 'slide=namespaces').grades()['lab1']['containers'][0]['pid']
+
+    # The seccomp slide's container is the cgroups slide's: solving it on every seat makes both.
+    run = lab.playbook('solve.yml', '-e', 'slide=seccomp')
+
+    assert_ok(run)
+    graded = lab.playbook('grade.yml').grades()
+    for host, grade in graded.items():
+        states = {slide: grade['slides'][slide]['state'] for slide in ('namespaces', 'cgroups', 'capabilities', 'seccomp')}
+        assert states == dict.fromkeys(states, 'done'), (host, grade['lines'])
+        # PID 1 of each container (the confined one's launcher, unshare, moved into its root with pivot_root).
+        containers = [c for c in grade['containers'] if c['pid_inside'] == 1]
+        assert sorted(c['recorded'] or 'by hand' for c in containers) == \
+            (['by hand', 'confined'] if host == 'lab1' else ['confined', 'talk']), grade['containers']
+        assert all(c['recorded'] for c in grade['containers'] if c['pid_inside'] != 1), grade['containers']
+    assert [c['pid'] for c in graded['lab1']['containers'] if not c['recorded']] == [right_pid]
+
+
 def test_reset_of_a_slide_leaves_the_earlier_slides_intact(lab):
     lab.student('lab2', 'mount -t proc proc /overlay/merged/proc')  # ps in the chroot, by hand
     earlier = {host: text.split('--- mounts')[0] for host, text in lab.snapshot().items()}
@@ -340,8 +359,9 @@ def test_reset_of_a_slide_leaves_the_earlier_slides_intact(lab):
         assert layers_and_build == [line for line in earlier[host].splitlines()
                                     if line.startswith(('/overlay/lower', '/var/cache/unboxed'))], host
     graded = lab.playbook('grade.yml').grades()
-    assert {host: [grade['slides'][slide]['state'] for slide in ('layers', 'build', 'overlay', 'namespaces')]
-            for host, grade in graded.items()} == dict.fromkeys(HOSTS, ['done', 'done', 'not_started', 'not_started'])
+    assert {host: [grade['slides'][slide]['state'] for slide in ('layers', 'build', 'overlay', 'namespaces', 'cgroups')]
+            for host, grade in graded.items()} == dict.fromkeys(HOSTS, ['done', 'done', 'not_started', 'not_started', 'not_started'])
+    assert all(grade['containers'] == [] for grade in graded.values()), graded
     again = lab.playbook('reset_slide.yml', '-e', 'slide=overlay')
     assert_ok(again)
     assert again.changed_hosts() == set(), again.explain()
@@ -443,13 +463,13 @@ def test_the_board_shows_stuck_seats_with_their_hints(lab, tmp_path):
 
 
 def synthetic_class(seats=40):
-    """A class of 40 in the middle of the namespaces slide, as grading rounds of a make watch loop would leave it."""
-    slides = ['layers', 'build', 'overlay', 'chroot', 'namespaces']
+    """A class of 40 in the middle of the talk (the namespaces slide), as the rounds of a make watch loop leave it."""
+    slides = ['layers', 'build', 'overlay', 'chroot', 'namespaces', 'cgroups', 'capabilities', 'seccomp']
     hints = {
         'overlay': 'lowerdir order: file01.txt comes from the upper of the two image layers, so lower2-file must be '
                    'listed first (lowerdir=/overlay/lower2-file:/overlay/lower1-base)',
-        'namespaces': "The container shares the seat's network namespace (ip addr inside shows the seat's interfaces): "
-                      'did you forget --net?',
+        'namespaces': "Did you forget --net? The container shares the seat's network namespace (ip addr inside shows "
+                      "the seat's interfaces): kill 4242 and start it again",
     }
     names = ['Alice Martin', 'Bob Okafor', 'Carol Diaz', 'Dmitri Volkov', 'Eva Lindqvist', 'Farid Haddad', 'Grace Ho',
              'Hugo Moreau', 'Ines Sousa', 'Jonas Berg']

@@ -210,8 +210,8 @@ def test_namespaces_nothing_running():
 def test_namespaces_without_net_shares_the_seats_network():
     checks = grading.grade_namespaces(view(processes=(proc(net=SEAT_NS['net']),)), TALK)
     assert grading.slide_state(checks) == 'stuck'
-    assert grading.first_hint(checks).startswith("The container shares the seat's network namespace (ip addr inside shows "
-                                                 "the seat's interfaces): did you forget --net? kill 4242")
+    assert grading.first_hint(checks).startswith("Did you forget --net? The container shares the seat's network namespace "
+                                                 "(ip addr inside shows the seat's interfaces): kill 4242")
 
 
 def test_namespaces_without_fork_stays_in_the_seats_pid_namespace():
@@ -221,14 +221,14 @@ def test_namespaces_without_fork_stays_in_the_seats_pid_namespace():
     checks = grading.grade_namespaces(view(processes=(no_fork,)), TALK)
     assert grading.slide_state(checks) == 'stuck'
     hint = grading.first_hint(checks)
-    assert 'runs in the seat\'s PID namespace' in hint and 'Did you forget --fork?' in hint and 'kill 5495' in hint
+    assert hint.startswith('Did you forget --fork? tail -f /dev/null runs in the seat\'s PID namespace') and 'kill 5495' in hint
 
 
 def test_namespaces_without_mount_proc_ps_finds_no_proc():
     checks = grading.grade_namespaces(view(processes=(proc(inner=None),)), TALK)
     assert grading.slide_state(checks) == 'stuck'
-    assert grading.first_hint(checks).startswith('ps inside the container finds no /proc ("Error, do this: mount -t proc '
-                                                 'proc /proc"): did you forget --mount-proc=/overlay/merged/proc?')
+    assert grading.first_hint(checks).startswith('Did you forget --mount-proc=/overlay/merged/proc? ps inside the container '
+                                                 'finds no /proc ("Error, do this: mount -t proc proc /proc")')
 
 
 def test_namespaces_proc_of_the_seat_inside():
@@ -278,14 +278,62 @@ def test_namespaces_extra_namespace_types_are_checked():
 
 # --- the whole grade and states ---
 
-def test_grade_all_and_not_graded_slides():
+def test_grade_all_slides():
     graded = grading.grade(view(processes=(proc(),)), TALK, grading.SLIDES)
     assert {slide: result['state'] for slide, result in graded.items()} == {
         'layers': 'done', 'build': 'not_started', 'overlay': 'done', 'chroot': 'done', 'namespaces': 'done',
-        'cgroups': 'not_graded', 'capabilities': 'not_graded', 'seccomp': 'not_graded'}
-    assert graded['cgroups']['msg'] == 'the cgroups slide is not graded yet'
+        'cgroups': 'not_started', 'capabilities': 'not_started', 'seccomp': 'not_started'}
     assert grading.summary_line('overlay', graded['overlay']) == 'overlay: done'
     assert grading.summary_line('build', graded['build']).startswith('build: not started - No image talk:latest')
+    assert graded['capabilities']['hint'].startswith('No confined container runs on /overlay/merged yet')
+
+
+# --- the confined container: cgroups, capabilities, seccomp ---
+
+DOCKER_CAP_EFF = '00000000a80425fb'
+ALL_CAPS = '000001ffffffffff'
+LIMITS = {'memory': '67108864', 'pids': '64', 'cpu': '50000 100000'}
+
+
+def confined(seat_pid=5000, recorded='confined', caps=DOCKER_CAP_EFF, seccomp='2', limits=None, start=950, **namespaces):
+    facts = proc(seat_pid=seat_pid, nspids=(seat_pid, 1), start=start, uts=11, ipc=12, cgroup=13, **namespaces)
+    return dataclasses_replace(facts, recorded=recorded, status={'CapEff': caps, 'Seccomp': seccomp, 'NoNewPrivs': '1'},
+                               limits=dict(LIMITS) if limits is None else limits)
+
+
+def test_confinement_done_on_the_collections_confined_container():
+    seat = view(processes=(dataclasses_replace(proc(), recorded='talk'), confined()))
+    for grader in (grading.grade_cgroups, grading.grade_capabilities, grading.grade_seccomp):
+        checks = grader(seat, TALK)
+        assert grading.slide_state(checks) == 'done', checks
+    # The confined container is not the talk's: the namespaces slide grades the talk's one.
+    assert grading.find_container(seat, TALK).pid == 4242
+
+
+def test_confined_container_found_without_a_record_beside_the_talks():
+    seat = view(processes=(proc(start=900), confined(recorded=None, start=990)))
+    assert grading.find_confined(seat, TALK).pid == 5000
+    assert grading.find_container(seat, TALK).pid == 4242
+
+
+def test_confinement_mistakes_and_hints():
+    seat = view(processes=(proc(), confined(caps=ALL_CAPS, seccomp='0', limits={'memory': None, 'pids': '64', 'cpu': None})))
+    cgroups_checks = grading.grade_cgroups(seat, TALK)
+    assert grading.slide_state(cgroups_checks) == 'stuck'
+    assert [check.check for check in failed(cgroups_checks)] == ['its cgroup has a memory limit (memory.max)',
+                                                                 'its cgroup has a CPU quota (cpu.max)']
+    assert grading.first_hint(cgroups_checks).startswith('The confined container (PID 5000) has no memory limit')
+    capabilities = grading.grade_capabilities(seat, TALK)
+    assert grading.first_hint(capabilities).startswith('The confined container (PID 5000) keeps CAP_SYS_ADMIN')
+    assert grading.first_hint(grading.grade_seccomp(seat, TALK)).startswith(
+        'The confined container (PID 5000) runs without a seccomp filter')
+
+
+def test_confinement_slides_wait_for_the_confined_container():
+    checks = grading.grade_seccomp(view(processes=(proc(),)), TALK)
+    assert grading.slide_state(checks) == 'not_started'
+    assert checks[0].prerequisite
+    assert grading.slide_state(grading.grade_cgroups(view(processes=(proc(),)), TALK)) == 'not_started'
 
 
 @pytest.mark.parametrize('oks, mistakes, prerequisites, state', [
@@ -324,6 +372,5 @@ def test_the_playbooks_slides_are_the_modules():
     with open(os.path.join(REPO, 'playbooks', 'vars', 'slides.yml'), encoding='utf-8') as handle:
         slides = yaml.safe_load(handle)
     assert all(slide in grading.SLIDES for slide in slides['unboxed_class_slides'])
-    graded = [slide for slide in grading.SLIDES if slide not in grading.NOT_GRADED]
-    assert slides['unboxed_class_slides'] == graded
+    assert slides['unboxed_class_slides'] == list(grading.SLIDES)
     assert set(slides['unboxed_class_teardowns']) < set(slides['unboxed_class_slides'])
