@@ -24,7 +24,7 @@ description:
     C(not_started)."
   - "The confinement slides (C(cgroups), C(capabilities), C(seccomp)) grade the second, confined container on the
     same root: its cgroup's memory, pids and CPU limits, no C(CAP_SYS_ADMIN) in its effective capabilities, a seccomp
-    filter. The state files of M(unboxed.lab.ns_container) only tell which running container is the confined one.""
+    filter. The state files of M(unboxed.lab.ns_container) only tell which running container is the confined one."
   - The C(chroot) slide leaves nothing in the kernel; it is graded by what it needs (the overlay of the previous
     slide, C(ps) and C(ip) in the merged root).
 author:
