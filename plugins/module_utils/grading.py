@@ -428,7 +428,8 @@ def grade_namespaces(view: SeatView, talk: Talk) -> list[Check]:
 def find_confined(view: SeatView, talk: Talk) -> ProcFacts | None:
     """The confined container: the one ns_container records as such, else another PID 1 on the merged root than the
     talk's container, one with a cgroup namespace of its own first (a hand-made one)."""
-    recorded = [facts for facts in view.processes if facts.recorded == talk.confined_name]
+    # Its PID 1, not its launcher: unshare, recorded beside it, whose root pivot_root moved along.
+    recorded = [facts for facts in view.processes if facts.recorded == talk.confined_name and facts.nspids[-1:] == (1,)]
     if recorded:
         return recorded[0]
     talks = find_container(view, talk)

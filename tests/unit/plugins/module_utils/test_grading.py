@@ -302,7 +302,10 @@ def confined(seat_pid=5000, recorded='confined', caps=DOCKER_CAP_EFF, seccomp='2
 
 
 def test_confinement_done_on_the_collections_confined_container():
-    seat = view(processes=(dataclasses_replace(proc(), recorded='talk'), confined()))
+    # Its launcher, unshare, shares its root (pivot_root moved it) and is recorded too; no filter, all capabilities.
+    launcher = confined(seat_pid=4999, caps=ALL_CAPS, seccomp='0', limits={}, start=940)
+    launcher = dataclasses_replace(launcher, nspids=(4999,), cmdline=('/usr/bin/unshare', '--fork', '--pid'))
+    seat = view(processes=(dataclasses_replace(proc(), recorded='talk'), launcher, confined()))
     for grader in (grading.grade_cgroups, grading.grade_capabilities, grading.grade_seccomp):
         checks = grader(seat, TALK)
         assert grading.slide_state(checks) == 'done', checks
