@@ -89,3 +89,7 @@ ee-context: setup
 # venv of its own - install, ansible-doc, unit tests, syntax checks and every module for real on this machine.
 matrix: setup
 	./scripts/matrix/run
+
+# The collection's documentation in HTML (antsibull-docs + Sphinx): tests/output/docs/index.html (docs/index.md).
+docs: setup
+	./scripts/build-docs
