@@ -10,7 +10,7 @@ LAB_RELEASES ?= trixie,bookworm
 STAGE := .ci/stage
 export CI_STAGE_LOG ?= $(CURDIR)/tests/output/ci-stages.log
 
-.PHONY: bench ee-context matrix
+.PHONY: bench docs ee-context matrix
 .PHONY: setup demo test test-unit test-system lint sanity units molecule lab-up lab-down reset
 
 setup:
