@@ -10,7 +10,7 @@ LAB_RELEASES ?= trixie,bookworm
 STAGE := .ci/stage
 export CI_STAGE_LOG ?= $(CURDIR)/tests/output/ci-stages.log
 
-.PHONY: bench docs ee-context matrix
+.PHONY: bench docs ee-context matrix watch
 .PHONY: setup demo test test-unit test-system lint sanity units molecule lab-up lab-down reset
 
 setup:
@@ -93,3 +93,20 @@ matrix: setup
 # The collection's documentation in HTML (antsibull-docs + Sphinx): tests/output/docs/index.html (docs/index.md).
 docs: setup
 	./scripts/build-docs
+
+# The live class board (docs/class-mode.md): grade the class every WATCH_INTERVAL seconds and serve the board on
+# http://127.0.0.1:WATCH_PORT/board.html (this machine only). Ctrl-C stops the loop and the server.
+WATCH_INTERVAL ?= 15
+WATCH_PORT ?= 8000
+CLASS_BOARD_DIR ?= $(CURDIR)/class_board
+
+watch: setup
+	@mkdir -p $(CLASS_BOARD_DIR)
+	@python3 -m http.server --bind 127.0.0.1 --directory $(CLASS_BOARD_DIR) $(WATCH_PORT) >/dev/null 2>&1 & server=$$!; \
+	trap 'kill $$server' EXIT; trap 'exit 0' INT TERM; \
+	echo "Class board: http://127.0.0.1:$(WATCH_PORT)/board.html (every $(WATCH_INTERVAL) s; Ctrl-C stops)"; \
+	while true; do \
+	  UNBOXED_CLASS_BOARD_DIR=$(CLASS_BOARD_DIR) UNBOXED_CLASS_BOARD_REFRESH=$(WATCH_INTERVAL) \
+	    ansible-playbook grade.yml $(WATCH_ARGS) || true; \
+	  sleep $(WATCH_INTERVAL); \
+	done

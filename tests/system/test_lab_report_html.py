@@ -235,8 +235,8 @@ def test_run_prints_the_table_and_writes_both_files(lab_run):
     assert f'Lab report: {report / "site.html"} (JSON: {report / "site.json"})' in proc.stdout
     table = proc.stdout[proc.stdout.index('LAB REPORT site.yml'):].splitlines()
     assert table[0] == 'LAB REPORT site.yml - 3 seats: 1 on track, 2 behind (1 failed, 1 unreachable)'
-    assert table[1].split() == ['HOST', 'STUDENT', 'LAYERS', 'BUILD', 'OVERLAY', 'CHROOT', 'NAMESPACES', 'CGROUPS', 'CAPABILITIES',
-                               'SECCOMP', 'VERIFY', 'WHY']
+    assert table[1].split() == ['HOST', 'STUDENT', 'LAYERS', 'BUILD', 'OVERLAY', 'CHROOT', 'NAMESPACES',
+                                'CGROUPS', 'CAPABILITIES', 'SECCOMP', 'VERIFY', 'WHY']
     assert table[2].split()[:8] == ['carol-diaz', 'Carol', 'Diaz', 'UNREACHABLE', '-', '-', '-', '-']
     assert table[3].split()[:9] == ['bob-okafor', 'Bob', 'Okafor', 'changed', 'ok', 'FAILED', '-', '-', '-']
     assert table[3].endswith('overlay: Mount the overlay: mount: /overlay/merged: special device overlay does not exist. (exit code 32)')

@@ -30,7 +30,7 @@ def seat_report(host: str, started: str, finished: str, changed: int = 0, failur
     report = LAB_REPORT.LabReport(LAB_REPORT.StageRules())
     report.playbook = 'pull.yml'
     for stage in ('layers', 'build', 'overlay', 'chroot', 'namespaces'):
-        for _ in range(changed):
+        for _unused in range(changed):
             report.record(host, 'changed', stage, f'a {stage} task')
         report.record(host, 'ok', stage, f'another {stage} task')
     if failure:
@@ -77,7 +77,7 @@ def test_a_seat_without_a_report_and_an_unreachable_one_are_rows_that_say_so():
 def test_the_script_writes_once_and_reports_no_change_for_the_same_pulls(tmp_path):
     seats = {'lab1': slurped(seat_report('lab1', '2026-11-29T19:00:00+00:00', '2026-11-29T19:01:00+00:00'))}
     runs = [subprocess.run([sys.executable, SCRIPT, str(tmp_path)], input=json.dumps(seats), capture_output=True, text=True, check=True)
-            for _ in range(2)]
+            for _unused in range(2)]
     first, second = (json.loads(run.stdout) for run in runs)
     assert first['changed'] and not second['changed']
     assert first['summary'] == '1 seat: 1 on track, 0 behind'
