@@ -263,6 +263,7 @@ class Lab:
     name: str
     workdir: Path
     releases: str = ''  # labctl --releases: the Debian releases handed to the hosts in turn ('' = labctl's default)
+    packages: str = ''  # labctl --packages: extra Debian packages for every seat (bench/pull: git, ansible-core)
     hosts: dict[str, str] = field(default_factory=dict)  # name -> address
     # name -> {'release': 'trixie', 'debian_version': '13.8'}: what each seat runs, recorded with the results
     seats: dict[str, dict] = field(default_factory=dict)
@@ -283,8 +284,9 @@ class Lab:
         started = time.monotonic()
         self.touched = True  # from now on there may be something to take down, even if this `up` is cut short
         argv = [str(LABCTL), 'up', '--lab', self.name, '--hosts', str(count), '--inventory', str(self.inventory), '--json']
-        completed = run_child(argv + (['--releases', self.releases] if self.releases else []),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        argv += ['--releases', self.releases] if self.releases else []
+        argv += ['--packages', self.packages] if self.packages else []
+        completed = run_child(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         if completed.returncode != 0:
             raise BenchError(f'labctl up --lab {self.name} --hosts {count} failed:\n{completed.stdout}{completed.stderr}')
         state = json.loads(completed.stdout)

@@ -26,7 +26,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -43,26 +42,6 @@ SEAT_REPORT = '/var/lib/unboxed/pull/lab_report/pull.json'
 SEAT_PULL_STATE = '/var/lib/unboxed/pull/checkout /var/lib/unboxed/pull/lab_report'
 MARK_BEGIN = '<!-- bench/pull: begin -->'
 MARK_END = '<!-- bench/pull: end -->'
-
-
-class PullLab(Lab):
-    """The bench's lab, with the packages a pulling seat needs (git, and ansible-core of Debian 13)."""
-
-    def up(self, count: int) -> float:
-        started = time.monotonic()
-        self.touched = True
-        argv = [str(LABCTL), 'up', '--lab', self.name, '--hosts', str(count), '--inventory', str(self.inventory), '--json',
-                '--releases', self.releases, '--packages', PACKAGES]
-        completed = run_child(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        if completed.returncode != 0:
-            raise BenchError(f'labctl up --lab {self.name} failed:\n{completed.stdout}{completed.stderr}')
-        state = json.loads(completed.stdout)
-        self.hosts = {name: host['address'] for name, host in state['hosts'].items()}
-        self.seats = {name: {'release': host.get('release'), 'debian_version': host.get('debian_version')}
-                      for name, host in state['hosts'].items()}
-        self.key, self.known_hosts, self.user = state['key'], state['known_hosts'], state.get('user', self.user)
-        self._write_ssh_config()
-        return round(time.monotonic() - started, 2)
 
 
 def labctl_json(*args: str) -> dict:
@@ -207,7 +186,8 @@ def main(argv: list[str]) -> int:
         raise SystemExit('bench/pull needs root: the local lab uses namespaces, veths and mounts')
     workdir = Path(tempfile.mkdtemp(prefix='unboxed-bench-pull-'))
     (workdir / 'logs').mkdir()
-    lab = PullLab(args.lab, workdir, releases='trixie')
+    # The packages a pulling seat needs: git, and ansible-core of Debian 13.
+    lab = Lab(args.lab, workdir, releases='trixie', packages=PACKAGES)
     runner = Runner(workdir, lab, workdir / 'logs')
     device = block_device_of('/var/lib')
     say(f'logs: {workdir / "logs"}')

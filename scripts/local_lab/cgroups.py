@@ -33,6 +33,8 @@ import os
 import posixpath
 
 from ansible_collections.unboxed.lab.plugins.module_utils import mountinfo
+# /proc/PID/cgroup is read the way the modules read it (one parser, in the collection).
+from ansible_collections.unboxed.lab.plugins.module_utils.cgroups import parse_proc_cgroup
 
 from .system import LabError, read_file, wait_until
 
@@ -90,18 +92,6 @@ class SeatMount:
     def from_dict(cls, data: dict) -> SeatMount:
         return cls(fstype=data['fstype'], source=data['source'], target=data['target'], options=data['options'],
                    links=tuple(tuple(link) for link in data.get('links', ())), read_only_after=bool(data.get('read_only_after')))
-
-
-def parse_proc_cgroup(text: str) -> list[tuple[int, tuple, str]]:
-    """/proc/PID/cgroup: (hierarchy id, controllers, path) per line; v2 is id 0 with no controllers,
-    a named v1 hierarchy has ('name=systemd',)."""
-    lines = []
-    for line in text.splitlines():
-        if line.count(':') < 2:
-            continue
-        hierarchy_id, controllers, path = line.split(':', 2)
-        lines.append((int(hierarchy_id), tuple(name for name in controllers.split(',') if name), path))
-    return lines
 
 
 def _under_cgroup_root(entry: mountinfo.MountEntry) -> bool:
