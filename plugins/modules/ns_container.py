@@ -255,7 +255,10 @@ options:
       - The cgroup below which the container's cgroup C(unboxed-NAME) is made, as an absolute cgroup path as
         C(/proc/self/cgroup) writes them (V(/unboxed)), the same in every hierarchy; missing directories are created.
       - Default - the cgroup of the process that runs the module, per hierarchy, so that a container never escapes the
-        limits its starter runs under (on a classroom seat, the root of each hierarchy).
+        limits its starter runs under. Over SSH on a systemd host that is the login session's scope, which holds
+        processes; cgroup v2 allows no cgroup with limits below it ("no internal processes"), and the module refuses,
+        naming this option. Name a parent of the container's own there, as Docker's cgroupfs driver uses C(/docker):
+        the C(cgroups) role of this collection uses V(/unboxed).
       - Only used when the container gets cgroups, that is with O(memory), O(pids_limit), O(cpus), O(cpu_shares) or
         O(cgroup_parent) itself (then it is placed there without limits).
     type: str

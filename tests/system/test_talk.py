@@ -53,7 +53,7 @@ for dir in /overlay /var/cache/unboxed /run/unboxed; do
   fi
 done
 echo '--- cgroups'
-find /sys/fs/cgroup -type d -name 'unboxed-*' | sort
+find /sys/fs/cgroup -type d -name 'unboxed*' | sort
 echo '--- mounts'
 findmnt --list --noheadings --output TARGET,FSTYPE,OPTIONS | sort
 echo '--- processes'
