@@ -257,7 +257,7 @@ options:
       - Default - the cgroup of the process that runs the module, per hierarchy, so that a container never escapes the
         limits its starter runs under. Over SSH on a systemd host that is the login session's scope, which holds
         processes; cgroup v2 allows no cgroup with limits below it ("no internal processes"), and the module refuses,
-        naming this option. Name a parent of the container's own there, as Docker's cgroupfs driver uses C(/docker):
+        naming this option. Name a parent of the container's own there, as Docker's cgroupfs driver uses C(/docker) -
         the C(cgroups) role of this collection uses V(/unboxed).
       - Only used when the container gets cgroups, that is with O(memory), O(pids_limit), O(cpus), O(cpu_shares) or
         O(cgroup_parent) itself (then it is placed there without limits).
