@@ -24,8 +24,11 @@ from .system import LabError, run, write_file_atomically
 
 CACHE_DIR = '/var/cache/unboxed/lab-base'
 # What Ansible and the talk need on a lab host. tini is PID 1 (it reaps orphans, as `docker run --init`); sudo is
-# how the student account becomes root, as on a classroom's seat (account.py).
-BASE_PACKAGES = ('python3', 'python3-apt', 'iproute2', 'procps', 'util-linux', 'openssh-server', 'tini', 'sudo')
+# how the student account becomes root, as on a classroom's seat (account.py). nftables and uidmap are what a
+# classroom's Debian seat has for Docker's networking and a remapped user namespace (the network and userns slides;
+# their roles install them on a seat that lacks them).
+BASE_PACKAGES = ('python3', 'python3-apt', 'iproute2', 'procps', 'util-linux', 'openssh-server', 'tini', 'sudo',
+                 'nftables', 'uidmap')
 # Nobody reads man pages, documentation or translations on a lab host; every copy is smaller without them.
 DPKG_OPTIONS = (
     'path-exclude=/usr/share/man/*',
