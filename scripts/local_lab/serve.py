@@ -151,23 +151,31 @@ def ensure_not_served(changes: Changes, lab: Lab) -> None:
 
 # --- what the tests and the benchmark serve -----------------------------------------------------------
 
-def snapshot_repository(source: str, destination: str) -> str:
-    """A repository at ``destination`` with one commit: ``source``'s work tree as it is now, the files git tracks and
-    the new ones it does not ignore (uncommitted edits included), as a push from that tree would run it, so that
-    seats pull the tree under test. Returns the commit."""
-    os.makedirs(destination)
+def copy_work_tree(source: str, destination: str) -> None:
+    """``source``'s work tree as it is now into ``destination``: the files git tracks and the new ones it does not
+    ignore (uncommitted edits included), links kept as links (collections/ansible_collections/unboxed/lab leads
+    back to the project's root) - what a push from that tree, or AWX's checkout of what would be committed, runs."""
     listed = subprocess.run(['git', '-C', source, 'ls-files', '-z', '--cached', '--others', '--exclude-standard'],
                             capture_output=True, check=True).stdout
     for relative in (name for name in listed.decode().split('\0') if name):
         origin = os.path.join(source, relative)
+        target = os.path.join(destination, relative)
         if not os.path.lexists(origin):
             continue  # deleted in the work tree, not yet in git
-        target = os.path.join(destination, relative)
+        if os.path.lexists(target):
+            continue  # listed twice: a tracked file with changes
         os.makedirs(os.path.dirname(target), exist_ok=True)
         if os.path.islink(origin):
             os.symlink(os.readlink(origin), target)
         else:
             shutil.copy2(origin, target)
+
+
+def snapshot_repository(source: str, destination: str) -> str:
+    """A repository at ``destination`` with one commit: ``source``'s work tree as it is now (copy_work_tree), so
+    that seats pull the tree under test. Returns the commit."""
+    os.makedirs(destination)
+    copy_work_tree(source, destination)
     git = ['git', '-C', destination, '-c', 'user.name=labctl', '-c', 'user.email=labctl@localhost']
     for argv in (['init', '--quiet', '--initial-branch=main'], ['add', '--all'], ['commit', '--quiet', '--no-verify', '-m', 'snapshot']):
         subprocess.run(git + argv, capture_output=True, check=True)

@@ -24,6 +24,10 @@ from conftest import ansible_env
 pytestmark = [pytest.mark.lab, pytest.mark.root]
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The project's copy for the runner's private data directory is made as labctl serve snapshots the tree.
+sys.path.insert(0, os.path.join(REPO, 'scripts'))
+from local_lab import serve  # noqa: E402
+
 BIN = os.path.dirname(sys.executable)
 LABCTL = os.path.join(REPO, 'scripts', 'labctl')
 LAB = 'runnertest'
@@ -55,25 +59,6 @@ def controller_task_names() -> set:
                 yield from names(task.get(key))
     with open(os.path.join(REPO, 'roles', 'base_rootfs', 'tasks', 'controller_archive.yml'), encoding='utf-8') as handle:
         return set(names(yaml.safe_load(handle)))
-
-
-def project_copy(destination: str):
-    """The clone's files as they are in the work tree, less what git ignores (AWX's project checkout of what would be
-    committed), links kept as links: collections/ansible_collections/unboxed/lab leads back to the project's root."""
-    listed = run(['git', 'ls-files', '-z', '--cached', '--others', '--exclude-standard'], cwd=REPO)
-    assert listed.returncode == 0, listed.stderr
-    for name in filter(None, listed.stdout.split('\0')):
-        source = os.path.join(REPO, name)
-        if not os.path.lexists(source):
-            continue  # deleted in the work tree, not yet in git
-        if os.path.lexists(os.path.join(destination, name)):
-            continue  # listed twice: a tracked file with changes
-        target = os.path.join(destination, name)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        if os.path.islink(source):
-            os.symlink(os.readlink(source), target)
-        else:
-            shutil.copy2(source, target)
 
 
 def job_results(private_data_dir: str, ident: str) -> list:
@@ -122,7 +107,7 @@ class RunnerLab:
 
     def lay_out_private_data_dir(self):
         project = os.path.join(self.private_data_dir, 'project')
-        project_copy(project)
+        serve.copy_work_tree(REPO, project)
         os.makedirs(os.path.join(self.private_data_dir, 'inventory'))
         shutil.copy(self.inventory, os.path.join(self.private_data_dir, 'inventory', 'hosts.yml'))
         os.makedirs(os.path.join(self.private_data_dir, 'env'))
