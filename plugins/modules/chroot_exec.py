@@ -15,6 +15,9 @@ description:
     and returns its output like M(ansible.builtin.command).
   - Give the command as an argument list (O(argv)), or as a string (O(cmd)) that C(/bin/sh -c) runs B(inside) the
     root - the shell form of a Dockerfile's C(RUN). The string is never interpreted on the host.
+  - O(commands) runs several argument lists one after the other in the same root, with the same O(mounts), O(env)
+    and O(chdir), in one task - one round trip to the host instead of one per command (the talk's chroot slide looks
+    with C(ps ax) and C(ip addr) in one task). Each command's output is in RV(results).
   - O(mounts) mounts C(/proc), C(/sys) or C(/dev) inside the root for the duration of the command, and always
     unmounts them afterwards, also when the command fails - the talk's C(mount -t proc proc /proc) inside the chroot.
   - The command starts with a clean environment (C(PATH) and C(HOME=/root)) plus O(env), as a container
@@ -45,14 +48,23 @@ options:
   argv:
     description:
       - The command and its arguments as a list. The program is looked up in C(PATH) B(inside) the root.
-      - Exactly one of O(argv) and O(cmd) is required.
+      - Exactly one of O(argv), O(cmd) and O(commands) is required.
     type: list
     elements: str
   cmd:
     description:
       - A shell command line, run as C(/bin/sh -c CMD) inside the root (C(/bin/sh) of the root, not of the host).
-      - Exactly one of O(argv) and O(cmd) is required.
+      - Exactly one of O(argv), O(cmd) and O(commands) is required.
     type: str
+  commands:
+    description:
+      - Several commands, each an argument list as O(argv), run in this order inside the root, in one task. The
+        mounts of O(mounts) stay in place for all of them; O(stdin) goes to each.
+      - The first command that exits non-zero fails the task; the commands after it do not run.
+      - Exactly one of O(argv), O(cmd) and O(commands) is required.
+    type: list
+    elements: raw
+    version_added: 0.2.0
   chdir:
     description:
       - Directory inside the root to run the command in. Needs C(/bin/sh) inside the root.
@@ -64,11 +76,11 @@ options:
     default: {}
   creates:
     description:
-      - A path inside the root. When it already exists, the command is not run.
+      - A path inside the root. When it already exists, the command (or O(commands)) is not run.
     type: str
   removes:
     description:
-      - A path inside the root. When it does not exist, the command is not run.
+      - A path inside the root. When it does not exist, the command (or O(commands)) is not run.
     type: str
   stdin:
     description:
@@ -121,6 +133,17 @@ EXAMPLES = r"""
   register: chroot_ps
   changed_when: false
 
+- name: Look at the processes and the interfaces in one task (one round trip to the host)
+  unboxed.lab.chroot_exec:
+    root: /overlay/merged
+    commands:
+      - [ps, ax]
+      - [ip, -json, addr]
+    mounts: [proc]
+  register: chroot_seen
+  changed_when: false
+# chroot_seen.results[0].stdout is the output of ps ax, chroot_seen.results[1].stdout that of ip -json addr
+
 - name: Shell form, like a Dockerfile RUN line; the shell is the root's /bin/sh
   unboxed.lab.chroot_exec:
     root: /overlay/merged
@@ -138,11 +161,22 @@ EXAMPLES = r"""
 
 RETURN = r"""
 cmd:
-  description: The command as run inside the root (argument list).
+  description: The command as run inside the root (argument list); with O(commands), the last one that ran.
   returned: always
   type: list
   elements: str
   sample: [ps, ax]
+results:
+  description:
+    - One entry per command that ran, in order, each with the keys C(cmd), C(rc), C(stdout), C(stderr),
+      C(stdout_lines), C(stderr_lines), C(start), C(end), C(delta) as for a single command.
+    - With O(argv) or O(cmd), the one command; empty when nothing ran.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - {cmd: [ps, ax], rc: 0, stdout: "    PID TTY      STAT   TIME COMMAND", stderr: '', stdout_lines: ["    PID TTY      STAT   TIME COMMAND"],
+       stderr_lines: [], start: '2026-11-28 23:40:01.123456', end: '2026-11-28 23:40:01.223456', delta: '0:00:00.100000'}
 command:
   description:
     - The equivalent shell commands, as a student would type them on the host - the argument lists the module runs,
@@ -154,17 +188,17 @@ command:
     env -i HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin chroot /overlay/merged ps ax;
     umount /overlay/merged/proc
 rc:
-  description: The command's exit status (0 when it was not run).
+  description: The command's exit status (0 when it was not run); with O(commands), that of the last one that ran.
   returned: always
   type: int
   sample: 0
 stdout:
-  description: Standard output of the command.
+  description: Standard output of the command (with O(commands), of the last one that ran).
   returned: always
   type: str
   sample: "    PID TTY      STAT   TIME COMMAND\n      1 ?        Ss     0:01 /sbin/init"
 stderr:
-  description: Standard error of the command.
+  description: Standard error of the command (with O(commands), of the last one that ran).
   returned: always
   type: str
   sample: ''
@@ -239,6 +273,8 @@ def argument_spec():
         root=dict(type='path', required=True),
         argv=dict(type='list', elements='str'),
         cmd=dict(type='str'),
+        # Checked by request_problems: AnsibleModule would turn a string item into a list of one string.
+        commands=dict(type='list', elements='raw'),
         chdir=dict(type='str'),
         env=dict(type='dict', default={}),
         creates=dict(type='str'),
@@ -251,13 +287,35 @@ def argument_spec():
 
 
 def constraints():
-    """What AnsibleModule checks for us: exactly one of argv and cmd."""
-    return dict(mutually_exclusive=[('argv', 'cmd')], required_one_of=[('argv', 'cmd')])
+    """What AnsibleModule checks for us: exactly one of argv, cmd and commands."""
+    return dict(mutually_exclusive=[('argv', 'cmd', 'commands')], required_one_of=[('argv', 'cmd', 'commands')])
 
 
 def inner_argv(params):
     """The command as run inside the root: argv as given, or the root's /bin/sh -c for cmd."""
     return list(params['argv']) if params['argv'] else ['/bin/sh', '-c', params['cmd']]
+
+
+def inner_argvs(params):
+    """Every command of the run, in order, as run inside the root."""
+    if params.get('commands') is not None:
+        return [list(argv) for argv in params['commands']]
+    return [inner_argv(params)]
+
+
+def commands_problems(value):
+    """commands must be a non-empty list of non-empty argument lists of strings; each problem names commands[N]."""
+    if value is None:
+        return []
+    if not value:
+        return ['commands is empty: give at least one command, each an argument list, e.g. [[ps, ax], [ip, addr]].']
+    problems = []
+    for index, argv in enumerate(value):
+        if not isinstance(argv, (list, tuple)) or not all(isinstance(arg, str) for arg in argv):
+            problems.append(f'commands[{index}] must be an argument list of strings, such as [ps, ax]; got {argv!r}.')
+        elif not argv or not argv[0]:
+            problems.append(f'commands[{index}] must name a program to run: got {list(argv)!r}.')
+    return problems
 
 
 def environment(params):
@@ -286,7 +344,7 @@ def request_problems(params):
     problem = paths.root_directory_problem('root', params['root'])
     if problem:
         problems.append(problem)
-    if params['argv'] is None and params['cmd'] is None:
+    if params['argv'] is None and params['cmd'] is None and params.get('commands') is None:
         # Reached with argv: null and no cmd - AnsibleModule's required_one_of counts a null option as given.
         problems.append('give the command to run inside the root, as argv (a list, e.g. [ps, ax]) or as cmd (a shell string).')
     elif params['argv'] is not None and not params['argv']:
@@ -295,6 +353,7 @@ def request_problems(params):
         problems.append('argv[0], the program to run, is empty.')
     if params['cmd'] is not None and not params['cmd'].strip():
         problems.append('cmd is empty: give the shell command line to run inside the root, e.g. "ps ax".')
+    problems.extend(commands_problems(params.get('commands')))
     for option in ('chdir', 'creates', 'removes'):
         if params[option] is not None and not params[option].startswith('/'):
             problems.append(f'{option} is a path inside the root and must be absolute, got "{params[option]}".')
@@ -304,19 +363,25 @@ def request_problems(params):
     return problems
 
 
-def root_problems(params, argv, env):
+def as_argvs(argvs):
+    """One argument list, or a list of them, as a list of them."""
+    return [argvs] if argvs and isinstance(argvs[0], str) else argvs
+
+
+def root_problems(params, argvs, env):
+    argvs = as_argvs(argvs)
     root = params['root']
     if not os.path.exists(root):
         return [f'root {root} does not exist: build or mount the root file system first (for example with unboxed.lab.overlay_mount).']
     if not os.path.isdir(root):
         return [f'root {root} is not a directory.']
     problems = []
-    program = argv[0]
-    if not paths.find_program_inside(root, program, env['PATH']):
-        where = program if '/' in program else f'{program} (searched in PATH={env["PATH"]})'
-        problems.append(f'{where} not found inside {root}: the command runs with {root} as its "/", so the program '
-                        f'must exist in that root file system, not only on the host.')
-    if params['chdir'] and argv[0] != '/bin/sh' and not paths.find_program_inside(root, '/bin/sh'):
+    for program in dict.fromkeys(argv[0] for argv in argvs):
+        if not paths.find_program_inside(root, program, env['PATH']):
+            where = program if '/' in program else f'{program} (searched in PATH={env["PATH"]})'
+            problems.append(f'{where} not found inside {root}: the command runs with {root} as its "/", so the program '
+                            f'must exist in that root file system, not only on the host.')
+    if params['chdir'] and any(argv[0] != '/bin/sh' for argv in argvs) and not paths.find_program_inside(root, '/bin/sh'):
         problems.append(f'chdir needs /bin/sh inside {root}, and /bin/sh was not found inside {root}.')
     if params['chdir']:
         target = paths.resolve_inside(root, params['chdir'])
@@ -342,17 +407,18 @@ def differences(params, root):
     return True, ' and '.join(reasons) or 'no creates or removes to say its work is done'
 
 
-def command_steps(programs, params, root, argv, env):
-    """Every command of a run, in order: mount each pseudo file system, chroot, unmount them again."""
+def command_steps(programs, params, root, argvs, env):
+    """Every command of a run, in order: mount each pseudo file system, chroot (once per command), unmount them again."""
+    argvs = as_argvs(argvs)
     targets = [os.path.join(root, name) for name in params['mounts']]
     return ([pseudo_mount_argv(programs, name, target) for name, target in zip(params['mounts'], targets)]
-            + [chroot_argv(programs, root, argv, env, params['chdir'])]
+            + [chroot_argv(programs, root, argv, env, params['chdir']) for argv in argvs]
             + [umount_argv(programs, target) for target in reversed(targets)])
 
 
-def equivalent_command(params, root, argv, env):
+def equivalent_command(params, root, argvs, env):
     """The run's commands as a student types them: the argv lists the module runs, with program names."""
-    return '; '.join(cmd.shell_join(step) for step in command_steps(DISPLAY_PROGRAMS, params, root, argv, env))
+    return '; '.join(cmd.shell_join(step) for step in command_steps(DISPLAY_PROGRAMS, params, root, argvs, env))
 
 
 def mount_targets(root, names):
@@ -491,10 +557,10 @@ def main():
     if problems:
         module.fail_json(msg=' '.join(problems), problems=problems)
     root = paths.normalize(params['root'])
-    argv = inner_argv(params)
+    argvs = inner_argvs(params)
     env = environment(params)
-    result = {'changed': False, 'stdout': '', 'stderr': '', 'rc': None, 'cmd': argv, 'start': None, 'end': None,
-              'delta': None, 'msg': '', 'command': equivalent_command(params, root, argv, env)}
+    result = {'changed': False, 'stdout': '', 'stderr': '', 'rc': None, 'cmd': argvs[-1], 'start': None, 'end': None,
+              'delta': None, 'msg': '', 'results': [], 'command': equivalent_command(params, root, argvs, env)}
 
     if module.check_mode and not os.path.lexists(root):
         # As ansible.builtin.command in check mode: in a --check run of a whole playbook, the task that builds
@@ -502,7 +568,7 @@ def main():
         module.warn(f'root {root} does not exist yet: check mode assumes an earlier task of this run creates it.')
         problems = []
     else:
-        problems = root_problems(params, argv, env)
+        problems = root_problems(params, argvs, env)
     if problems:
         module.fail_json(msg=' '.join(problems), problems=problems, **{k: v for k, v in result.items() if k != 'msg'})
 
@@ -524,15 +590,28 @@ def main():
         with PseudoMounts(module, programs, root, []):
             pass
     with PseudoMounts(module, programs, root, params['mounts']):
-        start = datetime.datetime.now()
-        rc, stdout, stderr = cmd.run(module, chroot_argv(programs, root, argv, env, params['chdir']),
-                                     data=params['stdin'], binary_data=not params['stdin_add_newline'])
-        end = datetime.datetime.now()
-    result.update(rc=rc, stdout=stdout.rstrip('\n'), stderr=stderr.rstrip('\n'), start=str(start), end=str(end), delta=str(end - start))
-    if rc != 0:
-        result['msg'] = 'non-zero return code'
+        for argv in argvs:
+            start = datetime.datetime.now()
+            rc, stdout, stderr = cmd.run(module, chroot_argv(programs, root, argv, env, params['chdir']),
+                                         data=params['stdin'], binary_data=not params['stdin_add_newline'])
+            end = datetime.datetime.now()
+            ran = command_result(argv, rc, stdout, stderr, start, end)
+            result['results'].append(ran)
+            result.update({key: ran[key] for key in ('cmd', 'rc', 'stdout', 'stderr', 'start', 'end', 'delta')})
+            if rc != 0:
+                break
+    if result['rc'] != 0:
+        result['msg'] = 'non-zero return code' if len(argvs) == 1 else \
+            f'non-zero return code from commands[{len(result["results"]) - 1}] ({cmd.shell_join(result["cmd"])})'
         module.fail_json(**result)
     module.exit_json(**result)
+
+
+def command_result(argv, rc, stdout, stderr, start, end):
+    """One command's part of the result, with the keys ansible.builtin.command returns."""
+    stdout, stderr = stdout.rstrip('\n'), stderr.rstrip('\n')
+    return {'cmd': argv, 'rc': rc, 'stdout': stdout, 'stderr': stderr, 'stdout_lines': stdout.splitlines(),
+            'stderr_lines': stderr.splitlines(), 'start': str(start), 'end': str(end), 'delta': str(end - start)}
 
 
 if __name__ == '__main__':

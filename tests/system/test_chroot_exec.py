@@ -35,6 +35,39 @@ def test_chroot_is_not_isolation_host_processes_and_interfaces_are_visible(run_m
         assert f': {interface}' in ip['stdout']
 
 
+
+def test_commands_run_in_one_task_in_order_and_the_mounts_come_down_once(run_module, busybox_rootfs):
+    mounts = snapshot_mounts(busybox_rootfs)
+    result = run_module('chroot_exec', {'root': busybox_rootfs, 'commands': [['ps'], ['ip', 'addr']], 'mounts': ['proc']})
+    assert result['rc'] == 0 and [entry['cmd'] for entry in result['results']] == [['ps'], ['ip', 'addr']]
+    ps, ip = result['results']
+    assert any(line.split()[0] == str(os.getpid()) for line in ps['stdout_lines'][1:])
+    for interface in os.listdir('/sys/class/net'):
+        assert f': {interface}' in ip['stdout']
+    assert result['stdout'] == ip['stdout'] and result['cmd'] == ['ip', 'addr']
+    assert result['command'] == (f'mount -t proc proc {busybox_rootfs}/proc; '
+                                 f'env -i HOME=/root PATH={environ.DEFAULT_PATH} chroot {busybox_rootfs} ps; '
+                                 f'env -i HOME=/root PATH={environ.DEFAULT_PATH} chroot {busybox_rootfs} ip addr; '
+                                 f'umount {busybox_rootfs}/proc')
+    assert snapshot_mounts(busybox_rootfs) == mounts
+
+
+def test_commands_stop_at_the_first_failure_and_name_it(run_module, busybox_rootfs):
+    mounts = snapshot_mounts(busybox_rootfs)
+    result = run_module('chroot_exec', {'root': busybox_rootfs, 'commands': [['true'], ['false'], ['touch', '/never']],
+                                        'mounts': ['proc']})
+    assert result['failed'] is True and result['rc'] == 1
+    assert 'commands[1] (false)' in result['msg'] and len(result['results']) == 2
+    assert not os.path.exists(os.path.join(busybox_rootfs, 'never'))
+    assert snapshot_mounts(busybox_rootfs) == mounts
+
+
+def test_commands_with_a_string_item_are_refused_naming_it(run_module, busybox_rootfs):
+    tree = snapshot_tree(busybox_rootfs)
+    result = run_module('chroot_exec', {'root': busybox_rootfs, 'commands': ['ps ax']})
+    assert result['failed'] is True and 'commands[0] must be an argument list' in result['msg']
+    assert snapshot_tree(busybox_rootfs) == tree
+
 def test_shell_form_runs_inside_and_creates_makes_it_idempotent(run_module, busybox_rootfs):
     host_had_file = os.path.exists('/file01.txt')
     args = {'root': busybox_rootfs, 'cmd': 'echo "Texto" > /file01.txt', 'creates': '/file01.txt'}

@@ -38,11 +38,13 @@ def test_the_host_root_is_refused():
 
 
 @pytest.mark.parametrize('args, error', [
-    ({'root': '/r', 'argv': ['ls'], 'cmd': 'ls'}, 'parameters are mutually exclusive: argv|cmd'),
-    ({'root': '/r'}, 'one of the following is required: argv, cmd'),
+    ({'root': '/r', 'argv': ['ls'], 'cmd': 'ls'}, 'parameters are mutually exclusive: argv|cmd|commands'),
+    ({'root': '/r', 'argv': ['ls'], 'commands': [['ls']]}, 'parameters are mutually exclusive: argv|cmd|commands'),
+    ({'root': '/r'}, 'one of the following is required: argv, cmd, commands'),
     ({'root': '/r', 'cmd': 'ls'}, None),
+    ({'root': '/r', 'commands': [['ps', 'ax'], ['ip', 'addr']]}, None),
 ])
-def test_argument_spec_declares_exactly_one_of_argv_and_cmd(args, error):
+def test_argument_spec_declares_exactly_one_of_argv_cmd_and_commands(args, error):
     result = ArgumentSpecValidator(chroot_exec.argument_spec(), **chroot_exec.constraints()).validate(args)
     assert result.error_messages == ([error] if error else [])
 
@@ -133,3 +135,24 @@ def test_the_users_of_the_mounts_are_recorded_and_dead_ones_dropped(tmp_path):
     assert chroot_exec.living(chroot_exec.read_users(record)['/r/proc']) == [me]
     chroot_exec.write_users(record, str(tmp_path), {})
     assert not os.path.exists(record) and chroot_exec.read_users(record) == {}
+
+
+@pytest.mark.parametrize('commands, problems', [
+    ([['ps', 'ax'], ['ip', '-json', 'addr']], []),
+    ([], ['commands is empty: give at least one command, each an argument list, e.g. [[ps, ax], [ip, addr]].']),
+    (['ps ax'], ["commands[0] must be an argument list of strings, such as [ps, ax]; got 'ps ax'."]),
+    ([['ps'], [], ['ip', 3]], ['commands[1] must name a program to run: got [].',
+                               'commands[2] must be an argument list of strings, such as [ps, ax]; got [\'ip\', 3].']),
+])
+def test_commands_are_argument_lists_and_each_problem_is_named(commands, problems):
+    assert chroot_exec.request_problems(params(argv=None, commands=commands)) == problems
+
+
+def test_commands_run_in_order_between_one_mount_and_one_unmount():
+    request = params(argv=None, commands=[['ps', 'ax'], ['ip', '-json', 'addr']], mounts=['proc'])
+    argvs = chroot_exec.inner_argvs(request)
+    assert argvs == [['ps', 'ax'], ['ip', '-json', 'addr']]
+    steps = chroot_exec.command_steps(PROGRAMS, request, '/overlay/merged', argvs, {'PATH': '/bin'})
+    assert [step[0] for step in steps] == ['/usr/bin/mount', '/usr/bin/env', '/usr/bin/env', '/usr/bin/umount']
+    assert steps[1][-2:] == ['ps', 'ax'] and steps[2][-3:] == ['ip', '-json', 'addr']
+
