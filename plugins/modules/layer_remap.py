@@ -1,0 +1,751 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: unboxed developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: layer_remap
+short_description: Keep an ID-shifted copy of image layers for a user-namespace-remapped root, as dockerd --userns-remap does
+version_added: 0.3.0
+description:
+  - With C(dockerd --userns-remap=default), root in a container is the unprivileged host uid 100000 (the first
+    line of the remap user's range in C(/etc/subuid) and C(/etc/subgid)). Files of the image owned by root must then
+    be owned by 100000 on the host, or root inside sees them as C(nobody). Docker keeps a copy of every image layer
+    per remapped root, each file's owner shifted by the range's start, in C(/var/lib/docker/100000.100000/).
+  - This module does the same for the talk's layers. For each directory of O(src) it makes and keeps up to date
+    C(ROOT/UID.GID/NAME) (O(root), the start of the uid and gid range of O(user), the source's last path
+    component), for example C(/overlay/lower1-base) -> C(/var/lib/unboxed/remap/100000.100000/lower1-base).
+  - The copy holds every entry of the source - regular files (content, sparse parts written out), directories,
+    symbolic links (owner set with lchown, never followed), hard links (kept as hard links), character and block
+    devices, FIFOs and sockets - with the same mode (setuid, setgid and sticky bits included, set after the owner,
+    since chown clears them), access and modification times, and extended attributes. Owner C(n) becomes
+    C(START + n). An owner the range cannot hold (C(n >= COUNT)) is an error naming the files, as Docker fails with
+    C(Container ID 65536 cannot be mapped to a host ID) - it is never squashed to the overflow ID silently.
+  - Extended attributes that hold IDs are shifted too. C(security.capability) (file capabilities, e.g. C(ping)'s
+    C(cap_net_raw)) is rewritten as revision 3 with its root ID shifted (0 for revision 2), so that the capability
+    works for the container's root and for nobody on the seat; a revision 2 copy would be honoured in every user
+    namespace, the seat's included. Named users and groups in POSIX ACLs are shifted.
+  - The source is only read, never changed, not even its access times (files are opened with C(O_NOATIME)): the
+    image's layers stay shared by the other containers. A mount inside a source is not descended into.
+  - The module keeps a record beside each copy (C(ROOT/UID.GID/.NAME.unboxed-remap.json)) - the cheap inventory of
+    the source at the last copy (paths, types, sizes, modification and change times, modes, owners, hard link
+    groups). A rerun reads the source's inventory again, compares it with the record and with what is in the copy,
+    and copies again only what changed, removes only what vanished from the source, and only inside the copy it made.
+    Nothing changed - nothing copied, C(changed=false). A copy it did not make (a directory with no record that is not
+    empty) is never touched.
+  - Files are written in a hidden staging directory beside the copy (C(ROOT/UID.GID/.NAME.unboxed-staging)) and
+    renamed into place; a killed run leaves at most that directory and a record marked incomplete, and the next run
+    completes the copy.
+  - O(directories) are directories owned by the remapped root - a container's upper and work directory.
+  - Why a copy, and not an idmapped mount. Linux 5.12 and later can mount a directory with its owners shifted, without
+    copying (C(mount --bind -o X-mount.idmap=...)); but C(mount) can only ask for it from util-linux 2.39 on, and
+    Debian 12's is 2.38, and an overlay whose lower layers are idmapped mounts needs Linux 5.19 or later. The copy
+    works on every seat, and is what Docker's userns-remap does with its overlay2 driver. It costs the disk space and
+    time of one copy of the image per remapped root (C(docs/userns.md) gives the figures measured).
+author:
+  - unboxed developers (@unboxed)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Predicts exactly which entries would be added, updated and removed; writes nothing and takes no lock.
+  diff_mode:
+    support: full
+    details:
+      - One summary per copy - how many entries would be added, updated, removed, with a few names of each.
+  platform:
+    platforms: posix
+options:
+  user:
+    description:
+      - The remap user, as dockerd's C(--userns-remap=USER) (C(dockremap) for V(default)). Its B(first) line in
+        C(/etc/subuid) and C(/etc/subgid) gives the range; its start names the copies' directory.
+      - M(unboxed.lab.remap_account) creates such a user and its lines.
+      - With O(state=absent) a user that is gone is no error - the copies are found by their records instead.
+    type: str
+    required: true
+  src:
+    description:
+      - The layer directories to copy, each by absolute path (C(/overlay/lower1-base)). Their last path components
+        must differ (they name the copies).
+      - Must not be, or lead through a symbolic link to, a system directory; must not be inside O(root) nor contain it.
+      - With O(state=absent), only their last path components are used, to name the copies to remove.
+    type: list
+    elements: path
+    required: true
+  root:
+    description:
+      - Where the copies go, below C(UID.GID) (Docker's C(/var/lib/docker)).
+    type: path
+    default: /var/lib/unboxed/remap
+  directories:
+    description:
+      - Directories to own by the remapped root (C(START:START), mode 0755), created with their missing parents
+        (those owned by root, 0755) - a container's upper and work directories, for M(unboxed.lab.overlay_mount).
+        Their content is never changed by O(state=present).
+      - With O(state=absent) they are removed with everything in them, unless a mount uses them.
+    type: list
+    elements: path
+    default: []
+  state:
+    description:
+      - V(present) makes and updates the copies and O(directories).
+      - V(absent) removes the copies this module made (those with a record) and O(directories), refusing while a
+        mount uses one. Nothing of the sources is touched.
+    type: str
+    choices: [present, absent]
+    default: present
+  lock_timeout:
+    description:
+      - Seconds to wait for another run working on the same copy before failing, naming it. Not used in check mode.
+    type: int
+    default: 60
+notes:
+  - RV(commands) are the shell commands a student would type for the same result - C(cp -a), then a C(find) that shifts
+    each owner with C(chown -h) and restores the mode that chown cleared. They are for reading; the module does the
+    same in Python, file by file, and also shifts the file capabilities, which that C(chown) drops.
+seealso:
+  - module: unboxed.lab.remap_account
+  - module: unboxed.lab.overlay_mount
+  - module: unboxed.lab.ns_container
+  - name: Docker - isolate containers with a user namespace
+    description: dockerd's --userns-remap, the remap user and the subordinate ID ranges.
+    link: https://docs.docker.com/engine/security/userns-remap/
+"""
+
+EXAMPLES = r"""
+- name: Shift the talk's layers into the range of unboxed-remap, as dockerd --userns-remap does
+  unboxed.lab.layer_remap:
+    user: unboxed-remap
+    src: [/overlay/lower2-file, /overlay/lower1-base]
+    directories: [/overlay/userns/upper, /overlay/userns/work]
+  register: remapped
+
+- name: Mount them for the remapped container
+  unboxed.lab.overlay_mount:
+    path: /overlay/userns/merged
+    lowerdirs: "{{ remapped.copies | map(attribute='dest') | list }}"
+    upperdir: /overlay/userns/upper
+    workdir: /overlay/userns/work
+
+- name: Remove the copies again (after the overlay is unmounted)
+  unboxed.lab.layer_remap:
+    user: unboxed-remap
+    src: [/overlay/lower2-file, /overlay/lower1-base]
+    directories: [/overlay/userns/upper, /overlay/userns/work]
+    state: absent
+"""
+
+RETURN = r"""
+uid_start:
+  description: The host uid of the container's root (the first uid of the range); null when the user is gone (absent).
+  returned: always
+  type: int
+  sample: 100000
+gid_start:
+  description: The host gid of the container's root group.
+  returned: always
+  type: int
+  sample: 100000
+count:
+  description: How many IDs the range holds (the container's IDs 0 to count - 1).
+  returned: always
+  type: int
+  sample: 65536
+copies:
+  description:
+    - One entry per O(src) - C(src), C(dest), C(entries) (how many the source holds), C(add), C(update), C(remove),
+      C(metadata) (directories whose mode, owner or times alone change), C(bytes) (of regular files copied). In check
+      mode, what a real run would do.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - {src: /overlay/lower1-base, dest: /var/lib/unboxed/remap/100000.100000/lower1-base, entries: 8231, add: 8231,
+       update: 0, remove: 0, metadata: 0, bytes: 46137344}
+directories:
+  description: O(directories), each with C(path) and C(action) (V(create), V(chown), V(remove) or V(none)).
+  returned: always
+  type: list
+  elements: dict
+commands:
+  description: The equivalent shell commands, for reading (see the notes).
+  returned: always
+  type: list
+  elements: str
+  sample:
+    - mkdir -p /var/lib/unboxed/remap/100000.100000
+    - cp -a /overlay/lower1-base /var/lib/unboxed/remap/100000.100000/lower1-base
+"""
+
+import contextlib
+import errno
+import json
+import os
+import pwd
+import stat
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.unboxed.lab.plugins.module_utils import command as cmd
+from ansible_collections.unboxed.lab.plugins.module_utils import idmap
+from ansible_collections.unboxed.lab.plugins.module_utils import locking
+from ansible_collections.unboxed.lab.plugins.module_utils import mountinfo
+from ansible_collections.unboxed.lab.plugins.module_utils import paths
+
+SUBUID = '/etc/subuid'
+SUBGID = '/etc/subgid'
+RECORD_SUFFIX = '.unboxed-remap.json'
+STAGING_SUFFIX = '.unboxed-staging'
+RECORD_VERSION = 1
+KINDS = {stat.S_IFREG: 'file', stat.S_IFDIR: 'dir', stat.S_IFLNK: 'symlink', stat.S_IFCHR: 'char', stat.S_IFBLK: 'block',
+         stat.S_IFIFO: 'fifo', stat.S_IFSOCK: 'socket'}
+TYPE_BITS = {kind: bits for bits, kind in KINDS.items()}
+
+
+def argument_spec():
+    return dict(
+        user=dict(type='str', required=True),
+        src=dict(type='list', elements='path', required=True),
+        root=dict(type='path', default='/var/lib/unboxed/remap'),
+        directories=dict(type='list', elements='path', default=[]),
+        state=dict(type='str', choices=['present', 'absent'], default='present'),
+        lock_timeout=dict(type='int', default=60),
+    )
+
+
+def request_problems(params) -> list[str]:
+    """Everything wrong with the request that is known before reading a layer."""
+    problems = [problem for problem in [idmap.name_problem('user', params['user'])] if problem]
+    root = params['root']
+    problems.extend(filter(None, [paths.usable_directory_problem('root', root)]))
+    if params['lock_timeout'] < 0:
+        problems.append(f'lock_timeout must be 0 or more seconds, got {params["lock_timeout"]}.')
+    if not params['src']:
+        problems.append('src is empty: list the layer directories to copy, such as [/overlay/lower1-base].')
+    names = {}
+    for index, source in enumerate(params['src']):
+        option = f'src[{index}]'
+        problem = paths.usable_directory_problem(option, source)
+        if problem:
+            problems.append(problem)
+            continue
+        name = os.path.basename(paths.normalize(source))
+        if name in names:
+            problems.append(f'{option} {source} has the last path component "{name}" of {names[name]}: the copies are named '
+                            f'by it, so two sources must differ in it.')
+        names.setdefault(name, option)
+        if params['state'] == 'present' and not paths.usable_directory_problem('root', root):
+            real_source, real_root = paths.resolve(source), paths.resolve(root)
+            if paths.is_inside(real_root, real_source):
+                problems.append(f'root {root} is inside {option} {source}: the copy would be written into the layer it copies '
+                                f'(and copy itself). Put root elsewhere, such as /var/lib/unboxed/remap.')
+            elif paths.is_inside(real_source, real_root):
+                problems.append(f'{option} {source} is inside root {root}, where the copies go. Copy a layer from elsewhere.')
+    for index, directory in enumerate(params['directories']):
+        option = f'directories[{index}]'
+        problem = paths.usable_directory_problem(option, directory)
+        if problem:
+            problems.append(problem)
+            continue
+        for source in params['src']:
+            if paths.is_inside(paths.resolve(directory), paths.resolve(source)) or \
+                    paths.is_inside(paths.resolve(source), paths.resolve(directory)):
+                problems.append(f'{option} {directory} overlaps the layer {source}: a container\'s own directory must be '
+                                f'outside the image\'s layers.')
+    return problems
+
+
+def read_lines(path: str):
+    try:
+        with open(path, encoding='utf-8', errors='surrogateescape') as handle:
+            lines, _problems = idmap.parse_subid(handle.read())
+    except FileNotFoundError:
+        return []
+    return lines
+
+
+def user_range(name: str):
+    """(uid line, gid line, problem) of the user's first range in each file."""
+    try:
+        uid = pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return None, None, (f'user: there is no user {name} on this host. Create it and its ranges in {SUBUID} and {SUBGID} '
+                            f'first (unboxed.lab.remap_account, as dockerd creates dockremap).')
+    uid_line = idmap.first_range(read_lines(SUBUID), name, uid)
+    gid_line = idmap.first_range(read_lines(SUBGID), name, uid)
+    missing = [path for path, line in ((SUBUID, uid_line), (SUBGID, gid_line)) if line is None]
+    if missing:
+        return None, None, (f'user: {name} has no range in {" nor in ".join(missing)}, so no container ID can be mapped '
+                            f'for it. Add a line {name}:START:COUNT (unboxed.lab.remap_account does).')
+    if uid_line.count != gid_line.count:
+        return None, None, (f'user: {name} has {uid_line.count} uids ({SUBUID} line {uid_line.number}) but {gid_line.count} '
+                            f'gids ({SUBGID} line {gid_line.number}); give both ranges the same size.')
+    if uid_line.count < 1:
+        return None, None, f'user: the range of {name} in {SUBUID} is empty.'
+    return uid_line, gid_line, None
+
+
+def kind_of(info) -> str:
+    return KINDS.get(stat.S_IFMT(info.st_mode), 'unknown')
+
+
+def entry_of(info, target: str = '', link: str = '') -> idmap.Entry:
+    return idmap.Entry(kind_of(info), stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid,
+                       info.st_size if stat.S_ISREG(info.st_mode) or stat.S_ISLNK(info.st_mode) else 0,
+                       info.st_mtime_ns, info.st_ctime_ns, info.st_rdev if kind_of(info) in ('char', 'block') else 0,
+                       target, link)
+
+
+def inventory(source: str) -> dict:
+    """{relative path: Entry} of every entry of ``source`` (itself as '.'), never following a symbolic link and not
+    descending into another file system; hard links point to the first path (sorted) of their inode."""
+    found = {}
+    inodes = {}
+    top = os.lstat(source)
+    device = top.st_dev
+    found['.'] = entry_of(top)
+
+    def walk(directory: str, relative: str):
+        with os.scandir(directory) as scanned:
+            names = sorted(entry.name for entry in scanned)
+        for name in names:
+            path = os.path.join(directory, name)
+            inner = name if relative == '.' else f'{relative}/{name}'
+            info = os.lstat(path)
+            if stat.S_ISLNK(info.st_mode):
+                found[inner] = entry_of(info, target=os.readlink(path))
+                continue
+            link = ''
+            if not stat.S_ISDIR(info.st_mode) and info.st_nlink > 1:
+                link = inodes.setdefault((info.st_dev, info.st_ino), inner)
+                link = '' if link == inner else link
+            found[inner] = entry_of(info, link=link)
+            if stat.S_ISDIR(info.st_mode) and info.st_dev == device:
+                walk(path, inner)
+
+    walk(source, '.')
+    return found
+
+
+def host_path(base: str, inner: str) -> str:
+    return base if inner == '.' else os.path.join(base, inner)
+
+
+def read_record(record_path: str):
+    """(entries, complete) from the record, or (None, False) when there is none."""
+    try:
+        with open(record_path, encoding='utf-8') as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        return None, False
+    except (OSError, ValueError):
+        return {}, False
+    entries = {path: idmap.Entry.from_list(values) for path, values in data.get('entries', {}).items()}
+    return entries, bool(data.get('complete'))
+
+
+def write_record(record_path: str, data: dict) -> None:
+    temporary = record_path + '.tmp'
+    with open(temporary, 'w', encoding='utf-8') as handle:
+        json.dump(data, handle, ensure_ascii=True, separators=(',', ':'))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.rename(temporary, record_path)
+
+
+def damaged_paths(dest: str, record: dict, shifted) -> list[str]:
+    """Paths of the record whose copy is missing or not what the copy made (owner, mode, type, size)."""
+    damaged = []
+    for inner, entry in record.items():
+        try:
+            info = os.lstat(host_path(dest, inner))
+        except FileNotFoundError:
+            damaged.append(inner)
+            continue
+        uid, gid = shifted(entry)
+        if kind_of(info) != entry.kind or (info.st_uid, info.st_gid) != (uid, gid) or \
+                (entry.kind != 'symlink' and stat.S_IMODE(info.st_mode) != entry.mode) or \
+                (entry.kind == 'file' and info.st_size != entry.size):
+            damaged.append(inner)
+    return damaged
+
+
+def out_of_range(source_entries: dict, count: int) -> list[str]:
+    return [f'{inner} (owner {entry.uid}:{entry.gid})' for inner, entry in source_entries.items()
+            if not (0 <= entry.uid < count and 0 <= entry.gid < count)]
+
+
+class Copy:
+    """One source and its shifted copy: what is there, what the run plans, and the work."""
+
+    def __init__(self, source: str, base: str, uid_line, gid_line):
+        self.source = source
+        self.name = os.path.basename(paths.normalize(source))
+        self.base = base
+        self.dest = os.path.join(base, self.name)
+        self.record_path = os.path.join(base, f'.{self.name}{RECORD_SUFFIX}')
+        self.staging = os.path.join(base, f'.{self.name}{STAGING_SUFFIX}')
+        self.uid_start, self.gid_start, self.count = uid_line.start, gid_line.start, uid_line.count
+        self.entries = {}
+        self.record = None
+        self.complete = False
+        self.plan = None
+        self.leftovers = False
+        self.bytes = 0
+
+    def shifted(self, entry) -> tuple[int, int]:
+        return idmap.shift(entry.uid, self.uid_start, self.count), idmap.shift(entry.gid, self.gid_start, self.count)
+
+    def problems(self) -> list[str]:
+        if not os.path.isdir(self.source):
+            what = 'does not exist' if not os.path.lexists(self.source) else 'is not a directory'
+            return [f'src {self.source} {what}: give the directory of an image layer.']
+        record, self.complete = read_record(self.record_path)
+        if record is None and os.path.lexists(self.dest) and \
+                (not os.path.isdir(self.dest) or os.path.islink(self.dest) or os.listdir(self.dest)):
+            return [f'{self.dest} exists and this module did not make it (no record {self.record_path}): it is left alone. '
+                    f'Move it away, or choose another root.']
+        self.record = record or {}
+        self.entries = inventory(self.source)
+        wrong = out_of_range(self.entries, self.count)
+        if wrong:
+            return [f'src {self.source} holds {len(wrong)} entries whose owner the range of {self.count} IDs cannot hold '
+                    f'(container IDs 0-{self.count - 1}), as Docker fails with "Container ID ... cannot be mapped to a host '
+                    f'ID": {", ".join(idmap.sample(wrong))}. Give the remap user a larger range, or change those owners.']
+        damaged = damaged_paths(self.dest, self.record, self.shifted) if self.record else []
+        if not self.complete and self.record:
+            damaged = list(self.record)      # an interrupted copy: check every entry again
+        self.plan = idmap.plan(self.entries, self.record, damaged)
+        if not os.path.isdir(self.dest):
+            self.plan = idmap.plan(self.entries, {}, [])
+        self.leftovers = os.path.lexists(self.staging) or os.path.lexists(self.record_path + '.tmp')
+        self.bytes = sum(self.entries[inner].size for inner in self.plan.add + self.plan.update
+                         if self.entries[inner].kind == 'file' and not self.entries[inner].link)
+        return []
+
+    @property
+    def changed(self) -> bool:
+        return self.plan.changed or self.leftovers or not self.complete
+
+    def summary(self) -> dict:
+        return dict(src=self.source, dest=self.dest, entries=len(self.entries), bytes=self.bytes, **self.plan.counts())
+
+    def diff(self) -> dict:
+        lines = [f'{self.dest}: {len(self.record)} entries recorded, the source has {len(self.entries)}']
+        for what, found in (('add', self.plan.add), ('update', self.plan.update), ('remove', self.plan.remove),
+                            ('metadata of', self.plan.touch)):
+            if found:
+                lines.append(f'  {what} {len(found)}: {", ".join(idmap.sample(found))}')
+        return {'prepared': '\n'.join(lines) + '\n'}
+
+    def commands(self) -> list[str]:
+        """What a student would type: the copy, then each owner shifted and the mode chown cleared put back."""
+        start, gid = self.uid_start, self.gid_start
+        shift = (f'u=$(stat -c %u "$f"); g=$(stat -c %g "$f"); m=$(stat -c %a "$f"); '
+                 f'chown -h "$((u + {start})):$((g + {gid}))" "$f"; [ -L "$f" ] || chmod "$m" "$f"')
+        if self.record:
+            changed = self.plan.add + self.plan.update
+            lines = [cmd.shell_join(['cp', '-a', '--no-target-directory', host_path(self.source, inner), host_path(self.dest, inner)])
+                     for inner in changed[:5]]
+            lines += [cmd.shell_join(['rm', '-rf', host_path(self.dest, inner)]) for inner in self.plan.remove[:5]]
+            if len(changed) > 5 or len(self.plan.remove) > 5:
+                lines.append(f'# ... {len(changed)} entries to copy and {len(self.plan.remove)} to remove in all')
+            return lines
+        return [cmd.shell_join(['mkdir', '-p', self.base]),
+                cmd.shell_join(['cp', '-a', self.source, self.dest]),
+                cmd.shell_join(['find', self.dest, '-depth', '-exec', 'sh', '-c', f'for f; do {shift}; done', 'sh', '{}', '+']),
+                f'# chown drops file capabilities: set them again with setcap -n {start} (a revision 3 capability for '
+                f'the container\'s root); the module shifts them itself']
+
+    # The work.
+    def apply(self) -> None:
+        os.makedirs(self.base, mode=0o755, exist_ok=True)
+        if os.path.lexists(self.staging):
+            remove_tree(self.staging)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.record_path + '.tmp')
+        entries = dict(self.entries)
+        if not os.path.isdir(self.dest) or not self.complete or self.plan.changed:
+            # Marked incomplete until the end: a killed run is completed by the next.
+            write_record(self.record_path, dict(version=RECORD_VERSION, complete=False, source=self.source,
+                                                entries={k: v.as_list() for k, v in self.record.items()}))
+        os.mkdir(self.staging, 0o700)
+        try:
+            for inner in self.plan.remove:
+                target = host_path(self.dest, inner)
+                if os.path.isdir(target) and not os.path.islink(target):
+                    remove_tree(target)
+                elif os.path.lexists(target):
+                    os.unlink(target)
+            directories = []
+            # In the inventory's order (a directory before its entries, the first path of an inode before its links).
+            wanted = set(self.plan.add + self.plan.update)
+            for inner in [path for path in entries if path in wanted]:
+                self.put(inner, entries[inner])
+                if entries[inner].kind == 'dir':
+                    directories.append(inner)
+            # Directories last, deepest first: their times after every rename into them.
+            touched = set(directories) | set(self.plan.touch)
+            for inner in self.plan.add + self.plan.update + self.plan.remove:
+                parent = os.path.dirname(inner) or '.'
+                if inner != '.' and parent in entries:
+                    touched.add(parent)
+            for inner in sorted(touched, key=lambda path: (-path.count('/') - (path != '.'), path)):
+                self.set_metadata(host_path(self.dest, inner), host_path(self.source, inner), entries[inner])
+        finally:
+            if os.path.isdir(self.staging):
+                remove_tree(self.staging)
+        write_record(self.record_path, dict(version=RECORD_VERSION, complete=True, source=self.source,
+                                            entries={k: v.as_list() for k, v in entries.items()}))
+
+    def put(self, inner: str, entry) -> None:
+        source_path, target = host_path(self.source, inner), host_path(self.dest, inner)
+        if entry.kind == 'dir':
+            if os.path.lexists(target) and (os.path.islink(target) or not os.path.isdir(target)):
+                os.unlink(target)
+            if not os.path.lexists(target):
+                os.mkdir(target, 0o700)
+            return
+        temporary = os.path.join(self.staging, 'entry')
+        if entry.link:
+            os.link(host_path(self.dest, entry.link), temporary)
+        else:
+            if entry.kind == 'file':
+                copy_content(source_path, temporary)
+            elif entry.kind == 'symlink':
+                os.symlink(os.readlink(source_path), temporary)
+            else:
+                os.mknod(temporary, 0o600 | TYPE_BITS[entry.kind], os.lstat(source_path).st_rdev)
+            self.set_metadata(temporary, source_path, entry)
+        if os.path.isdir(target) and not os.path.islink(target):
+            remove_tree(target)
+        os.rename(temporary, target)
+
+    def set_metadata(self, target: str, source_path: str, entry) -> None:
+        """Owner (shifted), then mode (chown cleared setuid/setgid), then xattrs (chown dropped capabilities), then times."""
+        uid, gid = self.shifted(entry)
+        os.chown(target, uid, gid, follow_symlinks=False)
+        symlink = entry.kind == 'symlink'
+        if not symlink:
+            os.chmod(target, entry.mode)
+        for name in _listxattr(source_path):
+            try:
+                value = os.getxattr(source_path, name, follow_symlinks=False)
+                os.setxattr(target, name, idmap.shift_xattr(name, value, self.uid_start, self.gid_start, self.count),
+                            follow_symlinks=False)
+            except OSError as error:
+                # A symbolic link takes no user.* attribute; a file system may lack one kind: the rest is copied.
+                if error.errno not in (errno.ENOTSUP, errno.EPERM, errno.ENODATA):
+                    raise
+        info = os.lstat(source_path)
+        os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns), follow_symlinks=False)
+
+
+def _listxattr(path: str) -> list[str]:
+    try:
+        return os.listxattr(path, follow_symlinks=False)
+    except OSError as error:
+        if error.errno in (errno.ENOTSUP, errno.ENODATA):
+            return []
+        raise
+
+
+def copy_content(source_path: str, temporary: str) -> None:
+    """The bytes of a file, read without changing its access time (O_NOATIME) and never through a link."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        source_fd = os.open(source_path, flags | getattr(os, 'O_NOATIME', 0))
+    except PermissionError:
+        source_fd = os.open(source_path, flags)
+    try:
+        target_fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            size = os.fstat(source_fd).st_size
+            offset = 0
+            while offset < size:
+                sent = os.sendfile(target_fd, source_fd, offset, min(size - offset, 1 << 30))
+                if sent == 0:
+                    break
+                offset += sent
+        finally:
+            os.close(target_fd)
+    finally:
+        os.close(source_fd)
+
+
+def remove_tree(top: str) -> None:
+    """rm -rf --one-file-system: symbolic links removed, never followed; another file system mounted inside is refused."""
+    device = os.lstat(top).st_dev
+    for directory, subdirectories, files, directory_fd in os.fwalk(top, topdown=False, follow_symlinks=False):
+        if os.fstat(directory_fd).st_dev != device:
+            raise OSError(errno.EXDEV, f'{directory} is another file system mounted inside; left alone')
+        for name in files:
+            os.unlink(name, dir_fd=directory_fd)
+        for name in subdirectories:
+            if os.path.islink(os.path.join(directory, name)):
+                os.unlink(name, dir_fd=directory_fd)
+            else:
+                os.rmdir(name, dir_fd=directory_fd)
+    os.rmdir(top)
+
+
+def mounted_problem(option: str, path: str) -> str | None:
+    uses = mountinfo.uses_of_tree(paths.resolve(path))
+    if not uses:
+        return None
+    where = ', '.join(f'{use.entry.mount_point} ({use.use} {use.directory})' for use in uses)
+    return (f'{option} {path} is in use by a mount - {where}: changing it under a mounted overlay is undefined behaviour. '
+            f'Unmount first (unboxed.lab.overlay_mount state=unmounted), then run again.')
+
+
+def directory_actions(directories, uid: int, gid: int) -> list[dict]:
+    actions = []
+    for directory in directories:
+        directory = paths.normalize(directory)
+        if not os.path.lexists(directory):
+            actions.append({'path': directory, 'action': 'create'})
+        elif os.path.islink(directory) or not os.path.isdir(directory):
+            actions.append({'path': directory, 'action': 'refuse'})
+        else:
+            info = os.lstat(directory)
+            actions.append({'path': directory, 'action': 'none' if (info.st_uid, info.st_gid) == (uid, gid) else 'chown'})
+    return actions
+
+
+@contextlib.contextmanager
+def locked(module, copies):
+    if module.check_mode:
+        yield
+        return
+    try:
+        with contextlib.ExitStack() as stack:
+            for copy_ in copies:
+                stack.enter_context(locking.exclusive('layer', paths.resolve(copy_.dest), timeout=module.params['lock_timeout'],
+                                                      note=f'unboxed.lab.layer_remap state={module.params["state"]}'))
+            yield
+    except locking.LockTimeout as error:
+        module.fail_json(msg=locking.timeout_message('a shifted copy', error), changed=False)
+
+
+def present(module, uid_line, gid_line):
+    params = module.params
+    base = os.path.join(paths.normalize(params['root']), f'{uid_line.start}.{gid_line.start}')
+    copies = [Copy(paths.normalize(source), base, uid_line, gid_line) for source in params['src']]
+    result = dict(uid_start=uid_line.start, gid_start=gid_line.start, count=uid_line.count, copies=[], directories=[],
+                  commands=[])
+    with locked(module, copies):
+        problems = [problem for copy_ in copies for problem in copy_.problems()]
+        actions = directory_actions(params['directories'], uid_line.start, gid_line.start)
+        problems += [f'directories: {action["path"]} exists and is not a directory.' for action in actions
+                     if action['action'] == 'refuse']
+        if problems:
+            module.fail_json(msg=' '.join(problems), problems=problems, **result)
+        result['copies'] = [copy_.summary() for copy_ in copies]
+        result['directories'] = actions
+        result['commands'] = [line for copy_ in copies for line in copy_.commands() if copy_.changed]
+        result['commands'] += [cmd.shell_join(['install', '-d', '-o', str(uid_line.start), '-g', str(gid_line.start), '-m', '0755',
+                                               action['path']]) for action in actions if action['action'] != 'none']
+        result['diff'] = [copy_.diff() for copy_ in copies if copy_.changed]
+        changed = any(copy_.changed for copy_ in copies) or any(action['action'] != 'none' for action in actions)
+        for copy_ in copies:
+            if copy_.plan.changed and os.path.isdir(copy_.dest):
+                problem = mounted_problem('src copy', copy_.dest)
+                if problem:
+                    module.fail_json(msg=problem, **result)
+        if module.check_mode or not changed:
+            module.exit_json(changed=changed, **result)
+        for copy_ in copies:
+            if not copy_.changed:
+                continue
+            try:
+                copy_.apply()
+            except OSError as error:
+                where = f' ({error.filename})' if error.filename else ''
+                module.fail_json(msg=f'Could not copy {copy_.source} to {copy_.dest}: {error.strerror or error}{where}. '
+                                     f'The record stays marked incomplete; run again to complete the copy.', changed=True, **result)
+        for action in actions:
+            try:
+                if action['action'] == 'create':
+                    for missing in paths.missing_directories(action['path']):
+                        os.mkdir(missing, 0o755)
+                if action['action'] != 'none':
+                    os.chown(action['path'], uid_line.start, gid_line.start)
+                    os.chmod(action['path'], 0o755)
+            except OSError as error:
+                module.fail_json(msg=f'Could not make directories {action["path"]}: {error.strerror or error}.', changed=True, **result)
+    module.exit_json(changed=True, **result)
+
+
+def absent(module, uid_line, gid_line):
+    params = module.params
+    root = paths.normalize(params['root'])
+    names = [os.path.basename(paths.normalize(source)) for source in params['src']]
+    if uid_line is not None:
+        bases = [os.path.join(root, f'{uid_line.start}.{gid_line.start}')]
+    else:
+        bases = sorted(os.path.join(root, name) for name in (os.listdir(root) if os.path.isdir(root) else [])
+                       if all(part.isdigit() for part in name.split('.')) and name.count('.') == 1)
+    targets = []
+    for base in bases:
+        for name in names:
+            record = os.path.join(base, f'.{name}{RECORD_SUFFIX}')
+            if os.path.exists(record):
+                targets.append((os.path.join(base, name), record, os.path.join(base, f'.{name}{STAGING_SUFFIX}')))
+    directories = [paths.normalize(directory) for directory in params['directories'] if os.path.lexists(directory)]
+    result = dict(uid_start=uid_line.start if uid_line else None, gid_start=gid_line.start if gid_line else None,
+                  count=uid_line.count if uid_line else None,
+                  copies=[{'dest': dest, 'action': 'remove'} for dest, _record, _staging in targets],
+                  directories=[{'path': directory, 'action': 'remove'} for directory in directories],
+                  commands=[cmd.shell_join(['rm', '-rf', '--one-file-system', path]) for path in
+                            [dest for dest, _record, _staging in targets] + directories])
+    problems = [problem for problem in
+                [mounted_problem('copy', dest) for dest, _record, _staging in targets if os.path.lexists(dest)] +
+                [mounted_problem('directories', directory) for directory in directories] +
+                [paths.symbolic_link_problem('directories', directory) for directory in directories] if problem]
+    if problems and not module.check_mode:
+        module.fail_json(msg=' '.join(problems), problems=problems, changed=False, **result)
+    changed = bool(targets or directories)
+    result['diff'] = {'before': {'paths': [dest for dest, _r, _s in targets] + directories}, 'after': {'paths': []}}
+    if module.check_mode or not changed:
+        module.exit_json(changed=changed, **result)
+    try:
+        for dest, record, staging in targets:
+            for path in (dest, staging):
+                if os.path.isdir(path) and not os.path.islink(path):
+                    remove_tree(path)
+                elif os.path.lexists(path):
+                    os.unlink(path)
+            os.unlink(record)
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.dirname(dest))     # the UID.GID directory, once empty
+        for directory in directories:
+            if os.path.isdir(directory):
+                remove_tree(directory)
+            else:
+                os.unlink(directory)
+    except OSError as error:
+        module.fail_json(msg=f'Could not remove {error.filename}: {error.strerror or error}.', changed=True, **result)
+    module.exit_json(changed=True, **result)
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    problems = request_problems(module.params)
+    if problems:
+        module.fail_json(msg=' '.join(problems), problems=problems)
+    uid_line, gid_line, problem = user_range(module.params['user'])
+    if module.params['state'] == 'absent':
+        absent(module, uid_line, gid_line)
+    if problem:
+        module.fail_json(msg=problem)
+    present(module, uid_line, gid_line)
+
+
+if __name__ == '__main__':
+    main()
