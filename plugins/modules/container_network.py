@@ -1,0 +1,699 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: unboxed developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: container_network
+short_description: Attach a running ns_container container to a bridge - Docker's default bridge network, by hand
+version_added: 0.4.0
+description:
+  - Does what Docker does for C(docker run) on its default bridge (and C(docker network connect)), with iproute2 and
+    nftables, as a student would type it. A bridge on the seat (O(bridge), Docker's C(docker0)) with the first address
+    of O(subnet); a veth pair per container, its host end on the bridge and its other end moved into the container's
+    network namespace and named C(eth0); an address from the subnet (O(address), else the lowest free one, kept for the
+    container across reruns and restarts); C(lo) and C(eth0) up and a default route through the bridge's address;
+    C(net.ipv4.ip_forward=1); a masquerade rule for the subnet and a DNAT rule per O(published_ports) entry.
+  - The rules live in an nftables table of the collection's own, C(table ip unboxed), made and changed only by this
+    module, always whole in one atomic C(nft -f -) transaction. No other table is ever read for a change, flushed or
+    edited. A table C(ip unboxed) that this module did not make is refused.
+  - The container is found as M(unboxed.lab.ns_exec) finds it - its state file and its PID 1 by PID B(and) start time.
+    A container whose process restarted (a new network namespace) is plumbed again on the next run, with the same
+    address.
+  - O(state=absent) with O(name) detaches the container (its veth, its address, its DNAT rules). The bridge and the
+    table stay, even when the last container goes, unless O(remove_bridge=true). O(state=absent) without O(name)
+    removes the whole bridge - every container's veth on it, the bridge, its record and rules, and, once no bridge of
+    ours is left, the table and the forwarding setting as it was before (what C(reset.yml) does).
+  - Returns the equivalent shell commands in RV(commands).
+author:
+  - unboxed developers (@unboxed)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Reads the kernel's state and the records and reports exactly what a real run would change, with the commands;
+        changes nothing and takes no lock.
+  diff_mode:
+    support: full
+  platform:
+    platforms: posix
+    details: Linux only; needs root, iproute2, nsenter (util-linux) and nftables.
+options:
+  name:
+    description:
+      - The container, as named to M(unboxed.lab.ns_container). It must run, with a network namespace of its own (its
+        O(unboxed.lab.ns_container#module:namespaces) list C(net)).
+      - Omitted with O(state=absent), the whole bridge is removed.
+    type: str
+  state:
+    description:
+      - V(present) attaches the container (again, after a restart); V(absent) detaches it, or removes the bridge.
+    type: str
+    choices: [present, absent]
+    default: present
+  state_dir:
+    description:
+      - Where ns_container keeps the container's state, when it was given another than the default
+        C(/run/unboxed/containers/NAME).
+    type: path
+  bridge:
+    description:
+      - The bridge's name, Docker's C(docker0). 1 to 15 lower-case letters, digits and underscores. A link of that name
+        that this module did not make (its C(ifalias) is not C(unboxed.lab container_network)) is refused.
+    type: str
+    default: unboxed0
+  subnet:
+    description:
+      - The bridge's IPv4 subnet (C(/8) to C(/29)); the bridge gets its first host address, the gateway of the
+        containers. It must not overlap a route of the seat's main routing table (other tables are not read). The
+        default lies outside Docker's address pools, podman's and libvirt's networks and the local lab's C(10.213.0.0/16).
+      - A bridge keeps the subnet it was made with; another one is refused until the bridge is removed.
+    type: str
+    default: 10.47.0.0/24
+  address:
+    description:
+      - The container's address in O(subnet) (not the network, broadcast or bridge address, nor another container's).
+        Omitted, the container keeps the address it has on this bridge, or gets the lowest free one.
+    type: str
+  published_ports:
+    description:
+      - Ports published on the seat, in C(docker run -p) syntax - C(HOST_PORT:CONTAINER_PORT), an optional C(/tcp) or
+        C(/udp) (tcp by default) and an optional C(HOST_IP:) in front. Each becomes a DNAT rule for traffic that arrives
+        at the seat (prerouting, not from the bridge itself) and for the seat's own traffic (output), to a local
+        address of the seat, C(127.0.0.1) included.
+      - A host port another container of ours publishes is refused. A DNAT rule binds no socket, so
+        C(net.ipv4.ip_unprivileged_port_start) does not apply to it; what a port below 1024 needs is CAP_NET_ADMIN,
+        i.e. root, which the module needs for everything it does (C(become=true)).
+    type: list
+    elements: str
+    default: []
+  remove_bridge:
+    description:
+      - With O(state=absent) and O(name), also remove the bridge when no container is left on it. The bridge is
+        removed by O(state=absent) without O(name) in any case.
+    type: bool
+    default: false
+  network_dir:
+    description:
+      - Where the records are kept - a JSON file per bridge (its subnet, each container's address and ports), the
+        forwarding setting found before the first bridge, and the table's listing after the last write.
+    type: path
+    default: /var/lib/unboxed/networks
+  lock_timeout:
+    description:
+      - Seconds to wait for another run working on the same O(network_dir).
+    type: int
+    default: 60
+notes:
+  - Network modes, as C(docker run --network) has them. C(host) - the container has no network namespace of its own
+    (ns_container without C(net) in O(unboxed.lab.ns_container#module:namespaces)); C(none) - its own namespace and
+    only C(lo), DOWN (the talk's container); C(bridge) - its own namespace attached with this module.
+  - The records and the table describe the seat's network namespace the module runs in.
+seealso:
+  - module: unboxed.lab.ns_container
+  - module: unboxed.lab.ns_exec
+"""
+
+EXAMPLES = r"""
+- name: Attach the web container to the bridge and publish its port 80 as 8080 (docker run -p 8080:80)
+  unboxed.lab.container_network:
+    name: web
+    published_ports: ['8080:80']
+  register: web_network
+
+- name: Show what to type
+  ansible.builtin.debug:
+    var: web_network.commands
+
+- name: Detach a container (the bridge stays)
+  unboxed.lab.container_network:
+    name: client
+    state: absent
+
+- name: Remove the bridge, its rules, and the table and forwarding setting once no bridge is left
+  unboxed.lab.container_network:
+    bridge: unboxed0
+    state: absent
+"""
+
+RETURN = r"""
+commands:
+  description: The shell commands that make the change (or, when nothing changes, that would make it all from nothing).
+  returned: always
+  type: list
+  elements: str
+  sample:
+    - ip link add name veth-web-1a2b3c type veth peer name eth0 netns 4242
+    - nsenter --target=4242 --net ip address add 10.47.0.2/24 dev eth0
+    - "nft 'add rule ip unboxed output fib daddr type local tcp dport 8080 dnat to 10.47.0.2:80'"
+address:
+  description: The container's address, with the prefix length; null without O(name) or once detached.
+  returned: always
+  type: str
+  sample: 10.47.0.2/24
+bridge:
+  description: The bridge's name.
+  returned: always
+  type: str
+  sample: unboxed0
+gateway:
+  description: The bridge's address, the containers' default gateway.
+  returned: always
+  type: str
+  sample: 10.47.0.1
+subnet:
+  description: The bridge's subnet.
+  returned: always
+  type: str
+  sample: 10.47.0.0/24
+ports:
+  description: The container's published ports, normalized (C(HOST_IP:) only when given, the protocol always).
+  returned: always
+  type: list
+  elements: str
+  sample: [8080:80/tcp]
+host_veth:
+  description: The host end of the container's veth pair.
+  returned: when O(name) is given
+  type: str
+  sample: vweb-1a2b3c
+pid:
+  description: The container's PID 1, whose network namespace was plumbed; null when it does not run.
+  returned: always
+  type: int
+  sample: 4242
+msg:
+  description: What happened, in words.
+  returned: always
+  type: str
+  sample: Attached web to unboxed0 as 10.47.0.2/24.
+"""
+
+import ipaddress
+import json
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.unboxed.lab.plugins.module_utils import container
+from ansible_collections.unboxed.lab.plugins.module_utils import locking
+from ansible_collections.unboxed.lab.plugins.module_utils import netdev
+from ansible_collections.unboxed.lab.plugins.module_utils import nft
+from ansible_collections.unboxed.lab.plugins.module_utils import paths
+from ansible_collections.unboxed.lab.plugins.module_utils import process
+from ansible_collections.unboxed.lab.plugins.module_utils.command import failure_detail, run, shell_join
+
+FORWARDING_SYSCTL = '/proc/sys/net/ipv4/ip_forward'
+
+
+def argument_spec():
+    return dict(
+        name=dict(type='str'),
+        state=dict(type='str', default='present', choices=['present', 'absent']),
+        state_dir=dict(type='path'),
+        bridge=dict(type='str', default=netdev.DEFAULT_BRIDGE),
+        subnet=dict(type='str', default=netdev.DEFAULT_SUBNET),
+        address=dict(type='str'),
+        published_ports=dict(type='list', elements='str', default=[]),
+        remove_bridge=dict(type='bool', default=False),
+        network_dir=dict(type='path', default=netdev.NETWORK_DIR),
+        lock_timeout=dict(type='int', default=60),
+    )
+
+
+def request_problems(params) -> list[str]:
+    """Every problem of the request that needs no look at the seat, each naming its option."""
+    problems = []
+    if params['name'] is not None:
+        problem = container.name_problem(params['name'])
+        if problem:
+            problems.append(problem)
+    elif params['state'] == 'present':
+        problems.append('name is required with state=present (the container to attach).')
+    problem = netdev.bridge_problem(params['bridge'])
+    if problem:
+        problems.append(problem)
+    subnet = None
+    try:
+        subnet = netdev.parse_subnet(params['subnet'])
+    except ValueError as error:
+        problems.append(f'{error}.')
+    if params['address'] is not None and subnet is not None:
+        problem = netdev.address_problem('address', params['address'], subnet)
+        if problem:
+            problems.append(problem)
+    problems += netdev.port_problems('published_ports', params['published_ports'])[1]
+    for option in ('state_dir', 'network_dir'):
+        if params[option]:
+            problem = paths.absolute_path_problem(option, params[option]) or paths.system_directory_problem(
+                option, params[option])
+            if problem:
+                problems.append(problem)
+    if params['lock_timeout'] < 0:
+        problems.append(f'lock_timeout must be 0 or more seconds, got {params["lock_timeout"]}.')
+    return problems
+
+
+def running_container(state: dict | None):
+    """(identity, reason): the container's PID 1 when it runs, else why not - as ns_exec tells it."""
+    if state is None:
+        return None, 'no such container'
+    identity = container.recorded_process(state)
+    if identity is None:
+        return None, 'it is not running (it was stopped)'
+    stat = process.read_proc_stat(identity.pid)
+    if stat is None:
+        return None, f'it is not running: its process (PID {identity.pid}) has ended'
+    if stat.start_time != identity.start_time:
+        return None, f'it is not running: PID {identity.pid} now belongs to another process ({stat.comm})'
+    if stat.state in 'ZXx':
+        return None, f'it is not running: its process (PID {identity.pid}) is a zombie'
+    return identity, None
+
+
+def same_namespace(pid: int, kind: str = 'net') -> bool:
+    try:
+        return os.stat(f'/proc/{pid}/ns/{kind}').st_ino == os.stat(f'/proc/self/ns/{kind}').st_ino
+    except OSError:
+        return False
+
+
+def read_forwarding() -> str:
+    with open(FORWARDING_SYSCTL, encoding='ascii') as handle:
+        return handle.read().strip()
+
+
+class Network:
+    """One container_network task: read the seat, plan, apply (unless in check mode), report."""
+
+    def __init__(self, module: AnsibleModule):
+        self.module = module
+        self.params = module.params
+        self.bridge = self.params['bridge']
+        self.network_dir = paths.normalize(self.params['network_dir'])
+        self.commands: list[str] = []
+        self.steps: list[tuple[str, object]] = []
+        self.result = {'changed': False, 'commands': [], 'address': None, 'bridge': self.bridge, 'gateway': None,
+                       'subnet': None, 'ports': [], 'pid': None}
+        if self.params['name'] is not None:
+            self.result['host_veth'] = netdev.host_veth_name(self.bridge, self.params['name'])
+
+    def fail(self, msg: str, **extra):
+        self.module.fail_json(msg=msg, **dict(self.result, **extra))
+
+    # Reading the seat, as JSON.
+
+    def json_of(self, argv: list[str], what: str):
+        rc, out, err = run(self.module, self.resolved(argv))
+        if rc != 0:
+            self.fail(f'Could not read {what}: {failure_detail(rc, out, err)}', cmd=shell_join(argv))
+        try:
+            return json.loads(out) if out.strip() else []
+        except ValueError as error:
+            self.fail(f'Could not read {what}: {shell_join(argv)} did not print JSON ({error}).')
+
+    def read_table(self):
+        rc, out, err = run(self.module, [self.nft, '-j', 'list', 'table', nft.FAMILY, nft.TABLE])
+        if rc != 0:
+            if 'No such file or directory' in err or 'does not exist' in err:
+                return None
+            self.fail(f'Could not read the nftables table {nft.table_words()}: {failure_detail(rc, out, err)}')
+        try:
+            return nft.listing(json.loads(out))
+        except ValueError as error:
+            self.fail(f'Could not read the nftables table {nft.table_words()}: not JSON ({error}).')
+
+    def read_seat(self):
+        self.links = self.json_of(['ip', '-j', '-d', 'address', 'show'], 'the seat\'s interfaces (ip -j -d address show)')
+        self.routes = self.json_of(['ip', '-j', '-4', 'route', 'show', 'table', 'main'],
+                                   'the seat\'s routes (ip -j -4 route show table main)')
+        self.table = self.read_table()
+        try:
+            self.records = netdev.read_records(self.network_dir)
+            self.forwarding_record = netdev.read_json(os.path.join(self.network_dir, netdev.FORWARDING_FILE))
+            self.table_record = netdev.read_json(os.path.join(self.network_dir, nft.LISTING_FILE))
+        except netdev.RecordError as error:
+            self.fail(f'Cannot trust the network records (network_dir): {error}.')
+        self.forwarding = read_forwarding()
+
+    def read_container_side(self, pid: int) -> dict:
+        links = self.json_of(netdev.in_container(pid, ['ip', '-j', '-d', 'address', 'show']),
+                             f'the interfaces of the container\'s network namespace (PID {pid})')
+        routes = self.json_of(netdev.in_container(pid, ['ip', '-j', '-4', 'route', 'show', 'table', 'main']),
+                              f'the routes of the container\'s network namespace (PID {pid})')
+        eth0 = netdev.link_by_name(links, netdev.CONTAINER_INTERFACE)
+        return {
+            'lo_up': netdev.is_up(netdev.link_by_name(links, 'lo')),
+            'eth0': eth0, 'eth0_up': netdev.is_up(eth0),
+            'addresses': netdev.ipv4_addresses(eth0), 'gateway': netdev.default_gateway(routes),
+        }
+
+    # Planning: each step is (command for the slide, argv or a callable that applies it).
+
+    def step(self, argv, script: str | None = None):
+        self.steps.append((argv, script))
+
+    def own_bridge(self) -> dict | None:
+        """The bridge's link when it exists; fails when it exists and is not ours."""
+        link = netdev.link_by_name(self.links, self.bridge)
+        if link is None:
+            return None
+        kind = link.get('linkinfo', {}).get('info_kind')
+        if kind != 'bridge' or link.get('ifalias') != netdev.BRIDGE_ALIAS:
+            self.fail(f'bridge {self.bridge}: a {kind or "network"} interface of that name exists and was not made by '
+                      f'this module (its alias is {link.get("ifalias")!r}, not {netdev.BRIDGE_ALIAS!r}); it is left '
+                      f'alone - choose another bridge name.')
+        return link
+
+    def check_table_is_ours(self):
+        if self.table is not None and self.table_record is None:
+            self.fail(f'The nftables table {nft.table_words()} exists but was not made by this module (no listing in '
+                      f'{self.network_dir}/{nft.LISTING_FILE}); it is left alone. Remove it by hand (nft delete table '
+                      f'{nft.table_words()}) if it is a leftover of ours.')
+
+    def plan_table(self, records: dict):
+        statements = nft.desired_statements(records)
+        ours = self.table_record or {}
+        unchanged = (self.table == ours.get('listing') and ours.get('digest') == nft.digest(statements)
+                     if statements else self.table is None)
+        self.all_table_lines = nft.shell_lines(statements, False)
+        if unchanged:
+            return
+        self.commands += nft.shell_lines(statements, self.table is not None)
+        self.step(None, nft.replace_script(statements) if statements else nft.delete_script())
+        self.new_table_digest = nft.digest(statements) if statements else None
+
+    def plan_forwarding(self, records: dict):
+        if records and self.forwarding != '1':
+            self.commands.append(shell_join(netdev.forwarding_argv('1')))
+            self.step(netdev.forwarding_argv('1'))
+        elif not records and self.forwarding_record is not None:
+            before = self.forwarding_record.get('ip_forward_before')
+            if before in ('0', '1') and before != self.forwarding:
+                self.commands.append(shell_join(netdev.forwarding_argv(before)))
+                self.step(netdev.forwarding_argv(before))
+
+    # The states.
+
+    def present(self):
+        name = self.params['name']
+        subnet = netdev.parse_subnet(self.params['subnet'])
+        gateway = netdev.gateway_of(subnet)
+        ports = netdev.port_problems('published_ports', self.params['published_ports'])[0]
+        self.result.update(subnet=str(subnet), gateway=str(gateway), ports=[str(port) for port in ports])
+        identity = self.find_running()
+        pid = identity.pid
+        if same_namespace(pid):
+            self.fail(f'Container {name} has no network namespace of its own (network mode host: ns_container without '
+                      f'net in its namespaces); there is nothing to attach.')
+        bridge_link = self.own_bridge()
+        self.check_table_is_ours()
+        record = self.records.get(self.bridge)
+        if record is not None and record.get('subnet') != str(subnet):
+            self.fail(f'subnet {subnet}: bridge {self.bridge} was made with subnet {record.get("subnet")}; use that, or '
+                      f'remove the bridge first (state=absent without name).')
+        overlaps = netdev.route_overlaps(subnet, self.routes, own_devices=(self.bridge,) if bridge_link else ())
+        if overlaps:
+            self.fail(f'subnet {subnet} overlaps the seat\'s own routes ({", ".join(overlaps)}; main table); choose '
+                      f'another subnet.')
+        record = record or netdev.empty_record(self.bridge, str(subnet))
+        others = {other: entry for other, entry in record['containers'].items() if other != name}
+        address = self.choose_address(record, others, subnet)
+        self.check_ports(ports, name)
+        cidr = f'{address}/{subnet.prefixlen}'
+        self.result['address'] = cidr
+        host_veth = self.result['host_veth']
+
+        # The bridge.
+        bridge_argvs = netdev.bridge_argvs(self.bridge, f'{gateway}/{subnet.prefixlen}')
+        all_commands = [shell_join(argv) for argv in bridge_argvs]
+        if bridge_link is None:
+            for argv in bridge_argvs:
+                self.commands.append(shell_join(argv))
+                self.step(argv)
+        else:
+            if f'{gateway}/{subnet.prefixlen}' not in netdev.ipv4_addresses(bridge_link):
+                self.commands.append(shell_join(bridge_argvs[2]))
+                self.step(bridge_argvs[2])
+            if not netdev.is_up(bridge_link):
+                self.commands.append(shell_join(bridge_argvs[3]))
+                self.step(bridge_argvs[3])
+        localnet = f'/proc/sys/net/ipv4/conf/{self.bridge}/route_localnet'
+        all_commands.append(shell_join(netdev.route_localnet_argv(self.bridge)))
+        if bridge_link is None or self.read_sysctl(localnet) != '1':
+            self.commands.append(all_commands[-1])
+            self.step(netdev.route_localnet_argv(self.bridge))
+
+        # The veth pair, and the container's side.
+        container_side = self.read_container_side(pid)
+        veth = netdev.link_by_name(self.links, host_veth)
+        eth0 = container_side['eth0']
+        paired = (veth is not None and eth0 is not None and veth.get('master') == self.bridge
+                  and veth.get('linkinfo', {}).get('info_kind') == 'veth'
+                  and veth.get('link_index') == eth0.get('ifindex') and eth0.get('link_index') == veth.get('ifindex'))
+        veth_argvs = netdev.veth_argvs(host_veth, self.bridge, pid)
+        all_commands += [shell_join(argv) for argv in veth_argvs]
+        if eth0 is not None and not paired:
+            self.fail(f'Container {name} already has an {netdev.CONTAINER_INTERFACE} that is not its veth on '
+                      f'{self.bridge}; it is left alone.')
+        if not paired:
+            if veth is not None:
+                self.commands.append(shell_join(netdev.delete_link_argv(host_veth)))
+                self.step(netdev.delete_link_argv(host_veth))
+            for argv in veth_argvs:
+                self.commands.append(shell_join(argv))
+                self.step(argv)
+            container_side = {}
+        elif not netdev.is_up(veth):
+            self.commands.append(shell_join(veth_argvs[2]))
+            self.step(veth_argvs[2])
+        all_commands += [shell_join(argv) for argv in netdev.container_argvs(pid, cidr, str(gateway), {})]
+        container_side_steps = netdev.container_argvs(pid, cidr, str(gateway), container_side)
+        for argv in container_side_steps:
+            self.commands.append(shell_join(argv))
+            self.step(argv)
+
+        # Forwarding, the record, the table.
+        entry = {'address': str(address), 'ports': [str(port) for port in ports]}
+        records = dict(self.records)
+        records[self.bridge] = dict(record, containers=dict(others, **{name: entry}))
+        all_commands.append(shell_join(netdev.forwarding_argv('1')))
+        self.plan_forwarding(records)
+        self.plan_table(records)
+        self.result['pid'] = pid
+        before = {'container': self.records.get(self.bridge, {}).get('containers', {}).get(name),
+                  'plumbed': paired and not container_side_steps,
+                  'ip_forward': self.forwarding, 'bridge': bridge_link is not None}
+        after = {'container': entry, 'plumbed': True, 'ip_forward': '1', 'bridge': True}
+        self.finish(records, before, after, all_commands + self.all_table_lines,
+                    f'Attached {name} to {self.bridge} as {cidr}' + (
+                        f', publishing {", ".join(self.result["ports"])}' if ports else '') + '.')
+
+    def absent(self):
+        name = self.params['name']
+        self.check_table_is_ours()
+        record = self.records.get(self.bridge)
+        bridge_link = netdev.link_by_name(self.links, self.bridge)
+        if bridge_link is not None and bridge_link.get('ifalias') != netdev.BRIDGE_ALIAS:
+            bridge_link = None
+        records = dict(self.records)
+        if record is not None:
+            self.result.update(subnet=record.get('subnet'),
+                               gateway=str(netdev.gateway_of(ipaddress.IPv4Network(record['subnet']))))
+        containers = dict(record.get('containers', {})) if record else {}
+        if name is not None:
+            host_veths = [self.result['host_veth']]
+            before_entry = containers.pop(name, None)
+            remove_bridge = self.params['remove_bridge'] and not containers
+        else:
+            host_veths = [netdev.host_veth_name(self.bridge, other) for other in sorted(containers)]
+            before_entry = None
+            remove_bridge = True
+        for host_veth in host_veths:
+            if netdev.link_by_name(self.links, host_veth) is not None:
+                self.commands.append(shell_join(netdev.delete_link_argv(host_veth)))
+                self.step(netdev.delete_link_argv(host_veth))
+        if remove_bridge:
+            records.pop(self.bridge, None)
+            if bridge_link is not None:
+                self.commands.append(shell_join(netdev.delete_link_argv(self.bridge)))
+                self.step(netdev.delete_link_argv(self.bridge))
+        elif record is not None:
+            records[self.bridge] = dict(record, containers=containers)
+        self.plan_table(records)
+        self.plan_forwarding(records)
+        before = {'container': before_entry, 'bridge': bridge_link is not None, 'records': sorted(self.records)}
+        after = {'container': None, 'bridge': bridge_link is not None and not remove_bridge, 'records': sorted(records)}
+        what = f'Detached {name} from {self.bridge}' if name else f'Removed bridge {self.bridge}'
+        self.finish(records, before, after, [], what + '.')
+
+    def find_running(self):
+        name = self.params['name']
+        state_dir = paths.normalize(self.params['state_dir']) if self.params['state_dir'] else \
+            container.default_state_dir(name)
+        try:
+            state = container.read_state(state_dir)
+        except container.StateFileError as error:
+            self.fail(f'Cannot tell whether container {name} runs: {error}.')
+        identity, reason = running_container(state)
+        if reason == 'no such container':
+            self.fail(f'No such container: {name} (nothing is recorded in {state_dir}; ns_container records a '
+                      f'container there when it starts it).')
+        if reason:
+            self.fail(f'Container {name} cannot be attached to {self.bridge}: {reason}. Start it with ns_container '
+                      f'first; state=absent removes its address.')
+        return identity
+
+    def read_sysctl(self, path: str) -> str | None:
+        try:
+            with open(path, encoding='ascii') as handle:
+                return handle.read().strip()
+        except OSError:
+            return None
+
+    def choose_address(self, record: dict, others: dict, subnet) -> ipaddress.IPv4Address:
+        taken = {ipaddress.IPv4Address(entry['address']): other for other, entry in others.items()}
+        requested = self.params['address']
+        if requested is not None:
+            address = ipaddress.IPv4Address(requested)
+            if address in taken:
+                self.fail(f'address {address} is taken by container {taken[address]} on {self.bridge}.')
+            return address
+        kept = record['containers'].get(self.params['name'], {}).get('address')
+        if kept and ipaddress.IPv4Address(kept) not in taken:
+            return ipaddress.IPv4Address(kept)
+        address = netdev.allocate(subnet, taken)
+        if address is None:
+            self.fail(f'subnet {subnet} has no free address left on {self.bridge}; choose a larger subnet.')
+        return address
+
+    def check_ports(self, ports, name: str):
+        for bridge, record in self.records.items():
+            for other, entry in record.get('containers', {}).items():
+                if bridge == self.bridge and other == name:
+                    continue
+                for text in entry.get('ports', []):
+                    theirs = netdev.parse_port(text)
+                    clash = next((port for port in ports if port.clashes_with(theirs)), None)
+                    if clash:
+                        self.fail(f'published_ports: host port {clash.host_port}/{clash.protocol} is already published '
+                                  f'by container {other} on {bridge} ({theirs}).')
+
+    # Applying.
+
+    def finish(self, records: dict, before: dict, after: dict, all_commands: list[str], msg: str):
+        # Once no bridge is left, the forwarding record and the table's listing go too.
+        leftovers = not records and (self.forwarding_record is not None or self.table_record is not None)
+        changed = bool(self.steps) or records != self.records or leftovers
+        self.result.update(changed=changed, msg=msg if changed else f'{msg[:-1]}: nothing to change.',
+                           commands=self.commands if changed else all_commands)
+        if self.module._diff:
+            self.result['diff'] = {'before': json.dumps(before, indent=2, sort_keys=True) + '\n',
+                                   'after': json.dumps(dict(after, commands=self.commands), indent=2,
+                                                       sort_keys=True) + '\n'}
+        if changed and not self.module.check_mode:
+            self.apply(records)
+        self.module.exit_json(**self.result)
+
+    def apply(self, records: dict):
+        if records and self.forwarding_record is None:
+            netdev.write_json(os.path.join(self.network_dir, netdev.FORWARDING_FILE),
+                              {'ip_forward_before': self.forwarding})
+        # The record first: a run killed half-way leaves an address that the next run plumbs, never one in use
+        # that no record holds.
+        for bridge in set(self.records) | set(records):
+            path = netdev.record_path(self.network_dir, bridge)
+            if bridge in records:
+                if records[bridge] != self.records.get(bridge):
+                    netdev.write_json(path, records[bridge])
+            else:
+                netdev.remove_file(path)
+        for argv, script in self.steps:
+            if script is not None:
+                self.apply_table(script)
+                continue
+            if argv[0] == 'sysctl':
+                self.write_sysctl(argv[2])
+                continue
+            argv = self.resolved(argv)
+            rc, out, err = run(self.module, argv)
+            if rc != 0:
+                self.fail(f'Could not run {shell_join(argv)}: {failure_detail(rc, out, err)}. What ran before it stays; '
+                          f'run the task again to finish.', cmd=shell_join(argv))
+        if not records:
+            netdev.remove_file(os.path.join(self.network_dir, netdev.FORWARDING_FILE))
+            netdev.remove_file(os.path.join(self.network_dir, nft.LISTING_FILE))
+
+    def resolved(self, argv: list[str]) -> list[str]:
+        """The slide's argv with the binaries found on this seat (ip and nsenter may live in /sbin, off PATH)."""
+        binaries = {'ip': self.ip, 'nsenter': self.nsenter}
+        return [binaries.get(word, word) if index == 0 or (index == 3 and argv[0] == 'nsenter') else word
+                for index, word in enumerate(argv)]
+
+    def write_sysctl(self, assignment: str):
+        """``sysctl -w KEY=VALUE`` without depending on procps: the same write to /proc/sys."""
+        key, value = assignment.split('=', 1)
+        try:
+            with open('/proc/sys/' + key.replace('.', '/'), 'w', encoding='ascii') as handle:
+                handle.write(value + '\n')
+        except OSError as error:
+            self.fail(f'Could not run sysctl -w {assignment}: {error}.')
+
+    def apply_table(self, script: str):
+        rc, out, err = run(self.module, [self.nft, '-f', '-'], data=script, binary_data=False)
+        if rc != 0:
+            self.fail(f'Could not write the nftables table {nft.table_words()}: {failure_detail(rc, out, err)}',
+                      script=script)
+        listing_path = os.path.join(self.network_dir, nft.LISTING_FILE)
+        if self.new_table_digest is None:
+            netdev.remove_file(listing_path)
+            return
+        netdev.write_json(listing_path, {'digest': self.new_table_digest, 'listing': self.read_table()})
+
+    def run(self):
+        problems = request_problems(self.params)
+        if problems:
+            self.fail(' '.join(problems))
+        if os.geteuid() != 0:
+            self.fail('container_network needs root (become: true): it makes links, moves one into a container\'s '
+                      'network namespace and writes nftables rules (CAP_NET_ADMIN).')
+        self.ip = self.module.get_bin_path('ip')
+        self.nsenter = self.module.get_bin_path('nsenter')
+        self.nft = self.module.get_bin_path('nft')
+        missing = [package for binary, package in ((self.ip, 'iproute2'), (self.nsenter, 'util-linux'),
+                                                   (self.nft, 'nftables')) if binary is None]
+        if missing:
+            self.fail(f'container_network needs {" and ".join(missing)}: install {" ".join(missing)} '
+                      f'(apt-get install {" ".join(missing)}); the role network does.')
+        self.new_table_digest = None
+        self.all_table_lines = []
+        if self.module.check_mode:
+            self.converge()
+            return
+        try:
+            with locking.exclusive('network', self.network_dir, timeout=self.params['lock_timeout'],
+                                   note=f'container_network {self.bridge}'):
+                self.converge()
+        except locking.LockTimeout as error:
+            self.fail(locking.timeout_message(f'the networks of {self.network_dir}', error))
+
+    def converge(self):
+        self.read_seat()
+        if self.params['state'] == 'present':
+            self.present()
+        else:
+            self.absent()
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    Network(module).run()
+
+
+if __name__ == '__main__':
+    main()
