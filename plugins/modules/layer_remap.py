@@ -312,8 +312,7 @@ def inventory(source: str) -> dict:
     found['.'] = entry_of(top)
 
     def walk(directory: str, relative: str):
-        with os.scandir(directory) as scanned:
-            names = sorted(entry.name for entry in scanned)
+        names = sorted(list_directory(directory))
         for name in names:
             path = os.path.join(directory, name)
             inner = name if relative == '.' else f'{relative}/{name}'
@@ -331,6 +330,19 @@ def inventory(source: str) -> dict:
 
     walk(source, '.')
     return found
+
+
+def list_directory(directory: str) -> list[str]:
+    """The names in a directory of the source, read without changing its access time (O_NOATIME)."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        descriptor = os.open(directory, flags | getattr(os, 'O_NOATIME', 0))
+    except PermissionError:
+        descriptor = os.open(directory, flags)
+    try:
+        return os.listdir(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def host_path(base: str, inner: str) -> str:
