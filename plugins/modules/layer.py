@@ -30,6 +30,14 @@ description:
     up to O(lock_timeout) seconds and then finds the work done.
   - Files already in the layer that O(files) does not list are left alone and returned in RV(unlisted). With
     O(state=present) the module never deletes anything.
+  - A layer can instead be the files of an archive (O(archive)) - C(FROM debian), a Debian root file system built
+    once on the controller. The module keeps a record beside the layer, C(.LAYERNAME.sha256), holding the archive's
+    SHA-256 and name as C(sha256sum) prints them, and compares it with O(checksum) - one short run on the host when
+    the layer is already there. Only when the record differs does the collection's action plugin send the archive
+    (once, into O(keep_archive_in) when given, so that a layer removed later comes back without a transfer), and a
+    second run unpacks it into a hidden directory beside the layer and renames it into place, replacing a layer that
+    held another archive (unless a mounted overlay uses it). The record is written last - a run killed half way
+    leaves no record, and the next run unpacks again.
   - O(state=absent) removes the layer directory O(path) and everything in it, as C(rm -rf --one-file-system) does.
     A symbolic link inside the layer is removed, never followed, so nothing outside the layer is touched.
     It refuses, naming the mount, while the layer is in use - O(path) is a mount point, something is mounted at or
@@ -52,7 +60,8 @@ attributes:
   diff_mode:
     support: full
     details:
-      - O(state=present) - one diff per file that is created or whose content changes.
+      - O(state=present) - one diff per file that is created or whose content changes; with O(archive), the record
+        before and after.
       - O(state=absent) - the layer directory before (with its number of files and directories) and after.
   platform:
     platforms: posix
@@ -75,7 +84,7 @@ options:
   files:
     description:
       - The files of the layer, a list of dictionaries with the keys below.
-      - Required with O(state=present); not allowed with O(state=absent).
+      - Required with O(state=present), unless O(archive) gives the layer's files; not allowed with O(state=absent).
       - Checked by the module itself rather than converted - a string, a list of strings, an unknown key, a missing
         O(files[].path) fails naming C(files[N]) and what was expected.
     type: raw
@@ -107,6 +116,37 @@ options:
         description:
           - Group of the file, by name or number. Default as for O(files[].owner).
         type: str
+  archive:
+    description:
+      - A tar archive (compressed or not, as GNU tar recognises it) whose files are the layer - for example the
+        Debian base that C(FROM debian) stands for. Mutually exclusive with O(files).
+      - A file on the controller (a role's C(files/) is searched as for M(ansible.builtin.copy)), sent to the host only
+        when the layer's record differs from O(checksum) and O(keep_archive_in) holds no copy of it. With
+        O(remote_src=true), a file on the host.
+      - Unpacked as root with the owners' numbers kept (C(tar --numeric-owner)), as C(docker load) does.
+    type: path
+    version_added: 0.2.0
+  checksum:
+    description:
+      - The SHA-256 of O(archive), 64 hexadecimal digits - what the record beside the layer must say.
+      - When left out, the action plugin reads it from C(ARCHIVE.sha256) beside the archive on the controller (the
+        first word, as C(sha256sum) writes it), or computes it. With O(remote_src=true) it is required.
+      - A copy or a transferred archive whose content has another checksum is refused, before anything changes.
+    type: str
+    version_added: 0.2.0
+  keep_archive_in:
+    description:
+      - A directory on the host where the archive is kept under its own name after a transfer (created when missing),
+        so that the layer can be unpacked again - after a reset - without sending the archive again. Unset, nothing
+        is kept.
+    type: path
+    version_added: 0.2.0
+  remote_src:
+    description:
+      - Whether O(archive) is already on the host. Only with O(archive).
+    type: bool
+    default: false
+    version_added: 0.2.0
   directory_mode:
     description:
       - Permissions, in octal, of the directories this module creates (the layer directory and any directory on the
@@ -133,6 +173,12 @@ EXAMPLES = r"""
     files:
       - path: /file01.txt
         content: "Texto\n"
+
+- name: FROM debian - the talk's base layer, unpacked from the controller's archive (sent only when needed)
+  unboxed.lab.layer:
+    path: /overlay/lower1-base
+    archive: /var/cache/unboxed/base/debian-trixie-minbase-amd64.tar.gz
+    keep_archive_in: /var/cache/unboxed/base
 
 - name: A layer with several files, as one RUN step that writes them all
   unboxed.lab.layer:
@@ -161,7 +207,7 @@ path:
   sample: /overlay/lower2-file
 files:
   description: The files of the layer, as host paths, in the order of O(files).
-  returned: when O(state=present)
+  returned: when O(state=present) with O(files)
   type: list
   elements: str
   sample: [/overlay/lower2-file/file01.txt]
@@ -175,10 +221,20 @@ actions:
   sample: [create directory /overlay/lower2-file, create /overlay/lower2-file/file01.txt]
 unlisted:
   description: Entries at the top of the layer that no file of O(files) accounts for (left alone).
-  returned: when O(state=present)
+  returned: when O(state=present) with O(files)
   type: list
   elements: str
   sample: [notes.txt]
+record:
+  description: The record the layer should have beside it (C(SHA256  NAME)); RV(actions) says whether it had it.
+  returned: when O(archive) is given
+  type: str
+  sample: "0f3c...e1  debian-trixie-minbase-amd64-4ab1c2d3e4f5.tar.gz"
+transferred:
+  description: Whether the archive was sent from the controller in this run.
+  returned: when O(archive) is given
+  type: bool
+  sample: false
 removed:
   description:
     - What the removal took away (in check mode, would take away) - C(files) counts every entry that is not a
@@ -212,6 +268,7 @@ import os
 import pwd
 import re
 import secrets
+import shutil
 import stat
 
 from ansible.module_utils.basic import AnsibleModule
@@ -239,6 +296,12 @@ STAGING_SUFFIX = '.unboxed-staging'
 # Where that is impossible (a directory of the layer on another file system), beside the file, by this name.
 TEMPORARY_PREFIX = '.unboxed-tmp.'
 
+# A layer from an archive: its record beside it, and where the archive is unpacked before it is renamed into place.
+RECORD_SUFFIX = '.sha256'
+UNPACK_SUFFIX = '.unboxed-unpack'
+REPLACED_SUFFIX = '.unboxed-replaced'
+SHA256 = re.compile(r'[0-9a-f]{64}')
+
 
 def argument_spec():
     return dict(
@@ -247,8 +310,14 @@ def argument_spec():
         # Checked by files_problems, not by AnsibleModule: its conversions turn a string into a list, "a=b" into a
         # dictionary and a list into its repr, and its messages do not say which file is wrong.
         files=dict(type='raw'),
+        archive=dict(type='path'),
+        checksum=dict(type='str'),
+        keep_archive_in=dict(type='path'),
+        remote_src=dict(type='bool', default=False),
         directory_mode=dict(type='raw', default='0755'),
         lock_timeout=dict(type='int', default=60),
+        # Set by the action plugin only: where on the host it has just put the archive it sent.
+        _transferred=dict(type='path'),
     )
 
 
@@ -374,6 +443,12 @@ def request_problems(params):
         if params['files'] is not None:
             problems.append('files lists what to write into the layer; state=absent removes the whole layer directory, '
                             'so leave files out.')
+        if params.get('archive') is not None:
+            problems.append('archive gives the files of a layer to write; state=absent removes the whole layer directory, '
+                            'so leave archive out.')
+        return problems, [], directory_mode
+    if params.get('archive') is not None:
+        problems.extend(archive_problems(params))
         return problems, [], directory_mode
     shape_problems, items = files_problems(params['files'])
     problems.extend(shape_problems)
@@ -410,6 +485,29 @@ def request_problems(params):
             if other != item['inner'] and other.startswith(item['inner'] + '/'):
                 problems.append(f'{item["option"]}.path {item["inner"]} is a file, yet {seen[other]}.path {other} lies below it.')
     return problems, wanted, directory_mode
+
+
+def archive_problems(params) -> list[str]:
+    """What is wrong with a request for a layer from an archive, told before anything is read or changed."""
+    problems = []
+    if params['files'] is not None:
+        problems.append('files and archive are mutually exclusive: a layer is either the files listed or the files of '
+                        'an archive.')
+    checksum = params.get('checksum')
+    if not checksum:
+        problems.append('checksum is required with archive (the SHA-256 of the archive, 64 hexadecimal digits); through '
+                        'the action plugin it is read from ARCHIVE.sha256 on the controller or computed.')
+    elif not SHA256.fullmatch(checksum):
+        problems.append(f'checksum must be the archive\'s SHA-256, 64 hexadecimal digits in lower case; got {checksum!r}.')
+    name = os.path.basename(params['archive'] or '')
+    if not name or '\n' in name or '\0' in name:
+        problems.append(f'archive must name an archive file, got {params["archive"]!r}.')
+    for option in ('keep_archive_in',):
+        if params.get(option) is not None:
+            problem = paths.absolute_path_problem(option, params[option]) or paths.system_directory_problem(option, params[option])
+            if problem:
+                problems.append(problem)
+    return problems
 
 
 def path_problems(layer: str, wanted) -> list[str]:
@@ -754,7 +852,14 @@ def layer_absent(module, layer: str):
     result = dict(path=layer, actions=[], removed={'files': 0, 'directories': 0}, in_use=[],
                   command=cmd.shell_join(['rm', '-rf', '--one-file-system', layer]))
     gone = {'path': layer, 'state': 'absent'}
+    record = record_path(layer)
     if not os.path.lexists(layer):
+        if os.path.isfile(record) and not os.path.islink(record):
+            # The record of a layer from an archive, without its layer: it goes too.
+            result['actions'] = [f'remove the record {record}']
+            if not module.check_mode:
+                os.unlink(record)
+            module.exit_json(changed=True, diff={'before': {'path': layer, 'record': record}, 'after': gone}, **result)
         module.exit_json(changed=False, diff={'before': gone, 'after': gone}, **result)
     problems = absent_path_problems(layer)
     if problems:
@@ -777,6 +882,9 @@ def layer_absent(module, layer: str):
     if module.check_mode:
         module.exit_json(changed=True, **result)
     try:
+        # A layer from an archive: its record first, so that a removal cut short is never taken for the layer.
+        if os.path.isfile(record) and not os.path.islink(record):
+            os.unlink(record)
         remove_tree(layer)
     except OSError as error:
         where = f' ({error.filename})' if error.filename else ''
@@ -892,9 +1000,177 @@ def layer_present(module, layer: str, wanted, directory_mode: int):
     module.exit_json(changed=True, **result)
 
 
+def record_path(layer: str) -> str:
+    """The record of a layer made from an archive, beside it: .LAYERNAME.sha256 (as the base_rootfs role always kept it)."""
+    parent, name = os.path.split(layer)
+    return os.path.join(parent, f'.{name}{RECORD_SUFFIX}')
+
+
+def record_line(checksum: str, archive_name: str) -> str:
+    """What sha256sum prints for the archive: the record of a layer that holds its files."""
+    return f'{checksum}  {archive_name}\n'
+
+
+def read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding='utf-8', errors='surrogateescape') as handle:
+            return handle.read()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as handle:
+        for block in iter(lambda: handle.read(1024 * 1024), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def archive_on_host(params, archive_name: str, checksum: str):
+    """(path of a copy of the archive on the host with the right checksum, or None; problems with what was found)."""
+    candidates = []
+    if params.get('_transferred'):
+        candidates.append(('the archive sent from the controller', params['_transferred']))
+    if params.get('keep_archive_in'):
+        candidates.append((f'the copy kept in {params["keep_archive_in"]}', os.path.join(params['keep_archive_in'], archive_name)))
+    if params.get('remote_src'):
+        candidates.append(('archive', params['archive']))
+    problems = []
+    for what, path in candidates:
+        if not os.path.isfile(path):
+            continue
+        found = file_sha256(path)
+        if found == checksum:
+            return path, []
+        problems.append(f'{what} ({path}) has the SHA-256 {found}, not the checksum {checksum}')
+    return None, problems
+
+
+def keep_archive(source: str, directory: str, archive_name: str, directory_mode: int) -> str:
+    """The sent archive, moved under its own name into the directory that keeps it (atomically: a rename)."""
+    for missing in paths.missing_directories(directory):
+        os.mkdir(missing, directory_mode)
+    kept = os.path.join(directory, archive_name)
+    temporary = os.path.join(directory, f'.{archive_name}.{secrets.token_hex(6)}.partial')
+    shutil.copyfile(source, temporary)
+    os.chmod(temporary, 0o644)
+    os.rename(temporary, kept)
+    os.unlink(source)
+    return kept
+
+
+def archive_command(layer: str, archive: str, record: str, line: str) -> str:
+    return '; '.join([cmd.shell_join(['mkdir', '-p', layer]),
+                      cmd.shell_join(['tar', '--extract', '--numeric-owner', f'--file={archive}', f'--directory={layer}']),
+                      f'echo {cmd.shell_join([line.rstrip()])} > {cmd.shell_join([record])}'])
+
+
+def layer_from_archive(module, layer: str, directory_mode: int):
+    """state=present with archive: read the record -> compare with the checksum -> unpack only if different (not in
+    check mode), replacing what the layer held; the record is written last."""
+    params = module.params
+    archive_name = os.path.basename(params['archive'])
+    checksum = params['checksum']
+    record = record_path(layer)
+    wanted = record_line(checksum, archive_name)
+    current = read_text(record) if os.path.isdir(layer) and not os.path.islink(layer) else None
+    result = dict(path=layer, record=wanted.rstrip('\n'), transferred=bool(params.get('_transferred')), actions=[],
+                  command=archive_command(layer, params['archive'], record, wanted))
+    if current == wanted:
+        module.exit_json(changed=False, **result)
+    replaced = os.path.lexists(layer)
+    if replaced and (os.path.islink(layer) or not os.path.isdir(layer)):
+        module.fail_json(msg=f'path {layer} exists and is not a directory (a symbolic link or a file): a layer from an '
+                             f'archive replaces layer directories only.', **result)
+    if replaced:
+        result['actions'].append(f'remove what {layer} held ({(current or "no record").strip()})')
+    result['actions'].append(f'unpack {archive_name} into {layer}')
+    result['actions'].append(f'record {wanted.rstrip()} in {record}')
+    result['diff'] = {'before_header': record, 'after_header': record,
+                      'before': current if current is not None else '', 'after': wanted}
+    if replaced:
+        problems = in_use_problems(layer, mountinfo.uses_of_tree(paths.resolve(layer)))
+        if problems and not module.check_mode:
+            module.fail_json(msg=f'{layer} must be replaced by the files of {archive_name}, but ' + ' '.join(problems),
+                             problems=problems, changed=False, **result)
+        if problems:
+            module.warn(f'{" ".join(problems)} Check mode assumes an earlier task of this run unmounts it.')
+    if module.check_mode:
+        module.exit_json(changed=True, **result)
+
+    with locked(module, layer):
+        source, problems = archive_on_host(params, archive_name, checksum)
+        if source is None and not problems and not params['remote_src'] and not params.get('_transferred'):
+            # The action plugin sends the archive, then runs the module again.
+            module.exit_json(changed=False, needs_transfer=True, **result)
+        if source is None:
+            where = params['archive'] if params['remote_src'] else f'{archive_name} (sent from the controller)'
+            module.fail_json(msg=f'archive: no usable copy of {where} on the host: '
+                                 f'{"; ".join(problems) or "the file does not exist"}. Nothing was changed.', **result)
+        if params.get('_transferred') and source == params['_transferred'] and params.get('keep_archive_in'):
+            try:
+                source = keep_archive(source, params['keep_archive_in'], archive_name, directory_mode)
+            except OSError as error:
+                module.fail_json(msg=f'keep_archive_in: could not keep the archive in {params["keep_archive_in"]}: '
+                                     f'{error.strerror or error} ({error.filename}). Nothing was changed.', **result)
+        unpack_into_place(module, layer, source, record, wanted, directory_mode, result)
+    module.exit_json(changed=True, **result)
+
+
+def unpack_into_place(module, layer, archive, record, wanted, directory_mode, result):
+    parent, name = os.path.split(layer)
+    unpacking = os.path.join(parent, f'.{name}{UNPACK_SUFFIX}')
+    replaced = os.path.join(parent, f'.{name}{REPLACED_SUFFIX}')
+    tar = module.get_bin_path('tar', required=True)
+    step = f'create {parent}'
+    try:
+        for missing in paths.missing_directories(parent):
+            os.mkdir(missing, directory_mode)
+        # The record goes first: from here until it is written again, the layer counts as not there.
+        step = f'remove the record {record}'
+        if os.path.lexists(record):
+            os.unlink(record)
+        for leftover in (unpacking, replaced):
+            if os.path.lexists(leftover):
+                step = f'remove {leftover}, left by an interrupted run'
+                remove_tree(leftover)
+        step = f'create {unpacking}'
+        os.mkdir(unpacking, directory_mode)
+        rc, stdout, stderr = cmd.run(module, [tar, '--extract', '--numeric-owner', f'--file={archive}', f'--directory={unpacking}'])
+        if rc != 0:
+            remove_tree(unpacking)
+            module.fail_json(msg=f'Could not unpack {archive}: {cmd.failure_detail(rc, stdout, stderr)}. The layer {layer} '
+                                 f'was left as it was, without its record.', changed=True, **result)
+        if os.path.lexists(layer):
+            problems = in_use_problems(layer, mountinfo.uses_of_tree(paths.resolve(layer)))
+            if problems:
+                remove_tree(unpacking)
+                module.fail_json(msg=f'{layer} must be replaced by the files of {os.path.basename(archive)}, but '
+                                     + ' '.join(problems), problems=problems, changed=True, **result)
+            step = f'move the layer {layer} aside'
+            os.rename(layer, replaced)
+        step = f'rename {unpacking} to {layer}'
+        os.rename(unpacking, layer)
+        if os.path.lexists(replaced):
+            step = f'remove what {layer} held before'
+            remove_tree(replaced)
+        step = f'write the record {record}'
+        temporary = f'{record}.{secrets.token_hex(6)}.tmp'
+        with open(temporary, 'w', encoding='utf-8', errors='surrogateescape') as handle:
+            handle.write(wanted)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, 0o644)
+        os.rename(temporary, record)
+    except OSError as error:
+        module.fail_json(msg=f'Could not {step}: {error.strerror or error} ({error.filename}). The layer has no record now: '
+                             f'the next run unpacks it again.', changed=True, **result)
+
+
 def constraints():
     """What AnsibleModule checks for us: a layer to write needs its files (their shape is request_problems' part)."""
-    return dict(required_if=[('state', 'present', ('files',))])
+    return dict(required_if=[('state', 'present', ('files', 'archive'), True)])
 
 
 @contextlib.contextmanager
@@ -917,6 +1193,8 @@ def main():
     if problems:
         module.fail_json(msg=' '.join(problems), problems=problems)
     layer = paths.normalize(module.params['path'])
+    if module.params['state'] == 'present' and module.params['archive'] is not None:
+        layer_from_archive(module, layer, directory_mode)
     with locked(module, layer):
         if module.params['state'] == 'absent':
             layer_absent(module, layer)

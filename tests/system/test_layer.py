@@ -506,3 +506,103 @@ def test_two_runs_at_once_on_the_same_layer_take_turns(workdir):
             **{item['path'].lstrip('/'): item['content'] for item in kill_files(content)},
             **{f'd{index}': 'dir' for index in range(6)}}}
         assert winners, 'the layer holds a mix of both runs'
+
+
+# --------------------------------------------------------------------------- a layer from an archive (FROM debian)
+
+
+def make_archive(path, files):
+    """A gzip-compressed tar archive of ``files`` ({inner path: content}), as mmdebstrap writes the base: ./ paths."""
+    source = path.parent / f'{path.name}.src'
+    for inner, content in files.items():
+        (source / inner).parent.mkdir(parents=True, exist_ok=True)
+        (source / inner).write_text(content)
+    subprocess.run(['tar', '--create', '--gzip', f'--file={path}', f'--directory={source}', '.'], check=True)
+    subprocess.run(['rm', '-rf', str(source)], check=True)
+    return path
+
+
+def sha256_of(path):
+    import hashlib
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_layer_from_an_archive_is_sent_once_unpacked_once_and_a_rerun_only_reads_its_record(run_module, workdir):
+    controller = workdir / 'controller'
+    controller.mkdir()
+    archive = make_archive(controller / 'debian-test.tar.gz', {'etc/debian_version': '13.2\n', 'bin/sh': '#!\n'})
+    layer, kept = workdir / 'overlay' / 'lower1-base', workdir / 'host-cache'
+    args = {'path': str(layer), 'archive': str(archive), 'keep_archive_in': str(kept)}
+    record = workdir / 'overlay' / '.lower1-base.sha256'
+    line = f'{sha256_of(archive)}  debian-test.tar.gz\n'
+
+    host_before = snapshot_tree(workdir / 'controller')
+    predicted = run_module('layer', args, check=True, diff=True)
+    assert predicted['changed'] is True and predicted['transferred'] is False
+    assert not os.path.lexists(layer) and not os.path.lexists(kept) and snapshot_tree(controller) == host_before
+    assert predicted['diff']['after'] == line and predicted['diff']['before'] == ''
+
+    real = run_module('layer', args)
+    assert real['changed'] is True and real['transferred'] is True and real['actions'] == predicted['actions']
+    assert (layer / 'etc' / 'debian_version').read_text() == '13.2\n'
+    assert record.read_text() == line and real['record'] == line.rstrip('\n')
+    assert (kept / 'debian-test.tar.gz').read_bytes() == archive.read_bytes()
+    assert sorted(os.listdir(workdir / 'overlay')) == ['.lower1-base.sha256', 'lower1-base']   # no unpack debris
+
+    tree = snapshot_tree(workdir / 'overlay')
+    for check in (False, True):
+        again = run_module('layer', args, check=check)
+        assert again['changed'] is False and again['transferred'] is False and again['actions'] == []
+    assert snapshot_tree(workdir / 'overlay') == tree
+
+    # Removed (reset.yml), the layer comes back from the kept copy: nothing is sent.
+    gone = run_module('layer', {'path': str(layer), 'state': 'absent'})
+    assert gone['changed'] is True and not os.path.lexists(layer) and not os.path.lexists(record)
+    back = run_module('layer', args)
+    assert back['changed'] is True and back['transferred'] is False and record.read_text() == line
+    assert snapshot_tree(workdir / 'overlay') == tree
+
+
+def test_another_archive_replaces_the_layer_unless_a_mounted_overlay_uses_it(run_module, workdir):
+    controller = workdir / 'controller'
+    controller.mkdir()
+    first = make_archive(controller / 'bookworm.tar.gz', {'etc/debian_version': '12.9\n', 'old.txt': 'old\n'})
+    second = make_archive(controller / 'trixie.tar.gz', {'etc/debian_version': '13.2\n'})
+    base = workdir / 'overlay'
+    layer = base / 'lower1-base'
+    assert run_module('layer', {'path': str(layer), 'archive': str(first)})['changed'] is True
+    run_module('layer', layer_args(base / 'lower2-file'))
+    mount_talk_overlay(base)
+    try:
+        tree = snapshot_tree(layer)
+        refused = run_module('layer', {'path': str(layer), 'archive': str(second)})
+        assert refused['failed'] is True and f'the overlay mounted at {base}/merged uses {layer} as lowerdir' in refused['msg']
+        assert snapshot_tree(layer) == tree and (base / '.lower1-base.sha256').read_text().endswith('  bookworm.tar.gz\n')
+        predicted = run_module('layer', {'path': str(layer), 'archive': str(second)}, check=True)
+        assert predicted['changed'] is True and any('Check mode assumes' in warning for warning in predicted['warnings'])
+    finally:
+        subprocess.run(['umount', str(base / 'merged')], check=True)
+    replaced = run_module('layer', {'path': str(layer), 'archive': str(second)}, diff=True)
+    assert replaced['changed'] is True and replaced['diff']['before'].endswith('  bookworm.tar.gz\n')
+    assert sorted(os.listdir(layer)) == ['etc'] and (layer / 'etc' / 'debian_version').read_text() == '13.2\n'
+    assert not [name for name in os.listdir(base) if 'unboxed' in name]
+
+
+@pytest.mark.parametrize('args, fragment', [
+    ({'checksum': '0' * 64}, 'has the SHA-256'),
+    ({'checksum': 'not-a-digest'}, 'checksum must be the archive\'s SHA-256'),
+    ({'files': TALK_FILES}, 'files and archive are mutually exclusive'),
+    ({'archive': '/nonexistent/debian.tar.gz'}, 'was not found on the controller'),
+    ({'remote_src': True, 'archive': '/nonexistent/debian.tar.gz', 'checksum': '0' * 64}, 'no usable copy'),
+])
+def test_a_bad_archive_request_fails_naming_it_and_changes_nothing(run_module, workdir, args, fragment):
+    controller = workdir / 'controller'
+    controller.mkdir()
+    archive = make_archive(controller / 'debian.tar.gz', {'etc/debian_version': '13.2\n'})
+    request = {'path': str(workdir / 'overlay' / 'lower1-base'), 'archive': str(archive),
+               'keep_archive_in': str(workdir / 'host-cache')}
+    request.update(args)
+    before = snapshot_tree(workdir)
+    result = run_module('layer', request)
+    assert result['failed'] is True and fragment in result['msg'], result['msg']
+    assert snapshot_tree(workdir) == before

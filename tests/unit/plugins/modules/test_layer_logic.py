@@ -229,10 +229,11 @@ def test_differences_are_the_change_test_and_the_reason(tmp_path):
 
 
 @pytest.mark.parametrize('args, error', [
-    ({'path': '/overlay/lower2-file'}, 'state is present but all of the following are missing: files'),
+    ({'path': '/overlay/lower2-file'}, 'state is present but any of the following are missing: files, archive'),
     ({'path': '/overlay/lower2-file', 'state': 'absent'}, None),
+    ({'path': '/overlay/lower1-base', 'archive': '/var/cache/unboxed/base/debian.tar.gz'}, None),
 ])
-def test_argument_spec_declares_that_a_layer_to_write_needs_files(args, error):
+def test_argument_spec_declares_that_a_layer_to_write_needs_files_or_an_archive(args, error):
     result = ArgumentSpecValidator(layer.argument_spec(), **layer.constraints()).validate(args)
     assert result.error_messages == ([error] if error else [])
 
@@ -364,3 +365,39 @@ def test_leftovers_of_an_interrupted_run_are_found_and_reported(tmp_path):
     assert found.actions == [f'remove 3 temporary files of an interrupted run (in {staging}, {layer_dir})']
     layer.Transaction(str(layer_dir)).remove_leftovers(found.leftovers)
     assert not os.path.lexists(staging) and sorted(os.listdir(layer_dir)) == ['.user-file', 'a', 'm']
+
+
+DIGEST = 'a' * 64
+
+
+@pytest.mark.parametrize('overrides, problems', [
+    (dict(), []),
+    (dict(files=[file_item('/f', 'x')]), ['files and archive are mutually exclusive: a layer is either the files listed or '
+                                          'the files of an archive.']),
+    (dict(checksum=None), ['checksum is required with archive (the SHA-256 of the archive, 64 hexadecimal digits); through '
+                           'the action plugin it is read from ARCHIVE.sha256 on the controller or computed.']),
+    (dict(checksum='A' * 64), [f"checksum must be the archive's SHA-256, 64 hexadecimal digits in lower case; got {'A' * 64!r}."]),
+    (dict(checksum=DIGEST + '\n'), [f"checksum must be the archive's SHA-256, 64 hexadecimal digits in lower case; got {DIGEST + chr(10)!r}."]),
+    (dict(keep_archive_in='cache'), ['keep_archive_in must be an absolute path, got "cache" (write it from /, e.g. /overlay/cache).']),
+])
+def test_a_layer_from_an_archive_is_checked_before_anything_is_read(overrides, problems):
+    request = dict(path='/overlay/lower1-base', state='present', directory_mode='0755', files=None,
+                   archive='/var/cache/unboxed/base/debian.tar.gz', checksum=DIGEST, keep_archive_in='/var/cache/unboxed/base',
+                   remote_src=False, lock_timeout=60)
+    request.update(overrides)
+    assert layer.request_problems(request)[0] == problems
+
+
+def test_the_record_of_a_layer_from_an_archive_is_what_sha256sum_prints_beside_the_layer():
+    assert layer.record_path('/overlay/lower1-base') == '/overlay/.lower1-base.sha256'
+    assert layer.record_line(DIGEST, 'debian.tar.gz') == f'{DIGEST}  debian.tar.gz\n'
+
+
+def test_a_copy_with_another_checksum_is_never_used(tmp_path):
+    archive = tmp_path / 'debian.tar.gz'
+    archive.write_bytes(b'not the archive')
+    found, problems = layer.archive_on_host({'keep_archive_in': str(tmp_path), 'archive': str(archive)}, 'debian.tar.gz', DIGEST)
+    assert found is None and problems == [f'the copy kept in {tmp_path} ({archive}) has the SHA-256 '
+                                          f'{layer.file_sha256(str(archive))}, not the checksum {DIGEST}']
+    right = layer.file_sha256(str(archive))
+    assert layer.archive_on_host({'keep_archive_in': str(tmp_path), 'archive': str(archive)}, 'debian.tar.gz', right) == (str(archive), [])
