@@ -23,8 +23,8 @@ pytestmark = pytest.mark.root
 
 _seats = itertools.count()
 SUBNET = '10.47.0.0/24'
-WEB_COMMAND = ['httpd', '-f', '-p', '80', '-h', '/www']
-CLIENT_COMMAND = ['tail', '-f', '/dev/null']
+WEB_COMMAND = ('httpd', '-f', '-p', '80', '-h', '/www')
+CLIENT_COMMAND = ('tail', '-f', '/dev/null')
 
 
 def netns_run(seat, argv, check=True):
@@ -61,7 +61,7 @@ class Seat:
         return os.path.join(self.workdir, 'containers', name)
 
     def start(self, name, command=CLIENT_COMMAND, namespaces=('pid', 'net', 'mount')):
-        result = self.run('ns_container', {'name': name, 'rootfs': self.rootfs, 'command': command,
+        result = self.run('ns_container', {'name': name, 'rootfs': self.rootfs, 'command': list(command),
                                            'namespaces': list(namespaces), 'state_dir': self.state_dir(name),
                                            'stop_timeout': 1})
         assert not result['failed'], result
@@ -218,11 +218,11 @@ def test_restart_replumbs_with_the_same_address_and_stopped_container(seat):
     first = seat.network('other')
     web = seat.network('web', published_ports=['127.0.0.1:8081:80/tcp'])
     assert web['address'] == '10.47.0.3/24', web
-    seat.run('ns_container', {'name': 'web', 'rootfs': seat.rootfs, 'command': WEB_COMMAND,
+    seat.run('ns_container', {'name': 'web', 'rootfs': seat.rootfs, 'command': list(WEB_COMMAND),
                               'namespaces': ['pid', 'net', 'mount'], 'state_dir': seat.state_dir('web'),
                               'state': 'restarted', 'stop_timeout': 1})
     # The old network namespace is gone, and its veth pair with it.
-    for _ in range(50):
+    for _attempt in range(50):
         if web['host_veth'] not in seat.links():
             break
         time.sleep(0.1)
