@@ -661,3 +661,401 @@ def read_log_tail(path: str, offset: int = 0, max_lines: int = 20) -> str:
         raise
     lines = data.decode('utf-8', 'replace').splitlines()
     return '\n'.join(lines[-max_lines:])
+
+
+# ---- containers found by what they are: the /proc scan, adoption and replacement ---------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class RootedProcess:
+    """A live process whose root directory is a given directory (or was, on an older mount there)."""
+
+    pid: int
+    start_time: int
+    ppid: int
+    comm: str
+    cmdline: tuple
+    namespaces: dict          # {'pid': inode, 'net': inode, ...}
+    nspids: tuple             # NSpid: its PID in each nested pid namespace, the outermost first
+    inner_pid1: tuple | None  # what /proc/1/cmdline shows from inside its root; None: no /proc there
+    remounted: str | None = None  # root_remounted_problem: its root's path reads so, but it is an older mount
+
+    @property
+    def identity(self) -> process.ProcessIdentity:
+        return process.ProcessIdentity(self.pid, self.start_time)
+
+    @property
+    def is_pid1(self) -> bool:
+        return self.nspids[-1:] == (1,)
+
+
+def _read_cmdline_file(path: str) -> tuple | None:
+    try:
+        with open(path, 'rb') as handle:
+            return tuple(process.parse_cmdline(handle.read()))
+    except OSError:
+        return None
+
+
+def namespaces_of(pid, proc: str = process.PROC) -> dict:
+    return {name: ns_utils.namespace_inode(pid, name, proc) for name in ns_utils.NAMESPACE_TYPES}
+
+
+def processes_rooted_at(directory: str, proc: str = process.PROC) -> list[RootedProcess]:
+    """Every live process whose root directory is ``directory`` - the one /proc scan of the collection (grading and
+    ns_container's adoption both use it).
+
+    The root is compared as a directory (device and inode), never as a path string: a container that pivot_root'ed
+    into a bind mount of the directory shows "/" as its root's path and is the same directory. A process whose root's
+    path still reads as ``directory`` but is another directory runs on an older mount (unmounted and mounted again
+    since): it is listed with ``remounted`` saying so. Zombies, and processes that end while we read, are skipped.
+    """
+    found = []
+    wanted = file_identity(directory)
+    if wanted is None:
+        return found
+    for pid in process.all_pids(proc):
+        same = file_identity(f'{proc}/{pid}/root') == wanted
+        if not same:
+            try:
+                if os.path.normpath(os.readlink(f'{proc}/{pid}/root')) != os.path.normpath(directory):
+                    continue
+            except OSError:
+                continue
+        stat = process.read_proc_stat(pid, proc)
+        cmdline = process.read_cmdline(pid, proc)
+        if stat is None or cmdline is None or stat.state in 'ZXx':
+            continue
+        found.append(RootedProcess(
+            pid=pid, start_time=stat.start_time, ppid=stat.ppid, comm=stat.comm, cmdline=tuple(cmdline),
+            namespaces=namespaces_of(pid, proc), nspids=tuple(process.read_nspids(pid, proc)),
+            inner_pid1=_read_cmdline_file(f'{proc}/{pid}/root/proc/1/cmdline'),
+            remounted=None if same else root_remounted_problem(pid, directory, proc),
+        ))
+    return found
+
+
+def recorded_containers(state_root: str = STATE_ROOT, proc: str = process.PROC) -> dict:
+    """{(pid, start time): name} of the running processes ns_container recorded below ``state_root``: each container's
+    PID 1 and its launcher (unshare, whose root pivot_root moves along with its mount namespace's)."""
+    found = {}
+    try:
+        names = os.listdir(state_root)
+    except OSError:
+        return found
+    for name in names:
+        try:
+            state = read_state(os.path.join(state_root, name))
+        except StateFileError:
+            continue
+        identities = [recorded_process(state), process.ProcessIdentity.from_dict((state or {}).get('launcher') or {})]
+        for identity in identities:
+            if identity is not None and process.is_running(identity, proc):
+                found[(identity.pid, identity.start_time)] = name
+    return found
+
+
+def started_by_ns_container(pid: int, proc: str = process.PROC) -> bool:
+    """Whether ns_container started this process, whatever its state_dir: its output goes to a container.log with a
+    state file beside it (every container it starts writes there, PID 1 and its launcher alike)."""
+    try:
+        output = os.readlink(f'{proc}/{pid}/fd/1')
+    except OSError:
+        return False
+    return os.path.basename(output) == LOG_FILE and os.path.isfile(state_file_path(os.path.dirname(output)))
+
+
+def is_container(rooted: RootedProcess, seat_namespaces: dict) -> bool:
+    """Whether a process rooted in a root file system is a container (as opposed to, say, a student's chroot shell).
+
+    A container is PID 1 of a PID namespace of its own (``unshare --fork --pid``), or - started without ``--fork`` or
+    without ``--pid`` - a process of the seat's PID namespace in at least one other namespace of its own (net, mount...).
+    A process of another PID namespace that is not its PID 1 belongs to a container (its PID 1 stands for it); a
+    process in every namespace of the seat is a chroot.
+    """
+    if rooted.namespaces.get('pid') != seat_namespaces.get('pid'):
+        return rooted.is_pid1
+    return any(rooted.namespaces.get(name) != seat_namespaces.get(name)
+               for name in ns_utils.NAMESPACE_TYPES if name != 'pid')
+
+
+def launcher_of(rooted: RootedProcess, proc: str = process.PROC) -> process.ProcessIdentity | None:
+    """The ``unshare`` that forked this container's PID 1 (its parent, as ns_container records for its own launches),
+    or None when its parent is something else (a shell, after unshare without --fork)."""
+    parent = process.read_proc_stat(rooted.ppid, proc)
+    cmdline = process.read_cmdline(rooted.ppid, proc) or []
+    if parent is None or not cmdline or os.path.basename(cmdline[0]) != 'unshare':
+        return None
+    return process.ProcessIdentity(parent.pid, parent.start_time)
+
+
+@dataclasses.dataclass(frozen=True)
+class Observed:
+    """What can honestly be read of a running process to compare it with a spec, beside its RootedProcess."""
+
+    hostname: str | None = None        # its UTS namespace's hostname
+    keeps_host_root: bool | None = None  # its mount namespace's root is the seat's (chroot), not the rootfs (pivot_root)
+    environment: dict | None = None    # /proc/PID/environ
+    in_workdir: bool | None = None     # /proc/PID/cwd is the spec's workdir inside the rootfs
+    status: dict = dataclasses.field(default_factory=dict)  # CapBnd, NoNewPrivs, Seccomp of /proc/PID/status
+    uid_map: str | None = None         # /proc/PID/uid_map, normalized
+
+
+# Words a student knows for each namespace, and the unshare option that makes it.
+NAMESPACE_WORDS = {'pid': 'PID', 'net': 'network', 'mount': 'mount', 'uts': 'UTS (hostname)', 'ipc': 'IPC',
+                   'user': 'user', 'cgroup': 'cgroup'}
+
+# What adoption compares, in this order (docs and tests name the same fields).
+ADOPTION_COMPARED = ('rootfs', 'command', 'namespaces', 'mount_proc', 'root_method', 'hostname', 'workdir', 'env',
+                     'capabilities', 'no_new_privs', 'seccomp', 'limits', 'user mapping')
+
+
+def normalize_id_map(text: str | None) -> str | None:
+    """/proc/PID/uid_map lines with their padding removed: ``0 100000 65536`` (lines joined by '; ')."""
+    if text is None:
+        return None
+    return '; '.join(' '.join(line.split()) for line in text.splitlines() if line.strip())
+
+
+def expected_uid_map(spec: ContainerSpec) -> str | None:
+    """The uid_map a container of this spec shows, or None without a user namespace."""
+    if 'user' not in spec.namespaces:
+        return None
+    return '0 0 1'
+
+
+def adoption_mismatch(spec: ContainerSpec, rooted: RootedProcess, observed: Observed, seat_namespaces: dict,
+                      bounding_mask: int | None = None) -> str | None:
+    """The first way a running container differs from ``spec``, in words a student understands; None when it matches.
+
+    Pure: ``rooted`` and ``observed`` hold what was read of the process, ``seat_namespaces`` the module's own
+    namespaces. ``bounding_mask`` is the capability bounding set the spec's container gets (every capability when the
+    spec drops none). Fields that cannot be told apart from a running process count as different (a seccomp profile,
+    cgroup limits: the module sets those up only for a container it starts).
+    """
+    if tuple(rooted.cmdline) != tuple(spec.command):
+        return f'runs "{shell_join(list(rooted.cmdline))}", not "{shell_join(list(spec.command))}"'
+    for name in ns_utils.NAMESPACE_TYPES:
+        own = rooted.namespaces.get(name) != seat_namespaces.get(name)
+        wanted = name in spec.namespaces
+        option = 'mount' if name == 'mount' else name
+        if wanted and not own:
+            if name == 'pid':
+                return 'runs in the seat\'s PID namespace (no --pid, or unshare without --fork)'
+            return f'shares the seat\'s {NAMESPACE_WORDS[name]} namespace (no --{option})'
+        if own and not wanted:
+            return f'has a {NAMESPACE_WORDS[name]} namespace of its own (--{option}), which is not asked for'
+    if 'pid' in spec.namespaces and not rooted.is_pid1:
+        return f'is PID {rooted.nspids[-1] if rooted.nspids else "?"} of its PID namespace, not PID 1 (unshare without --fork)'
+    if spec.mount_proc:
+        if rooted.inner_pid1 is None:
+            return 'has no /proc of its own mounted (no --mount-proc)'
+        if tuple(rooted.inner_pid1) != tuple(rooted.cmdline):
+            return f'its /proc is not its PID namespace\'s (PID 1 there is "{shell_join(list(rooted.inner_pid1))}")'
+    if observed.keeps_host_root is None:
+        return 'how it entered its root (chroot or pivot_root) could not be read'
+    if spec.root_method == 'chroot' and not observed.keeps_host_root:
+        return 'entered its root with pivot_root, not chroot'
+    if spec.root_method == 'pivot_root' and observed.keeps_host_root:
+        return 'entered its root with chroot: the seat\'s files stay in its mount namespace (pivot_root is asked for)'
+    if spec.hostname is not None and observed.hostname != spec.hostname:
+        return f'its hostname is "{observed.hostname}", not "{spec.hostname}"'
+    if observed.in_workdir is False:
+        return f'its working directory is not {spec.workdir or "/"}'
+    environment = observed.environment or {}
+    for key, value in spec.env:
+        if environment.get(key) != value:
+            return f'its environment has no {key}={value}'
+    if bounding_mask is not None and 'CapBnd' in observed.status:
+        try:
+            live = int(observed.status['CapBnd'], 16)
+        except ValueError:
+            live = None
+        if live != bounding_mask:
+            return f'its capability bounding set is {observed.status["CapBnd"]}, not {confine.mask_text(bounding_mask)}'
+    if (observed.status.get('NoNewPrivs') == '1') != spec.no_new_privs:
+        return f'no_new_privs is {"set" if not spec.no_new_privs else "not set"} (NoNewPrivs in /proc/PID/status)'
+    if spec.seccomp != confine.UNCONFINED:
+        return 'a seccomp profile cannot be compared with a running filter'
+    if observed.status.get('Seccomp', '0') != '0':
+        return 'it runs under a seccomp filter, and none is asked for'
+    if spec.wants_cgroup:
+        return 'cgroup limits are asked for, which the module sets up only for a container it starts'
+    if expected_uid_map(spec) is not None and observed.uid_map != expected_uid_map(spec):
+        return f'its user namespace maps "{observed.uid_map}", not "{expected_uid_map(spec)}"'
+    return None
+
+
+def is_attempt(spec: ContainerSpec, rooted: RootedProcess, observed: Observed, bounding_mask: int | None) -> bool:
+    """Whether a container that does not match ``spec`` is an attempt at it (to be replaced), rather than another
+    container sharing the root file system (left alone): it runs the spec's command and is confined no more than the
+    spec asks (capability bounding set, no_new_privs, seccomp)."""
+    if tuple(rooted.cmdline) != tuple(spec.command):
+        return False
+    status = observed.status
+    try:
+        if bounding_mask is not None and 'CapBnd' in status and int(status['CapBnd'], 16) & bounding_mask != bounding_mask:
+            return False
+    except ValueError:
+        return False
+    if status.get('NoNewPrivs') == '1' and not spec.no_new_privs:
+        return False
+    return not (status.get('Seccomp', '0') != '0' and spec.seccomp == confine.UNCONFINED)
+
+
+def read_environment(pid: int, proc: str = process.PROC) -> dict | None:
+    try:
+        with open(f'{proc}/{pid}/environ', 'rb') as handle:
+            raw = handle.read()
+    except OSError:
+        return None
+    return {key.decode('utf-8', 'surrogateescape'): value.decode('utf-8', 'surrogateescape')
+            for key, _sep, value in (item.partition(b'=') for item in raw.split(b'\0') if b'=' in item)}
+
+
+_CLONE_NEWNS = 0x00020000
+_CLONE_NEWUTS = 0x04000000
+
+
+def peek_namespaces(pid: int, proc: str = process.PROC) -> tuple:
+    """(hostname, keeps_host_root) of a process, read from inside its namespaces: a child of this process joins its
+    UTS namespace (hostname) and its mount namespace, whose root it then stands in - the seat's own root for a chroot,
+    the root file system itself after pivot_root. (None, None) where the kernel refuses.
+
+    A forked child does it, so that this process never leaves its own namespaces. setns(2) into a mount namespace sets
+    the caller's root and working directory to that namespace's root; the child does it first for its own mount
+    namespace (the seat's root as seen from a namespace's root, whatever chroot the module runs in) and then for the
+    container's, and compares the two.
+    """
+    import ctypes
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child, which only leaves through _exit
+        answer = {'hostname': None, 'keeps_host_root': None}
+        try:
+            os.close(read_end)
+            libc = ctypes.CDLL(None, use_errno=True)
+            try:
+                uts = os.open(f'{proc}/{pid}/ns/uts', os.O_RDONLY)
+                if libc.setns(uts, _CLONE_NEWUTS) == 0:
+                    answer['hostname'] = os.uname().nodename
+            except OSError:
+                pass
+            own = os.open(f'{proc}/self/ns/mnt', os.O_RDONLY)
+            theirs = os.open(f'{proc}/{pid}/ns/mnt', os.O_RDONLY)
+            if libc.setns(own, _CLONE_NEWNS) == 0:
+                seat_root = os.stat('/')
+                if libc.setns(theirs, _CLONE_NEWNS) == 0:
+                    their_root = os.stat('/')
+                    answer['keeps_host_root'] = (seat_root.st_dev, seat_root.st_ino) == (their_root.st_dev, their_root.st_ino)
+        except BaseException:  # pylint: disable=broad-except
+            pass
+        finally:
+            try:
+                os.write(write_end, json.dumps(answer).encode())
+            finally:
+                os._exit(0)
+    os.close(write_end)
+    chunks = []
+    while True:
+        chunk = os.read(read_end, 4096)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(read_end)
+    os.waitpid(child, 0)
+    try:
+        answer = json.loads(b''.join(chunks) or b'{}')
+    except ValueError:
+        answer = {}
+    return answer.get('hostname'), answer.get('keeps_host_root')
+
+
+def observe(rooted: RootedProcess, spec: ContainerSpec, proc: str = process.PROC) -> Observed:
+    """Read what adoption compares of ``rooted`` (beside what the scan already read)."""
+    hostname, keeps_host_root = peek_namespaces(rooted.pid, proc)
+    workdir = paths.resolve_inside(spec.rootfs, spec.workdir or '/')
+    cwd = file_identity(f'{proc}/{rooted.pid}/cwd')
+    try:
+        with open(f'{proc}/{rooted.pid}/uid_map', encoding='ascii') as handle:
+            uid_map = normalize_id_map(handle.read())
+    except OSError:
+        uid_map = None
+    return Observed(
+        hostname=hostname, keeps_host_root=keeps_host_root, environment=read_environment(rooted.pid, proc),
+        in_workdir=None if cwd is None or not workdir else cwd == file_identity(workdir),
+        status=confine.read_status_fields(rooted.pid, proc), uid_map=uid_map,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """A container found on a root file system: what it is, its launcher, and how it differs from a spec."""
+
+    rooted: RootedProcess
+    launcher: process.ProcessIdentity | None
+    mismatch: str | None
+    attempt: bool
+
+    def summary(self, why: str | None = None) -> dict:
+        return {'pid': self.rooted.pid, 'command': list(self.rooted.cmdline), 'why': why or self.mismatch}
+
+
+def find_candidates(spec: ContainerSpec | None, rootfs: str, exclude=(), proc: str = process.PROC,
+                    bounding_mask: int | None = None) -> tuple:
+    """(containers, bystanders) on ``rootfs`` that no ns_container record owns: the containers as Candidates compared
+    with ``spec`` (None: not compared), the other processes rooted there (chroot shells) as RootedProcess.
+
+    Launchers are left out: an ``unshare`` whose root pivot_root moved along is not a container of its own. So are
+    the containers ns_container started (recorded below STATE_ROOT, or writing to a container.log beside a state file
+    elsewhere) and ``exclude``, (pid, start time) pairs owned elsewhere.
+    """
+    seat = namespaces_of('self', proc)
+    owned = set(recorded_containers(proc=proc)) | set(exclude)
+    rooted = [entry for entry in processes_rooted_at(rootfs, proc)
+              if entry.remounted is None and (entry.pid, entry.start_time) not in owned
+              and not started_by_ns_container(entry.pid, proc)]
+    containers = [entry for entry in rooted if is_container(entry, seat)]
+    launchers = {}
+    for entry in containers:
+        launcher = launcher_of(entry, proc) if entry.is_pid1 else None
+        if launcher is not None:
+            launchers[entry.pid] = launcher
+    launcher_pids = {identity.pid for identity in launchers.values()}
+    found, bystanders = [], []
+    for entry in rooted:
+        if entry.pid in launcher_pids:
+            continue
+        if entry not in containers:
+            bystanders.append(entry)
+            continue
+        if spec is None:
+            found.append(Candidate(entry, launchers.get(entry.pid), None, True))
+            continue
+        observed = observe(entry, spec, proc)
+        mismatch = adoption_mismatch(spec, entry, observed, seat, bounding_mask)
+        found.append(Candidate(entry, launchers.get(entry.pid), mismatch,
+                               mismatch is None or is_attempt(spec, entry, observed, bounding_mask)))
+    found.sort(key=lambda candidate: candidate.rooted.start_time)
+    return found, bystanders
+
+
+def adoption_plan(candidates: list) -> tuple:
+    """(the container to adopt or None, [(candidate, why) to replace], [candidates left alone]). Pure.
+
+    The oldest matching container is adopted, the other matching ones are replaced (a second container of the same
+    spec); a container that does not match is replaced when it is an attempt at the spec and none matches (the
+    student's try, to be done again right); other containers sharing the root file system are left alone.
+    """
+    matching = [candidate for candidate in candidates if candidate.mismatch is None]
+    adopted = matching[0] if matching else None
+    replaced, left = [], []
+    for candidate in candidates:
+        if candidate is adopted:
+            continue
+        if candidate.mismatch is None:
+            replaced.append((candidate, f'a second container of the same spec (PID {adopted.rooted.pid} is adopted)'))
+        elif candidate.attempt and adopted is None:
+            replaced.append((candidate, candidate.mismatch))
+        else:
+            left.append(candidate)
+    return adopted, replaced, left

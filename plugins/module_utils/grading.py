@@ -20,7 +20,6 @@ from ansible_collections.unboxed.lab.plugins.module_utils import confine
 from ansible_collections.unboxed.lab.plugins.module_utils import container
 from ansible_collections.unboxed.lab.plugins.module_utils import image_store
 from ansible_collections.unboxed.lab.plugins.module_utils import mountinfo
-from ansible_collections.unboxed.lab.plugins.module_utils import namespaces as ns_utils
 from ansible_collections.unboxed.lab.plugins.module_utils import process
 
 # The talk's slides, in the order a class goes through them (playbooks/vars/slides.yml lists the same names with
@@ -578,40 +577,6 @@ def _list_dir(path: str) -> tuple | None:
         return None
 
 
-def _namespaces_of(pid, proc: str) -> dict:
-    return {name: ns_utils.namespace_inode(pid, name, proc) for name in ns_utils.NAMESPACE_TYPES}
-
-
-def _read_cmdline_file(path: str) -> tuple | None:
-    try:
-        with open(path, 'rb') as handle:
-            return tuple(process.parse_cmdline(handle.read()))
-    except OSError:
-        return None
-
-
-def recorded_containers(state_root: str = container.STATE_ROOT, proc: str = process.PROC) -> dict:
-    """{(pid, start time): name} of the containers ns_container recorded, to tell the collection's confined container
-    apart from the talk's; never used to grade."""
-    found = {}
-    try:
-        names = os.listdir(state_root)
-    except OSError:
-        return found
-    for name in names:
-        try:
-            state = container.read_state(os.path.join(state_root, name))
-        except container.StateFileError:
-            continue
-        # PID 1 and its launcher (unshare, whose root pivot_root moves along with its mount namespace's).
-        identities = [container.recorded_process(state),
-                      process.ProcessIdentity.from_dict((state or {}).get('launcher') or {})]
-        for identity in identities:
-            if identity is not None and process.is_running(identity, proc):
-                found[(identity.pid, identity.start_time)] = name
-    return found
-
-
 def _cgroup_limits(pid: int, host, proc: str) -> dict:
     """The memory, pids and cpu limits of the cgroup ``pid`` is in, as its files hold them; None where unlimited."""
     try:
@@ -637,45 +602,24 @@ def _cgroup_limits(pid: int, host, proc: str) -> dict:
 
 
 def processes_rooted_at(directory: str, proc: str = process.PROC) -> list[ProcFacts]:
-    """Every live process whose root directory is ``directory``, with what grading needs to know of it.
-
-    The root is compared as a directory (device and inode): a container that pivot_root'ed into a bind mount of the
-    merged directory shows "/" as its root's path, and is the same directory. A container whose root's path still
-    reads as ``directory`` but is another directory runs on an older mount (unmounted and mounted again since), and
-    is reported as such. Processes that end while we read are skipped.
-    """
+    """Every live process whose root directory is ``directory`` (container.processes_rooted_at, the one /proc scan),
+    with what grading needs to know of it: which record of ns_container names it, its confinement and limits."""
     found = []
-    wanted = container.file_identity(directory)
-    if wanted is None:
+    rooted = container.processes_rooted_at(directory, proc)
+    if not rooted:
         return found
-    recorded = None
-    host = None
-    for pid in process.all_pids(proc):
-        same = container.file_identity(f'{proc}/{pid}/root') == wanted
-        if not same:
-            try:
-                if os.path.normpath(os.readlink(f'{proc}/{pid}/root')) != os.path.normpath(directory):
-                    continue
-            except OSError:
-                continue
-        stat = process.read_proc_stat(pid, proc)
-        cmdline = process.read_cmdline(pid, proc)
-        if stat is None or cmdline is None or stat.state in 'ZXx':
-            continue
-        if recorded is None:
-            recorded = recorded_containers(proc=proc)
-            try:
-                host = cgroups.detect_host()
-            except (OSError, ValueError):
-                host = None
+    recorded = container.recorded_containers(proc=proc)
+    try:
+        host = cgroups.detect_host()
+    except (OSError, ValueError):
+        host = None
+    for entry in rooted:
         found.append(ProcFacts(
-            pid=pid, start_time=stat.start_time, cmdline=tuple(cmdline), namespaces=_namespaces_of(pid, proc),
-            nspids=tuple(process.read_nspids(pid, proc)),
-            inner_pid1=_read_cmdline_file(f'{proc}/{pid}/root/proc/1/cmdline'),
-            remounted=None if same else container.root_remounted_problem(pid, directory, proc),
-            recorded=recorded.get((pid, stat.start_time)),
-            status=confine.read_status_fields(pid, proc),
-            limits=_cgroup_limits(pid, host, proc),
+            pid=entry.pid, start_time=entry.start_time, cmdline=entry.cmdline, namespaces=entry.namespaces,
+            nspids=entry.nspids, inner_pid1=entry.inner_pid1, remounted=entry.remounted,
+            recorded=recorded.get((entry.pid, entry.start_time)),
+            status=confine.read_status_fields(entry.pid, proc),
+            limits=_cgroup_limits(entry.pid, host, proc),
         ))
     return found
 
@@ -712,7 +656,7 @@ def observe(talk: Talk, slides, proc: str = process.PROC) -> SeatView:
         top_layer_file=_read_text(os.path.join(top, talk.file_name)),
         merged_file=_read_text(os.path.join(talk.merged, talk.file_name)),
         merged_tools=tools,
-        seat_namespaces=_namespaces_of('self', proc),
+        seat_namespaces=container.namespaces_of('self', proc),
         processes=tuple(processes_rooted_at(talk.merged, proc)) if slides & {'namespaces', *CONFINEMENT_SLIDES} else (),
         image=_image_facts(talk) if 'build' in slides else None,
     )

@@ -260,3 +260,19 @@ def processes_using(path: str, proc: str = PROC) -> list[dict]:
 
 def describe_holders(holders: list[dict]) -> str:
     return ', '.join(f"PID {h['pid']} ({h['comm']}: {'/'.join(h['uses'])})" for h in holders)
+
+
+def catches_signal(pid: int, signum: int, proc: str = PROC) -> bool | None:
+    """Whether the process installed a handler for ``signum`` (the SigCgt mask of /proc/PID/status); None if unknown.
+
+    A signal sent from outside to the PID 1 of a PID namespace is dropped unless PID 1 handles it (SIGKILL aside):
+    `tail -f /dev/null` as PID 1 never sees a SIGTERM.
+    """
+    try:
+        with open(f'{proc}/{pid}/status', encoding='ascii', errors='replace') as handle:
+            for line in handle:
+                if line.startswith('SigCgt:'):
+                    return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None

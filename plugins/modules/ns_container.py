@@ -35,6 +35,28 @@ description:
   - Two runs at once for the same container (two C(ansible-playbook) runs, say) are serialised; each holds an exclusive
     lock for the container's name (in C(/run/unboxed/locks)) from reading the state to writing it, waiting at most
     O(lock_timeout) seconds for another run to finish. Check mode takes no lock.
+  - B(A container started by hand is adopted, a wrong one replaced) (O(adopt), default V(true)). With O(state=started)
+    and no running recorded container, the module looks in C(/proc) for containers whose root directory is O(rootfs)
+    (the same device and inode, not the same path string) that no record of this module owns - PID 1 of a PID
+    namespace of its own, or a process of the seat's PID namespace in another namespace of its own (C(unshare) without
+    C(--fork)). It compares each with the spec - the command line exactly, each namespace (a requested one differs from
+    the module's own, any other equals it), PID 1 of its PID namespace when C(pid) is requested, with O(mount_proc) a
+    C(/proc) of its own (C(/proc/PID/root/proc/1/cmdline) is the command), O(root_method) (whether its mount
+    namespace's root is the seat's, as after C(chroot), or O(rootfs), as after C(pivot_root)), O(hostname) (read in its
+    UTS namespace), O(workdir) (its working directory), the variables of O(env) (others, which a shell adds, are not
+    compared), the capability bounding set, C(no_new_privs), no seccomp filter, and with C(user) the uid map. A
+    matching container is adopted - its PID, start time and launcher (the C(unshare) that forked it) are recorded as if
+    the module had started it (RV(action) V(adopted)); the next run changes nothing. Several matching - the oldest is
+    adopted, the others are stopped. When none matches, a container that runs O(command) and is confined no more than
+    the spec asks is a wrong try at it - it is stopped (by its PID and start time, through a pidfd; SIGTERM, SIGKILL
+    after O(stop_timeout), or SIGKILL at once for a PID 1 that does not handle SIGTERM, which the kernel would drop),
+    its C(unshare) is waited for, and the spec's container is started (RV(replaced) says which and why). Other
+    containers on O(rootfs) and processes that are no containers (a shell chrooted into it) are left alone, with a
+    warning. A spec with confinement or limits (O(capabilities), O(seccomp), O(no_new_privs), O(preset), O(memory),
+    O(pids_limit), O(cpus), O(cpu_shares), O(cgroup_parent)) adopts and replaces nothing - its seccomp filter and
+    cgroups cannot be recognised on a process started by hand.
+  - With O(state=absent) and O(rootfs) given, the containers started by hand on O(rootfs) (those a start would adopt or
+    replace, whatever their spec) are stopped too (RV(stopped_by_hand)).
   - Everything is validated before anything is touched, and each error names the option and the reason.
   - B(What this isolates.) Each namespace in O(namespaces) gives the container its own view of one kernel resource -
     C(pid) its own process tree (it is PID 1 and sees only its descendants), C(net) its own network stack (only a
@@ -262,6 +284,14 @@ options:
       - Only used when the container gets cgroups, that is with O(memory), O(pids_limit), O(cpus), O(cpu_shares) or
         O(cgroup_parent) itself (then it is placed there without limits).
     type: str
+  adopt:
+    description:
+      - With O(state=started) and no running container recorded, adopt a matching container started by hand on
+        O(rootfs), and replace a wrong try at it (see the description for what is compared); with O(state=absent) and
+        O(rootfs), stop the containers started by hand there too.
+      - V(false) starts the container beside whatever runs on O(rootfs), as earlier versions did.
+    type: bool
+    default: true
 notes:
   - Requires root. Run the task with C(become=true).
   - Without C(pid) in O(namespaces), stopping signals only the command's process; processes it started may keep
@@ -342,6 +372,26 @@ EXAMPLES = r"""
     capabilities: [docker, NET_ADMIN]
     no_new_privs: true
     seccomp: /etc/unboxed/no-mkdir.json
+  become: true
+
+- name: Adopt the talk's container if a student started it by hand (the same PID afterwards), else start it
+  unboxed.lab.ns_container:
+    name: talk
+    rootfs: /overlay/merged
+    command: [tail, -f, /dev/null]
+    root_method: chroot
+  become: true
+  register: talk
+
+- name: Say what was replaced (a container without --net, say)
+  ansible.builtin.debug:
+    msg: "{{ talk.action }}; replaced {{ talk.replaced | map(attribute='pid') | list }}: {{ talk.replaced | map(attribute='why') | list }}"
+
+- name: Stop the talk's container and any started by hand on its root (a reset)
+  unboxed.lab.ns_container:
+    name: talk
+    rootfs: /overlay/merged
+    state: absent
   become: true
 
 - name: Stop it but keep its log
@@ -524,6 +574,28 @@ confinement:
     no_new_privs: false
     seccomp: docker
     seccomp_mode: 2
+action:
+  description:
+    - What the task did (or would do in check mode) - V(started), V(restarted), V(adopted) (a container started by hand
+      is recorded as this one), V(replaced) (started, after stopping a wrong one started by hand), V(tracked) (found
+      again after an interrupted run), V(stopped), V(removed), V(cleaned) - or null when nothing changed.
+  returned: always
+  type: str
+  sample: adopted
+replaced:
+  description:
+    - The containers started by hand on O(rootfs) that were stopped (in check mode - would be) to start or adopt this
+      one - their PID, command line, and why, the first difference from the spec in words a student understands.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{pid: 4242, command: [tail, -f, /dev/null], why: "shares the seat's network namespace (no --net)"}]
+stopped_by_hand:
+  description: With O(state=absent) and O(rootfs), the containers started by hand there that were stopped (or would be), as in RV(replaced).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{pid: 4242, command: [tail, -f, /dev/null], why: started by hand on /overlay/merged, stopped with state=absent}]
 stop_signal:
   description: The signal that ended the container when this task stopped it - V(SIGKILL) shows that PID 1 ignored V(SIGTERM).
   returned: when the task stopped a running container (not in check mode)
@@ -583,6 +655,7 @@ def argument_spec():
         cpus=dict(type='raw'),
         cpu_shares=dict(type='int'),
         cgroup_parent=dict(type='str'),
+        adopt=dict(type='bool', default=True),
     )
 
 
@@ -658,6 +731,11 @@ def request_problems(params) -> list[str]:
     if params['lock_timeout'] < 0:
         problems.append(f'lock_timeout must be 0 or more seconds, got {params["lock_timeout"]}.')
     if params['state'] not in ('started', 'restarted'):
+        if params['rootfs'] is not None:
+            # state=absent with rootfs: the containers started by hand there are stopped too (adopt).
+            problem = paths.root_directory_problem('rootfs', params['rootfs'])
+            if problem:
+                problems.append(problem)
         return problems
 
     namespaces = set(params['namespaces'])
@@ -776,7 +854,16 @@ def diff_view(status: str, pid, spec: container.ContainerSpec | None) -> dict:
 
 # What check mode predicts for the container's state after each action.
 PREDICTED_STATUS = {'start': 'started', 'restart': 'started', 'track': 'started', 'stop': 'stopped', 'remove': 'absent',
-                    'clean': 'stopped'}
+                    'clean': 'stopped', 'adopt': 'started', 'replace': 'started'}
+# The result's `action`, per action.
+ACTION_WORDS = {'start': 'started', 'restart': 'restarted', 'track': 'tracked', 'stop': 'stopped', 'remove': 'removed',
+                'clean': 'cleaned', 'adopt': 'adopted', 'replace': 'replaced'}
+
+
+def adoptable(spec: container.ContainerSpec) -> bool:
+    """Whether a container of this spec can be adopted: one without confinement or limits, since neither a seccomp
+    filter nor the module's own cgroups can be recognised on a process started by hand."""
+    return not spec.confinement.confined and not spec.wants_cgroup
 
 
 class NsContainer:
@@ -803,6 +890,11 @@ class NsContainer:
         self.desired_cgroup = None
         # Where it goes wrong with the seccomp profile (compiled once, on the host, before anything starts).
         self.launch_confinement = None
+        # Containers started by hand on the rootfs (container.Candidate): adopted, replaced, or stopped by state=absent.
+        self.adopted = None
+        self.to_replace = []
+        self.replaced = []
+        self.stopped_by_hand = []
 
     # ---- reading -------------------------------------------------------------------------------------------------
 
@@ -920,6 +1012,8 @@ class NsContainer:
         return container.unsupported_option_problem('unshare', detail, stdout or stderr)
 
     def log(self, line: str):
+        if not os.path.isdir(self.state_dir):
+            return  # state=absent stopping containers started by hand, with no state directory to write into
         with open(self.log_path, 'a', encoding='utf-8') as handle:
             handle.write(f'--- {time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())} unboxed.lab.ns_container: {line}\n')
 
@@ -954,6 +1048,90 @@ class NsContainer:
         self.launched = None
         self.record(process=None, launcher=None, launching=None, stopped_at=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
         self.remove_cgroup()
+
+    def bounding_mask(self) -> int | None:
+        """The capability bounding set a container of the desired spec gets: the spec's, within the module's own."""
+        try:
+            own = int(confine.read_status_fields('self').get('CapBnd', ''), 16)
+        except ValueError:
+            return None
+        return own & confine.capability_mask(self.desired.confinement.bounding_names())
+
+    def plan_adoption(self):
+        """Containers started by hand on the rootfs: which to adopt, which to replace (adopt: true, no live record)."""
+        if not self.params['adopt'] or not adoptable(self.desired):
+            return
+        candidates, bystanders = container.find_candidates(self.desired, self.desired.rootfs,
+                                                           bounding_mask=self.bounding_mask())
+        self.adopted, self.to_replace, left = container.adoption_plan(candidates)
+        for candidate in left:
+            self.module.warn(f'PID {candidate.rooted.pid} ({cmd.shell_join(list(candidate.rooted.cmdline))}) is another '
+                             f'container on {self.desired.rootfs} ({candidate.mismatch}); it was left alone.')
+        if bystanders and (self.to_replace or self.adopted is None):
+            self.module.warn(f'{self.desired.rootfs} is also the root of processes that are no containers, left alone: '
+                             + ', '.join(f'PID {entry.pid} ({entry.comm})' for entry in bystanders)
+                             + ' - a chroot shell, say; they keep the overlay busy until they end.')
+
+    def adopt(self):
+        """Record a container started by hand as this one: PID 1 and start time, its unshare as the launcher."""
+        self.acted = True
+        found = self.adopted
+        identity = found.rooted.identity
+        os.makedirs(os.path.dirname(self.state_dir), mode=0o755, exist_ok=True)
+        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        self.remove_cgroup()
+        self.record(name=self.name, spec=self.desired.to_dict(), process=identity.to_dict(),
+                    launcher=found.launcher.to_dict() if found.launcher else None, launching=None,
+                    shell_command=container.shell_command(self.desired), cgroup=None, adopted=True,
+                    started_at=process.started_at_iso(identity), stopped_at=None)
+        self.log(f'adopted PID {identity.pid} ({cmd.shell_join(list(found.rooted.cmdline))}), started by hand: it '
+                 f'matches the spec')
+
+    def stop_found(self, found: container.Candidate, why: str):
+        """Stop a container started by hand, by its identity (PID and start time, through a pidfd), and wait for it
+        and its launcher to go."""
+        self.acted = True
+        identity = found.rooted.identity
+        own_pid_namespace = found.rooted.namespaces.get('pid') != ns_utils.namespace_inode('self', 'pid')
+        # PID 1 of a PID namespace never sees a signal it does not handle (SIGKILL aside): SIGTERM would only wait.
+        ignores_sigterm = own_pid_namespace and found.rooted.is_pid1 and \
+            process.catches_signal(identity.pid, signal.SIGTERM) is False
+        self.log(f'stopping PID {identity.pid} ({cmd.shell_join(list(found.rooted.cmdline))}), started by hand: {why}')
+        signals = [('SIGKILL', KILL_TIMEOUT)] if ignores_sigterm else \
+            [('SIGTERM', self.params['stop_timeout']), ('SIGKILL', KILL_TIMEOUT)]
+        for name, timeout in signals:
+            process.send_signal(identity, getattr(signal, name))
+            if process.wait_until_not_running(identity, timeout):
+                break
+        else:
+            self.fail(f'PID {identity.pid}, a container started by hand ({cmd.shell_join(list(found.rooted.cmdline))}), is still running '
+                      f'{KILL_TIMEOUT:.0f} s after SIGKILL; it is probably stuck in uninterruptible sleep (state D in ps).')
+        if found.launcher is not None and not process.wait_until_not_running(found.launcher, KILL_TIMEOUT):
+            self.module.warn(f'unshare (PID {found.launcher.pid}), which started PID {identity.pid}, still runs.')
+        self.log(f'PID {identity.pid} ended after {name}')
+
+    def replace_found(self):
+        if self.to_replace and not self.module.check_mode:
+            os.makedirs(os.path.dirname(self.state_dir), mode=0o755, exist_ok=True)
+            os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        for found, why in self.to_replace:
+            if not self.module.check_mode:
+                self.stop_found(found, why)
+            self.replaced.append(found.summary(why))
+
+    def stop_by_hand(self):
+        """state=absent with rootfs: stop the containers started by hand there, too (those a start would adopt or
+        replace); processes that are no containers stay."""
+        rootfs = self.params['rootfs']
+        if not rootfs or not self.params['adopt']:
+            return
+        own = [(self.identity.pid, self.identity.start_time)] if self.identity else []
+        candidates, _bystanders = container.find_candidates(None, paths.normalize(rootfs), exclude=own)
+        why = f'started by hand on {paths.normalize(rootfs)}, stopped with state={self.params["state"]}'
+        for found in candidates:
+            if not self.module.check_mode:
+                self.stop_found(found, why)
+            self.stopped_by_hand.append(found.summary(why))
 
     def start(self):
         spec = self.desired
@@ -1115,6 +1293,8 @@ class NsContainer:
             'shell_command': container.shell_command(spec) if spec else None,
         }
         result.update(self.confinement_result(spec, running))
+        result['replaced'] = list(self.replaced)
+        result['stopped_by_hand'] = list(self.stopped_by_hand)
         if self.stop_signal:
             result['stop_signal'] = self.stop_signal
         return result
@@ -1197,13 +1377,18 @@ class NsContainer:
         action = getattr(self, f'state_{params["state"]}')()
         if self.stop_signal == 'SIGKILL':
             self.reason += f'; SIGTERM did not end it, SIGKILL did after {self.params["stop_timeout"]} s'
-        if self.module.check_mode and action:
+        if self.module.check_mode and action and action != 'adopt':
             status = PREDICTED_STATUS[action]
             result = self.result(True, status=status, show_process=False)
             after = diff_view(status, 'new' if status == 'started' else None, self.desired or self.recorded)
+        elif self.module.check_mode and action == 'adopt':
+            # The container to adopt runs already: its PID is what the real run records.
+            result = self.result(True, status='started')
+            after = diff_view('started', result['pid'], self.desired)
         else:
             result = self.result(bool(action))
             after = diff_view(self.current_status(), result['pid'], self.desired or self.recorded)
+        result['action'] = ACTION_WORDS.get(action)
         result['msg'] = describe(action, self.reason, self.module.check_mode)
         if self.module._diff:
             result['diff'] = {'before': before, 'after': after,
@@ -1266,10 +1451,23 @@ class NsContainer:
                 self.start()
             return 'restart'
         self.reason = self.why_not_running()
+        self.plan_adoption()
+        replaced = '; '.join(f'PID {found.rooted.pid} {why}' for found, why in self.to_replace)
+        if self.adopted is not None:
+            self.identity = self.adopted.rooted.identity
+            self.reason = (f'{self.reason}, and PID {self.identity.pid}, started by hand, matches the spec'
+                           + (f'; replaced: {replaced}' if replaced else ''))
+            self.replace_found()
+            if not self.module.check_mode:
+                self.adopt()
+            return 'adopt'
         self.check_kernel_allows()
+        if replaced:
+            self.reason += f'; replaced, started by hand: {replaced}'
+        self.replace_found()
         if not self.module.check_mode:
             self.start()
-        return 'start'
+        return 'replace' if self.to_replace else 'start'
 
     def state_restarted(self):
         self.check_kernel_allows()
@@ -1281,6 +1479,12 @@ class NsContainer:
             self.start()
         return action
 
+    def by_hand_note(self) -> str:
+        if not self.stopped_by_hand:
+            return ''
+        return '; stopped, started by hand on rootfs: ' + ', '.join(
+            f"PID {found['pid']} ({cmd.shell_join(found['command'])})" for found in self.stopped_by_hand)
+
     def state_stopped(self):
         if not self.running:
             self.reason = self.why_not_running()
@@ -1291,13 +1495,14 @@ class NsContainer:
         return 'stop'
 
     def state_absent(self):
+        self.stop_by_hand()
         if not (self.running or self.our_files() or self.state_dir_removable()):
-            self.reason = f'nothing is recorded in {self.state_dir}'
-            return None
+            self.reason = f'nothing is recorded in {self.state_dir}' + self.by_hand_note()
+            return 'remove' if self.stopped_by_hand else None
         if self.state_file_error:
             self.module.warn(f'{self.state_file_error}; no process was signalled, since none can be identified.')
-        self.reason = f'{self.found_note()}{self.state_dir}, and the process running as PID {self.identity.pid}' \
-            if self.running else f'{self.state_dir} (no process was running)'
+        self.reason = (f'{self.found_note()}{self.state_dir}, and the process running as PID {self.identity.pid}'
+                       if self.running else f'{self.state_dir} (no process was running)') + self.by_hand_note()
         if not self.module.check_mode:
             if self.running:
                 self.stop()
@@ -1328,7 +1533,7 @@ def describe(action, reason: str, check_mode: bool) -> str:
     if action is None:
         return f'Nothing to do: {reason}.'
     done = {'start': 'started', 'restart': 'restarted', 'track': 'tracked again', 'stop': 'stopped', 'remove': 'removed',
-            'clean': 'cleaned up'}[action]
+            'clean': 'cleaned up', 'adopt': 'adopted', 'replace': 'started, replacing what was started by hand'}[action]
     return f'{"Would be " + done if check_mode else done.capitalize()}: {reason}.'
 
 

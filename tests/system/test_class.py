@@ -304,23 +304,45 @@ def test_grade_marks_the_container_mistakes_with_their_hints(lab):
     assert containers[0]['pid'] != right  # tail, unshare's child, is the container; unshare is not
 
 
-def test_solve_replaces_only_the_wrong_containers(lab):
-    right_pid = lab.playbook('grade.yml', '-e', 'slide=namespaces').grades()['lab1']['containers'][0]['pid']
+def test_solve_adopts_the_right_container_and_replaces_the_wrong_ones(lab):
+    found = {host: [c['pid'] for c in grade['containers']]
+             for host, grade in lab.playbook('grade.yml', '-e', 'slide=namespaces').grades().items()}
+    right_pid, wrong_pids = found['lab1'][0], found
 
     run = lab.playbook('solve.yml', '-e', 'slide=namespaces')
 
     assert_ok(run)
-    replaced = run.task('Stop the wrong containers started by hand')
-    assert sorted(replaced) == ['lab2', 'lab3'], run.explain()
-    assert run.changed_hosts() == {'lab2', 'lab3'}
+    assert run.task('Say which seats solve will touch')['lab1']['result']['msg'] == [
+        'namespaces: behind, solved now: lab2, lab3', 'namespaces: done by hand, adopted now: lab1',
+        'namespaces: done already, left alone: none']
+    started = {host: entry['result'] for host, entry in run.task('Run the container in its own namespaces').items()}
+    assert {host: result['action'] for host, result in started.items()} == \
+        {'lab1': 'adopted', 'lab2': 'replaced', 'lab3': 'replaced'}, run.explain()
+    assert started['lab1']['pid'] == right_pid and started['lab1']['replaced'] == []
+    tail = ['tail', '-f', '/dev/null']
+    assert started['lab2']['replaced'] == [{'pid': wrong_pids['lab2'][0], 'command': tail,
+                                            'why': "shares the seat's network namespace (no --net)"}]
+    assert started['lab3']['replaced'] == [{'pid': wrong_pids['lab3'][0], 'command': tail,
+                                            'why': "runs in the seat's PID namespace (no --pid, or unshare without --fork)"}]
+    assert run.changed_hosts() == set(HOSTS)
+    # ns_container's record of the talk's container names the student's own process now.
+    record = json.loads(lab.student('lab1', 'cat /run/unboxed/containers/talk/state.json')['stdout'])
+    assert record['process']['pid'] == right_pid and record['adopted'] is True
     graded = lab.playbook('grade.yml', '-e', 'slide=namespaces').grades()
     assert {host: grade['slides']['namespaces']['state'] for host, grade in graded.items()} == dict.fromkeys(HOSTS, 'done')
-    assert graded['lab1']['containers'][0]['pid'] == right_pid, 'the right hand-made container was not left alone'
-    # The wrong ones are gone: one container per seat.
-    assert all(len(grade['containers']) == 1 for grade in graded.values()), graded
+    assert graded['lab1']['containers'][0]['pid'] == right_pid, 'the right hand-made container was not kept'
+    # The wrong ones are gone and no second container was started: one process runs tail in merged per seat.
+    assert {host: [(c['command'], c['recorded']) for c in grade['containers']] for host, grade in graded.items()} == \
+        dict.fromkeys(HOSTS, [(tail, 'talk')]), graded
     again = lab.playbook('solve.yml', '-e', 'slide=namespaces')
     assert_ok(again)
     assert again.changed_hosts() == set(), again.explain()
+    site = lab.playbook('site.yml', '--tags', 'namespaces')
+    assert_ok(site)
+    assert site.changed_hosts() == set(), site.explain()
+    after = lab.playbook('grade.yml', '-e', 'slide=namespaces').grades()
+    assert {host: [c['pid'] for c in grade['containers']] for host, grade in after.items()} == \
+        {host: [c['pid'] for c in grade['containers']] for host, grade in graded.items()}
 
 
 def test_the_confinement_slides_are_graded_on_the_confined_container(lab):
@@ -336,10 +358,10 @@ def test_the_confinement_slides_are_graded_on_the_confined_container(lab):
         assert states == dict.fromkeys(states, 'done'), (host, grade['lines'])
         # PID 1 of each container (the confined one's launcher, unshare, moved into its root with pivot_root).
         containers = [c for c in grade['containers'] if c['pid_inside'] == 1]
-        assert sorted(c['recorded'] or 'by hand' for c in containers) == \
-            (['by hand', 'confined'] if host == 'lab1' else ['confined', 'talk']), grade['containers']
+        assert sorted(c['recorded'] for c in containers) == ['confined', 'talk'], grade['containers']
         assert all(c['recorded'] for c in grade['containers'] if c['pid_inside'] != 1), grade['containers']
-    assert [c['pid'] for c in graded['lab1']['containers'] if not c['recorded']] == [right_pid]
+    # The talk's container of lab1 is still the one its student started (adopted by the namespaces solve).
+    assert [c['pid'] for c in graded['lab1']['containers'] if c['recorded'] == 'talk'] == [right_pid]
 
 
 def test_reset_of_a_slide_leaves_the_earlier_slides_intact(lab):

@@ -483,11 +483,8 @@ def test_a_symbolic_link_to_a_system_directory_is_refused(run_module, containers
     args = containers.args(containers.new_name(), **overrides)
     listing, processes, tree = sorted(os.listdir(target)), our_processes(rootfs), snapshot_tree(rootfs)
     for state in ('started', 'absent'):
+        # rootfs matters to state=absent too: the containers started by hand there are stopped (adopt).
         result = run_module('ns_container', dict(args, state=state))
-        if state == 'absent' and 'rootfs' in overrides:
-            # rootfs matters only to a start: removing the (never created) record is nothing to do.
-            assert result['changed'] is False and not result.get('failed'), result.get('msg')
-            continue
         assert result.get('failed') is True and result['changed'] is False
         assert fragment.format(tmp=tmp_path) in result['msg'], result['msg']
     assert sorted(os.listdir(target)) == listing
@@ -906,3 +903,125 @@ def test_a_run_that_waits_too_long_for_the_lock_says_who_holds_it(run_module, co
     assert 'lock_timeout' in waited['msg'] and locking.lock_file_path('container', name) in waited['msg']
     assert not os.path.exists(args['state_dir']) and our_processes(rootfs) == []
     assert run_module('ns_container', args)['changed'] is True
+
+
+# ---- containers started by hand: adopted when they match, replaced when they are a wrong try ----------------------
+
+def start_by_hand(rootfs, *flags, command=tuple(TALK_COMMAND)):
+    """Start a container as a student types it (unshare FLAGS chroot ROOTFS COMMAND &); (launcher PID, its PID 1)."""
+    argv = ['unshare', *flags, 'chroot', rootfs, *command] if flags else ['chroot', rootfs, *command]
+    launcher = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        forked = '--fork' in flags
+        pids = [child.pid for child in process.children_of(launcher.pid)] if forked else [launcher.pid]
+        for pid in pids:
+            if process.read_cmdline(pid) == list(command) and os.readlink(f'/proc/{pid}/root') == rootfs:
+                return launcher, pid
+        time.sleep(0.02)
+    raise AssertionError(f'{argv} did not start')
+
+
+def right_flags(rootfs):
+    return ('--fork', '--pid', '--net', f'--mount-proc={rootfs}/proc')
+
+
+def test_a_matching_container_started_by_hand_is_adopted(run_module, containers, rootfs):
+    launcher, pid = start_by_hand(rootfs, *right_flags(rootfs))
+    name = containers.new_name()
+    args = containers.args(name, root_method='chroot')
+
+    predicted = run_module('ns_container', args, check=True, diff=True)
+
+    assert not predicted.get('failed'), predicted.get('msg')
+    assert predicted['changed'] is True and predicted['action'] == 'adopted' and predicted['pid'] == pid
+    assert not os.path.exists(args['state_dir'])
+    assert predicted['diff']['after']['pid'] == pid and predicted['diff']['before'] == {'state': 'absent'}
+
+    adopted = run_module('ns_container', args, diff=True)
+
+    assert adopted['changed'] is True and adopted['action'] == 'adopted', adopted.get('msg')
+    assert adopted['pid'] == pid and adopted['replaced'] == []
+    assert adopted['msg'].startswith('Adopted: no container was recorded, and PID')
+    state = container.read_state(args['state_dir'])
+    assert state['process'] == process.identity_of(pid).to_dict()
+    assert state['launcher'] == process.identity_of(launcher.pid).to_dict() and state['adopted'] is True
+    assert adopted['diff']['after']['pid'] == pid and adopted['diff']['after']['root_method'] == 'chroot'
+
+    again = run_module('ns_container', args)
+    assert again['changed'] is False and again['pid'] == pid and again['action'] is None
+    # The adopted container is stopped like one the module started: it and its unshare are gone.
+    assert run_module('ns_container', containers.args(name, state='absent'))['changed'] is True
+    assert not process.is_running(process.identity_of(pid) or process.ProcessIdentity(pid, 0))
+    assert launcher.wait(timeout=30) is not None
+
+
+def test_a_wrong_container_started_by_hand_is_replaced(run_module, containers, rootfs):
+    launcher, pid = start_by_hand(rootfs, '--fork', '--pid', f'--mount-proc={rootfs}/proc')  # no --net
+    identity = process.identity_of(pid)
+    args = containers.args(containers.new_name(), root_method='chroot')
+    expected = [{'pid': pid, 'command': TALK_COMMAND, 'why': "shares the seat's network namespace (no --net)"}]
+
+    predicted = run_module('ns_container', args, check=True)
+    assert predicted['changed'] is True and predicted['action'] == 'replaced', predicted.get('msg')
+    assert predicted['replaced'] == expected
+    assert process.is_running(identity), 'check mode stopped a container'
+
+    replaced = run_module('ns_container', args)
+
+    assert replaced['changed'] is True and replaced['action'] == 'replaced', replaced.get('msg')
+    assert replaced['replaced'] == expected
+    assert not process.is_running(identity) and launcher.wait(timeout=30) is not None
+    assert replaced['pid'] != pid and replaced['namespaces']['net']['isolated'] is True
+    assert 'replaced, started by hand: PID' in replaced['msg']
+    assert run_module('ns_container', args)['changed'] is False
+
+
+def test_a_chroot_shell_is_no_container_and_is_left_alone(run_module, containers, rootfs):
+    shell, pid = start_by_hand(rootfs, command=['sleep', '1000'])  # chroot ROOTFS sleep 1000: every seat namespace
+    identity = process.identity_of(pid)
+    args = containers.args(containers.new_name(), root_method='chroot')
+
+    started = run_module('ns_container', args)
+
+    assert started['changed'] is True and started['action'] == 'started', started.get('msg')
+    assert started['replaced'] == [] and process.is_running(identity)
+    assert any(f'PID {pid} (sleep)' in warning for warning in started.get('warnings', [])), started.get('warnings')
+    removed = run_module('ns_container', containers.args(args['name'], state='absent', rootfs=rootfs))
+    assert removed['stopped_by_hand'] == [] and process.is_running(identity)
+    shell.kill()
+    shell.wait(timeout=30)
+
+
+def test_two_matching_containers_the_oldest_is_adopted_the_other_replaced(run_module, containers, rootfs):
+    _first, oldest = start_by_hand(rootfs, *right_flags(rootfs))
+    _second, newest = start_by_hand(rootfs, *right_flags(rootfs))
+    newest_identity = process.identity_of(newest)
+    args = containers.args(containers.new_name(), root_method='chroot')
+
+    result = run_module('ns_container', args)
+
+    assert result['action'] == 'adopted' and result['pid'] == oldest, result.get('msg')
+    assert result['replaced'] == [{'pid': newest, 'command': TALK_COMMAND,
+                                   'why': f'a second container of the same spec (PID {oldest} is adopted)'}]
+    assert not process.is_running(newest_identity)
+    assert [entry.pid for entry in container.processes_rooted_at(rootfs)] == [oldest]
+
+
+def test_adopt_false_and_absent_with_rootfs(run_module, containers, rootfs):
+    _launcher, pid = start_by_hand(rootfs, *right_flags(rootfs))
+    identity = process.identity_of(pid)
+    args = containers.args(containers.new_name(), root_method='chroot', adopt=False)
+
+    started = run_module('ns_container', args)
+    assert started['action'] == 'started' and started['pid'] != pid and process.is_running(identity)
+    # A second start of the same container sees its own record, and the hand-made one is not another try at it.
+    assert run_module('ns_container', dict(args, adopt=True))['changed'] is False
+
+    predicted = run_module('ns_container', containers.args(args['name'], state='absent', rootfs=rootfs), check=True)
+    assert predicted['stopped_by_hand'][0]['pid'] == pid and process.is_running(identity)
+    removed = run_module('ns_container', containers.args(args['name'], state='absent', rootfs=rootfs))
+    assert removed['changed'] is True and [entry['pid'] for entry in removed['stopped_by_hand']] == [pid]
+    assert not process.is_running(identity) and container.processes_rooted_at(rootfs) == []
+    assert run_module('ns_container', containers.args(args['name'], state='absent', rootfs=rootfs))['changed'] is False
