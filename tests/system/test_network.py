@@ -7,6 +7,7 @@ its seat namespace by name, which takes every link and the table with it.
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import itertools
 import json
@@ -242,6 +243,18 @@ def test_restart_replumbs_with_the_same_address_and_stopped_container(seat):
     assert freed['changed'], freed
     seat.start('third')
     assert seat.network('third')['address'] == first['address']
+
+
+def test_concurrent_attaches_get_different_addresses(seat):
+    names = ['one', 'two', 'three']
+    for name in names:
+        seat.start(name)
+    with concurrent.futures.ThreadPoolExecutor(len(names)) as pool:
+        results = list(pool.map(seat.network, names))
+    assert all(result['changed'] and not result['failed'] for result in results), results
+    addresses = sorted(result['address'] for result in results)
+    assert addresses == ['10.47.0.2/24', '10.47.0.3/24', '10.47.0.4/24'], addresses
+    assert not any(seat.network(name)['changed'] for name in names)
 
 
 BAD_INPUTS = [
