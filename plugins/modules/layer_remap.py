@@ -28,7 +28,7 @@ description:
     C(cap_net_raw)) is rewritten as revision 3 with its root ID shifted (0 for revision 2), so that the capability
     works for the container's root and for nobody on the seat; a revision 2 copy would be honoured in every user
     namespace, the seat's included. Named users and groups in POSIX ACLs are shifted.
-  - The source is only read, never changed, not even its access times (files are opened with C(O_NOATIME)): the
+  - The source is only read, never changed, not even its access times (files are opened with C(O_NOATIME)) - the
     image's layers stay shared by the other containers. A mount inside a source is not descended into.
   - The module keeps a record beside each copy (C(ROOT/UID.GID/.NAME.unboxed-remap.json)) - the cheap inventory of
     the source at the last copy (paths, types, sizes, modification and change times, modes, owners, hard link
@@ -737,9 +737,9 @@ def absent(module, uid_line, gid_line):
             with contextlib.suppress(OSError):
                 os.rmdir(os.path.dirname(dest))     # the UID.GID directory, once empty
         for directory in directories:
-            if os.path.isdir(directory):
+            if os.path.isdir(directory) and not os.path.islink(directory):
                 remove_tree(directory)
-            else:
+            elif os.path.lexists(directory):       # gone already when a directory above it was listed first
                 os.unlink(directory)
     except OSError as error:
         module.fail_json(msg=f'Could not remove {error.filename}: {error.strerror or error}.', changed=True, **result)
