@@ -41,12 +41,14 @@ def compute_checksum(archive: str) -> str:
 
 class ActionModule(ActionBase):
 
-    TRANSFERS_FILES = True
+    # False, although it may send the archive: True would make every task of the module - a rerun's, a layer of files -
+    # create and remove a temporary directory on the host first, three round trips more. run() makes one only for a
+    # transfer.
+    TRANSFERS_FILES = False
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         module_args = dict(self._task.args)
-        module_args.pop('_transferred', None)   # the module's internal option is this plugin's to set
         if not module_args.get('archive') or module_args.get('remote_src') or module_args.get('state', 'present') != 'present':
             result.update(self._execute_module(module_name=MODULE, module_args=module_args, task_vars=task_vars))
             return result
@@ -85,8 +87,9 @@ class ActionModule(ActionBase):
             remote = self._connection._shell.join_path(tmpdir, os.path.basename(source))
             self._transfer_file(source, remote)
             self._fixup_perms2((tmpdir, remote))
-            module_args['_transferred'] = remote
+            module_args.update(archive=remote, remote_src=True, archive_name=module_args.get('archive_name') or os.path.basename(source))
             result.update(self._execute_module(module_name=MODULE, module_args=module_args, task_vars=task_vars))
+            result['transferred'] = True
         finally:
             self._remove_tmp_path(tmpdir)
         return result

@@ -147,6 +147,12 @@ options:
     type: bool
     default: false
     version_added: 0.2.0
+  archive_name:
+    description:
+      - The name the record and the kept copy give the archive. Default - the file name of O(archive).
+      - The action plugin sets it when it sends the archive into a temporary file on the host.
+    type: str
+    version_added: 0.2.0
   directory_mode:
     description:
       - Permissions, in octal, of the directories this module creates (the layer directory and any directory on the
@@ -316,8 +322,7 @@ def argument_spec():
         remote_src=dict(type='bool', default=False),
         directory_mode=dict(type='raw', default='0755'),
         lock_timeout=dict(type='int', default=60),
-        # Set by the action plugin only: where on the host it has just put the archive it sent.
-        _transferred=dict(type='path'),
+        archive_name=dict(type='str'),
     )
 
 
@@ -499,9 +504,9 @@ def archive_problems(params) -> list[str]:
                         'the action plugin it is read from ARCHIVE.sha256 on the controller or computed.')
     elif not SHA256.fullmatch(checksum):
         problems.append(f'checksum must be the archive\'s SHA-256, 64 hexadecimal digits in lower case; got {checksum!r}.')
-    name = os.path.basename(params['archive'] or '')
-    if not name or '\n' in name or '\0' in name:
-        problems.append(f'archive must name an archive file, got {params["archive"]!r}.')
+    name = params.get('archive_name') or os.path.basename(params['archive'] or '')
+    if not name or '\n' in name or '\0' in name or '/' in name:
+        problems.append(f'archive must name an archive file (archive_name a file name), got {name!r}.')
     for option in ('keep_archive_in',):
         if params.get(option) is not None:
             problem = paths.absolute_path_problem(option, params[option]) or paths.system_directory_problem(option, params[option])
@@ -1030,12 +1035,10 @@ def file_sha256(path: str) -> str:
 def archive_on_host(params, archive_name: str, checksum: str):
     """(path of a copy of the archive on the host with the right checksum, or None; problems with what was found)."""
     candidates = []
-    if params.get('_transferred'):
-        candidates.append(('the archive sent from the controller', params['_transferred']))
-    if params.get('keep_archive_in'):
-        candidates.append((f'the copy kept in {params["keep_archive_in"]}', os.path.join(params['keep_archive_in'], archive_name)))
     if params.get('remote_src'):
         candidates.append(('archive', params['archive']))
+    if params.get('keep_archive_in'):
+        candidates.append((f'the copy kept in {params["keep_archive_in"]}', os.path.join(params['keep_archive_in'], archive_name)))
     problems = []
     for what, path in candidates:
         if not os.path.isfile(path):
@@ -1048,15 +1051,18 @@ def archive_on_host(params, archive_name: str, checksum: str):
 
 
 def keep_archive(source: str, directory: str, archive_name: str, directory_mode: int) -> str:
-    """The sent archive, moved under its own name into the directory that keeps it (atomically: a rename)."""
+    """A copy of the archive under its own name in the directory that keeps it, complete before it has that name."""
     for missing in paths.missing_directories(directory):
         os.mkdir(missing, directory_mode)
     kept = os.path.join(directory, archive_name)
     temporary = os.path.join(directory, f'.{archive_name}.{secrets.token_hex(6)}.partial')
-    shutil.copyfile(source, temporary)
-    os.chmod(temporary, 0o644)
-    os.rename(temporary, kept)
-    os.unlink(source)
+    try:
+        shutil.copyfile(source, temporary)
+        os.chmod(temporary, 0o644)
+        os.rename(temporary, kept)
+    finally:
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
     return kept
 
 
@@ -1070,12 +1076,12 @@ def layer_from_archive(module, layer: str, directory_mode: int):
     """state=present with archive: read the record -> compare with the checksum -> unpack only if different (not in
     check mode), replacing what the layer held; the record is written last."""
     params = module.params
-    archive_name = os.path.basename(params['archive'])
+    archive_name = params['archive_name'] or os.path.basename(params['archive'])
     checksum = params['checksum']
     record = record_path(layer)
     wanted = record_line(checksum, archive_name)
     current = read_text(record) if os.path.isdir(layer) and not os.path.islink(layer) else None
-    result = dict(path=layer, record=wanted.rstrip('\n'), transferred=bool(params.get('_transferred')), actions=[],
+    result = dict(path=layer, record=wanted.rstrip('\n'), transferred=False, actions=[],
                   command=archive_command(layer, params['archive'], record, wanted))
     if current == wanted:
         module.exit_json(changed=False, **result)
@@ -1101,14 +1107,13 @@ def layer_from_archive(module, layer: str, directory_mode: int):
 
     with locked(module, layer):
         source, problems = archive_on_host(params, archive_name, checksum)
-        if source is None and not problems and not params['remote_src'] and not params.get('_transferred'):
-            # The action plugin sends the archive, then runs the module again.
+        if source is None and not problems and not params['remote_src']:
+            # The action plugin sends the archive, then runs the module again with remote_src.
             module.exit_json(changed=False, needs_transfer=True, **result)
         if source is None:
-            where = params['archive'] if params['remote_src'] else f'{archive_name} (sent from the controller)'
-            module.fail_json(msg=f'archive: no usable copy of {where} on the host: '
-                                 f'{"; ".join(problems) or "the file does not exist"}. Nothing was changed.', **result)
-        if params.get('_transferred') and source == params['_transferred'] and params.get('keep_archive_in'):
+            module.fail_json(msg=f'archive: no usable copy of {params["archive"] if params["remote_src"] else archive_name} on '
+                                 f'the host: {"; ".join(problems) or "the file does not exist"}. Nothing was changed.', **result)
+        if params.get('keep_archive_in') and source != os.path.join(params['keep_archive_in'], archive_name):
             try:
                 source = keep_archive(source, params['keep_archive_in'], archive_name, directory_mode)
             except OSError as error:

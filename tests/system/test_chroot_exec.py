@@ -35,7 +35,6 @@ def test_chroot_is_not_isolation_host_processes_and_interfaces_are_visible(run_m
         assert f': {interface}' in ip['stdout']
 
 
-
 def test_commands_run_in_one_task_in_order_and_the_mounts_come_down_once(run_module, busybox_rootfs):
     mounts = snapshot_mounts(busybox_rootfs)
     result = run_module('chroot_exec', {'root': busybox_rootfs, 'commands': [['ps'], ['ip', 'addr']], 'mounts': ['proc']})
@@ -67,6 +66,7 @@ def test_commands_with_a_string_item_are_refused_naming_it(run_module, busybox_r
     result = run_module('chroot_exec', {'root': busybox_rootfs, 'commands': ['ps ax']})
     assert result['failed'] is True and 'commands[0] must be an argument list' in result['msg']
     assert snapshot_tree(busybox_rootfs) == tree
+
 
 def test_shell_form_runs_inside_and_creates_makes_it_idempotent(run_module, busybox_rootfs):
     host_had_file = os.path.exists('/file01.txt')

@@ -155,4 +155,3 @@ def test_commands_run_in_order_between_one_mount_and_one_unmount():
     steps = chroot_exec.command_steps(PROGRAMS, request, '/overlay/merged', argvs, {'PATH': '/bin'})
     assert [step[0] for step in steps] == ['/usr/bin/mount', '/usr/bin/env', '/usr/bin/env', '/usr/bin/umount']
     assert steps[1][-2:] == ['ps', 'ax'] and steps[2][-3:] == ['ip', '-json', 'addr']
-
