@@ -333,6 +333,7 @@ class Runner:
     log_dir: Path
     extra_env: dict[str, str] = field(default_factory=dict)
     counter: int = 0
+    last_log: Path | None = None  # the log of the last command run
 
     def base_env(self, overrides: Mapping[str, str] | None = None) -> dict[str, str]:
         env = dict(os.environ)
@@ -350,6 +351,7 @@ class Runner:
         """Run argv, return its wall time in seconds; raise with the log's path when it fails."""
         self.counter += 1
         log = self.log_dir / f'{self.counter:03d}-{label}.log'
+        self.last_log = log
         started = time.monotonic()
         with log.open('w', encoding='utf-8') as handle:
             completed = run_child(argv, cwd=REPO, env=dict(env), stdout=handle, stderr=subprocess.STDOUT)
@@ -446,7 +448,9 @@ def clean_hosts(runner: Runner, device: str) -> dict[str, float]:
 # --------------------------------------------------------------------------- the two parts
 
 
-SCALING_MEASURES = ('ping', 'first', 'rerun', 'check', 'hand_first', 'hand_rerun')
+SCALING_MEASURES = ('ping', 'first', 'rerun', 'check', 'ping_warm', 'rerun_warm', 'hand_first', 'hand_rerun')
+# The slides of site.yml, in order: the "slide step" is one `--tags SLIDE` rerun, what the instructor waits for.
+SLIDES = ('layers', 'build', 'overlay', 'chroot', 'namespaces', 'cgroups', 'capabilities', 'seccomp')
 
 
 def measure_scaling_at(runner: Runner, device: str, count: int, runs: int, say: Callable[[str], None]) -> dict:
@@ -475,6 +479,18 @@ def measure_scaling_at(runner: Runner, device: str, count: int, runs: int, say: 
         require('--check', timing, count, changed=False)
         series['check'].append(seconds)
         series['check_tasks'].append(timing)
+        # Warm SSH: the masters of an untimed ping stay open (ControlPersist) for a timed ping and rerun, in turn.
+        control_dir = Path(tempfile.mkdtemp(prefix='cp-warm-', dir=runner.workdir))
+        try:
+            runner.ansible('warm-up-ping', ['ansible', '-i', str(runner.lab.inventory), 'all', '-m', 'ansible.builtin.ping'],
+                           control_dir=control_dir)
+            series['ping_warm'].append(runner.ansible('ping-warm', ['ansible', '-i', str(runner.lab.inventory), 'all', '-m',
+                                                                    'ansible.builtin.ping'], control_dir=control_dir)[0])
+            seconds, timing = runner.playbook('rerun-warm', 'site.yml', control_dir=control_dir)
+            require('rerun (warm SSH)', timing, count, changed=False)
+            series['rerun_warm'].append(seconds)
+        finally:
+            close_ssh_masters(control_dir)
         clean_hosts(runner, device)
         archive = controller_archive()
         series['hand_first'].append(runner.handwritten('hand-first', '--archive', str(archive)))
@@ -482,6 +498,39 @@ def measure_scaling_at(runner: Runner, device: str, count: int, runs: int, say: 
         say(f'  N={count} run {run}/{runs}: ' + ', '.join(f'{name} {series[name][-1]:.1f}s' for name in SCALING_MEASURES)
             + f' (load {series["load"][-1]:.2f})')
     return series
+
+
+def measure_slide_steps(runner: Runner, device: str, count: int, say: Callable[[str], None]) -> dict:
+    """One `site.yml --tags SLIDE` rerun per slide on the converged hosts, cold SSH: what the instructor waits for
+    between two slides. Each must change nothing."""
+    clean_hosts(runner, device)  # the scaling runs end with the hand-written script's state
+    runner.playbook('slide-steps-converge', 'site.yml')
+    steps: dict[str, dict] = {}
+    for slide in SLIDES:
+        load = load_average()
+        seconds, timing = runner.playbook(f'slide-{slide}', 'site.yml', '--tags', slide)
+        require(f'--tags {slide}', timing, count, changed=False)
+        steps[slide] = {'seconds': seconds, 'load': load}
+    say(f'  N={count} slide steps: ' + ', '.join(f'{slide} {step["seconds"]:.1f}s' for slide, step in steps.items()))
+    return steps
+
+
+def measure_round_trips(runner: Runner, device: str, count: int, say: Callable[[str], None]) -> dict:
+    """Round trips per seat, task and slide of a first converge, a rerun and a --check, counted from -vvv logs
+    (bench/roundtrips.py). Not timed: -vvv costs time of its own."""
+    from roundtrips import count as count_round_trips, per_slide  # noqa: E402  (bench/roundtrips.py, beside this file)
+
+    clean_hosts(runner, device)
+    document: dict[str, dict] = {'hosts': count}
+    for key, args in (('first', ()), ('rerun', ()), ('check', ('--check',))):
+        _seconds, timing = runner.playbook(f'round-trips-{key}', 'site.yml', '-vvv', *args)
+        require(f'round trips ({key})', timing, count, changed=key == 'first')
+        with runner.last_log.open(encoding='utf-8', errors='replace') as handle:
+            tasks = count_round_trips(handle, runner.lab.hosts)
+        document[key] = {'slides': per_slide(tasks, runner.lab.hosts), 'tasks': tasks}
+    say('  round trips per seat on a rerun: ' + ', '.join(
+        f'{slide} {counts["max"]["module"]}' for slide, counts in document['rerun']['slides'].items()))
+    return document
 
 
 def controller_archive() -> Path:
@@ -606,6 +655,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                              'trixie,bookworm: host 1 Debian 13, host 2 Debian 12...); recorded with the results')
     parser.add_argument('--lab', default='bench', help='name of the local lab the benchmark creates and removes (default bench)')
     parser.add_argument('--keep-lab', action='store_true', help='leave the lab up at the end')
+    parser.add_argument('--no-round-trips', action='store_true',
+                        help='skip counting the round trips per slide (a -vvv first converge, rerun and --check at the '
+                             'smallest host count)')
     parser.add_argument('--output', type=Path, default=BENCH,
                         help='where RESULTS.md, time_vs_hosts.png and results/*.json go (default bench/; a trial run can use a temp dir)')
     return parser.parse_args(argv)
@@ -669,6 +721,10 @@ def measure(args: argparse.Namespace, runner: Runner, device: str, runs_by_count
         if measure_scaling and count in host_counts:
             scaling['runs_by_hosts'][str(count)] = runs_by_count[count]
             scaling['by_hosts'][str(count)] = measure_scaling_at(runner, device, count, runs_by_count[count], say)
+            if count == max(host_counts):
+                scaling['slide_steps'] = {'hosts': count, 'steps': measure_slide_steps(runner, device, count, say)}
+            if count == min(host_counts) and not args.no_round_trips:
+                scaling['round_trips'] = measure_round_trips(runner, device, count, say)
             scaling['finished'] = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
             documents['scaling'] = scaling
             (progress_dir / 'scaling.json').write_text(json.dumps(scaling, indent=1), encoding='utf-8')
