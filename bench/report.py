@@ -18,6 +18,7 @@ MEASURE_LABELS = {
     'rerun_warm': 'rerun, warm SSH',
     'hand_first': 'hand-written first run',
     'hand_rerun': 'hand-written rerun',
+    'first_script_slides': "first converge of the script's slides (--tags layers,overlay,chroot,namespaces)",
 }
 TOP_TASKS = 8
 
@@ -162,9 +163,13 @@ def scaling_section(scaling: Mapping) -> tuple[list[str], dict]:
            check_vs_rerun and f"{med(10, 'check'):.1f} s / {med(10, 'rerun'):.1f} s = {check_vs_rerun:.2f}x",
            None if check_vs_rerun is None else check_vs_rerun <= 1)
     first_vs_hand = {count: ratio(med(count, 'first'), med(count, 'hand_first')) for count in counts}
-    target('first converge no slower than the hand-written script',
+    target('first converge no slower than the hand-written script (all of site.yml: 8 slides against the script\'s 4)',
            ', '.join(f'N={count}: {value:.2f}x the script' for count, value in first_vs_hand.items() if value),
            all(value <= 1 for value in first_vs_hand.values() if value) if first_vs_hand else None)
+    like_vs_hand = {count: ratio(med(count, 'first_script_slides'), med(count, 'hand_first')) for count in counts}
+    target('first converge no slower than the hand-written script, like for like (`--tags layers,overlay,chroot,namespaces`)',
+           ', '.join(f'N={count}: {value:.2f}x the script' for count, value in like_vs_hand.items() if value),
+           all(value <= 1 for value in like_vs_hand.values() if value) if any(like_vs_hand.values()) else None)
     first_growth = ratio(med(20, 'first'), med(1, 'first'))
     target('first converge T(20)/T(1) <= 4',
            first_growth and f"{med(20, 'first'):.1f} s / {med(1, 'first'):.1f} s = {first_growth:.2f}",
@@ -324,7 +329,7 @@ def write_plot(scaling: Mapping, path: Path) -> str | None:
     styles = {
         'first': ('tab:blue', '-', 'o'), 'rerun': ('tab:green', '-', 's'), 'check': ('tab:olive', '-', '^'),
         'ping': ('tab:gray', ':', 'x'), 'ping_warm': ('tab:gray', '-.', '+'), 'rerun_warm': ('tab:green', '-.', 'D'),
-        'hand_first': ('tab:red', '--', 'o'), 'hand_rerun': ('tab:orange', '--', 's'),
+        'first_script_slides': ('tab:purple', '-', 'v'), 'hand_first': ('tab:red', '--', 'o'), 'hand_rerun': ('tab:orange', '--', 's'),
     }
     figure, axes = plt.subplots(figsize=(10, 5.2), dpi=110)
     for key, label in MEASURE_LABELS.items():
