@@ -25,7 +25,7 @@ def test_parse_subid_reads_lines_and_names_the_unreadable_one():
 
 
 def test_first_range_by_name_or_number_in_file_order():
-    lines, _ = idmap.parse_subid(SUBUID + 'student:300000:10\n')
+    lines = idmap.parse_subid(SUBUID + 'student:300000:10\n')[0]
     assert idmap.first_range(lines, 'student').start == 100000
     assert idmap.first_range(lines, 'alice', uid=1001).start == 231072
     assert idmap.first_range(lines, 'nobody-here') is None
@@ -39,12 +39,12 @@ def test_first_range_by_name_or_number_in_file_order():
     (99990, 11, ['student']),
 ])
 def test_overlapping(start, count, overlapping):
-    lines, _ = idmap.parse_subid(SUBUID)
+    lines = idmap.parse_subid(SUBUID)[0]
     assert [line.name for line in idmap.overlapping(lines, start, count)] == overlapping
 
 
 def test_overlapping_ignores_the_user_itself():
-    lines, _ = idmap.parse_subid(SUBUID)
+    lines = idmap.parse_subid(SUBUID)[0]
     assert [line.name for line in idmap.overlapping(lines, 100000, 70000, except_name='student')] == ['dockremap']
 
 
@@ -53,17 +53,17 @@ def test_first_free_is_dockers_100000_on_an_empty_seat():
 
 
 def test_first_free_skips_every_line_of_both_files():
-    uids, _ = idmap.parse_subid('student:100000:65536\n')
-    gids, _ = idmap.parse_subid('student:100000:65536\nother:165536:1000\n')
+    uids = idmap.parse_subid('student:100000:65536\n')[0]
+    gids = idmap.parse_subid('student:100000:65536\nother:165536:1000\n')[0]
     assert idmap.first_free([uids, gids]) == 166536
     # A gap too small for the range is skipped, one large enough is taken.
-    lines, _ = idmap.parse_subid('a:100000:10\nb:100020:65536\n')
+    lines = idmap.parse_subid('a:100000:10\nb:100020:65536\n')[0]
     assert idmap.first_free([lines], count=10) == 100010
     assert idmap.first_free([lines], count=11) == 165556
 
 
 def test_first_free_fails_beyond_the_last_id():
-    lines, _ = idmap.parse_subid(f'a:100000:{2 ** 32 - 100001}\n')
+    lines = idmap.parse_subid(f'a:100000:{2 ** 32 - 100001}\n')[0]
     with pytest.raises(ValueError):
         idmap.first_free([lines])
 
