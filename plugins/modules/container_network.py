@@ -358,13 +358,21 @@ class Network:
     def step(self, argv, script: str | None = None):
         self.steps.append((argv, script))
 
+    def is_ours(self, link: dict) -> bool:
+        """Our alias - or, for a bridge that a run killed between ``ip link add`` and ``ip link set ... alias`` left,
+        no alias at all on a bridge that our record names (the record is written before the commands run)."""
+        if link.get('linkinfo', {}).get('info_kind') != 'bridge':
+            return False
+        alias = link.get('ifalias')
+        return alias == netdev.BRIDGE_ALIAS or (not alias and self.bridge in self.records)
+
     def own_bridge(self) -> dict | None:
         """The bridge's link when it exists; fails when it exists and is not ours."""
         link = netdev.link_by_name(self.links, self.bridge)
         if link is None:
             return None
-        kind = link.get('linkinfo', {}).get('info_kind')
-        if kind != 'bridge' or link.get('ifalias') != netdev.BRIDGE_ALIAS:
+        if not self.is_ours(link):
+            kind = link.get('linkinfo', {}).get('info_kind')
             self.fail(f'bridge {self.bridge}: a {kind or "network"} interface of that name exists and was not made by '
                       f'this module (its alias is {link.get("ifalias")!r}, not {netdev.BRIDGE_ALIAS!r}); it is left '
                       f'alone - choose another bridge name.')
@@ -379,8 +387,8 @@ class Network:
     def plan_table(self, records: dict):
         statements = nft.desired_statements(records)
         ours = self.table_record or {}
-        unchanged = (self.table == ours.get('listing') and ours.get('digest') == nft.digest(statements)
-                     if statements else self.table is None)
+        unchanged = (self.table is not None and self.table == ours.get('listing')
+                     and ours.get('digest') == nft.digest(statements) if statements else self.table is None)
         self.all_table_lines = nft.shell_lines(statements, False)
         if unchanged:
             return
@@ -437,6 +445,9 @@ class Network:
                 self.commands.append(shell_join(argv))
                 self.step(argv)
         else:
+            if bridge_link.get('ifalias') != netdev.BRIDGE_ALIAS:
+                self.commands.append(shell_join(bridge_argvs[1]))
+                self.step(bridge_argvs[1])
             if f'{gateway}/{subnet.prefixlen}' not in netdev.ipv4_addresses(bridge_link):
                 self.commands.append(shell_join(bridge_argvs[2]))
                 self.step(bridge_argvs[2])
@@ -453,8 +464,8 @@ class Network:
         container_side = self.read_container_side(pid)
         veth = netdev.link_by_name(self.links, host_veth)
         eth0 = container_side['eth0']
-        paired = (veth is not None and eth0 is not None and veth.get('master') == self.bridge
-                  and veth.get('linkinfo', {}).get('info_kind') == 'veth'
+        # Our pair: the host end is a veth whose peer is the container's eth0 (each names the other's index).
+        paired = (veth is not None and eth0 is not None and veth.get('linkinfo', {}).get('info_kind') == 'veth'
                   and veth.get('link_index') == eth0.get('ifindex') and eth0.get('link_index') == veth.get('ifindex'))
         veth_argvs = netdev.veth_argvs(host_veth, self.bridge, pid)
         all_commands += [shell_join(argv) for argv in veth_argvs]
@@ -469,9 +480,13 @@ class Network:
                 self.commands.append(shell_join(argv))
                 self.step(argv)
             container_side = {}
-        elif not netdev.is_up(veth):
-            self.commands.append(shell_join(veth_argvs[2]))
-            self.step(veth_argvs[2])
+        else:
+            if veth.get('master') != self.bridge:
+                self.commands.append(shell_join(veth_argvs[1]))
+                self.step(veth_argvs[1])
+            if not netdev.is_up(veth):
+                self.commands.append(shell_join(veth_argvs[2]))
+                self.step(veth_argvs[2])
         all_commands += [shell_join(argv) for argv in netdev.container_argvs(pid, cidr, str(gateway), {})]
         container_side_steps = netdev.container_argvs(pid, cidr, str(gateway), container_side)
         for argv in container_side_steps:
@@ -499,7 +514,7 @@ class Network:
         self.check_table_is_ours()
         record = self.records.get(self.bridge)
         bridge_link = netdev.link_by_name(self.links, self.bridge)
-        if bridge_link is not None and bridge_link.get('ifalias') != netdev.BRIDGE_ALIAS:
+        if bridge_link is not None and not self.is_ours(bridge_link):
             bridge_link = None
         records = dict(self.records)
         if record is not None:
@@ -645,11 +660,15 @@ class Network:
             self.fail(f'Could not run sysctl -w {assignment}: {error}.')
 
     def apply_table(self, script: str):
+        listing_path = os.path.join(self.network_dir, nft.LISTING_FILE)
+        if self.new_table_digest is not None:
+            # Ours before it exists: a run killed between the transaction and the listing below leaves a table that
+            # the next run knows as its own (and writes again, as no listing matches).
+            netdev.write_json(listing_path, {'digest': self.new_table_digest, 'listing': None})
         rc, out, err = run(self.module, [self.nft, '-f', '-'], data=script, binary_data=False)
         if rc != 0:
             self.fail(f'Could not write the nftables table {nft.table_words()}: {failure_detail(rc, out, err)}',
                       script=script)
-        listing_path = os.path.join(self.network_dir, nft.LISTING_FILE)
         if self.new_table_digest is None:
             netdev.remove_file(listing_path)
             return

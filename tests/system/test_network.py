@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import make_busybox_rootfs, require_root
+from conftest import BIN, REPO, ansible_env, kill_module_after, make_busybox_rootfs, require_root
 
 pytestmark = pytest.mark.root
 
@@ -255,6 +255,37 @@ def test_concurrent_attaches_get_different_addresses(seat):
     addresses = sorted(result['address'] for result in results)
     assert addresses == ['10.47.0.2/24', '10.47.0.3/24', '10.47.0.4/24'], addresses
     assert not any(seat.network(name)['changed'] for name in names)
+
+
+KILL_DELAYS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.45, 0.6, 0.9)
+
+
+def test_a_run_killed_at_any_instant_is_healed_by_the_next(seat):
+    """The module's own python is SIGKILLed at instants spread across a first attach (bridge, veth, container side,
+    forwarding, table, records); the next run must finish the job - the same address, one veth, the table ours, the
+    published port answering - and the run after it change nothing."""
+    seat.start('web', WEB_COMMAND)
+    args = {'name': 'web', 'state_dir': seat.state_dir('web'), 'network_dir': seat.network_dir,
+            'published_ports': ['8080:80']}
+    lives, finished = [], []
+    for delay in KILL_DELAYS:
+        assert not seat.network(state='absent')['failed']
+        argv = ['ip', 'netns', 'exec', seat.name, os.path.join(BIN, 'ansible'), 'localhost', '-i', 'localhost,',
+                '-c', 'local', '-e', f'ansible_python_interpreter={sys.executable}', '-m',
+                'unboxed.lab.container_network', '-a', json.dumps(args)]
+        run = subprocess.Popen(argv, cwd=REPO, env=ansible_env(seat.workdir), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        lives.append(kill_module_after(run, 'container_network', delay))
+        healed = seat.network('web', published_ports=['8080:80'])
+        finished.append(not healed['changed'])
+        assert not healed['failed'] and healed['address'] == '10.47.0.2/24', (delay, healed['msg'])
+        assert [name for name in seat.links() if name.startswith('vweb-')] == [healed['host_veth']]
+        assert http_get(seat.name, '127.0.0.1', 8080) == 'hello from web\n', delay
+        assert not seat.network('web', published_ports=['8080:80'])['changed'], delay
+    assert all(lived is not None for lived in lives), lives
+    # The early kills interrupted the run (the next one had work left); the last ones may have come too late.
+    assert not any(finished[:3]), (finished, lives)
+    print('kill delays', KILL_DELAYS, 'module lived', lives, 'finished before the kill', finished)
 
 
 BAD_INPUTS = [
