@@ -200,9 +200,13 @@ def test_attach_publish_idempotent_check_and_teardown(seat):
     assert detached['changed'] and 'unboxed0' in seat.links()
     assert client['host_veth'] not in seat.links()
     assert not seat.network('client', state='absent')['changed']
+    # The last container gone, the bridge stays unless asked.
+    last = seat.network('web', state='absent')
+    assert last['changed'] and 'unboxed0' in seat.links() and web['host_veth'] not in seat.links(), last
+    assert 'masquerade' in seat.ruleset() and 'dnat' not in seat.ruleset()
     predicted = seat.network(state='absent', check=True)
     assert predicted['changed'] and 'unboxed0' in seat.links()
-    removed = seat.network(state='absent')
+    removed = seat.network('web', state='absent', remove_bridge=True)
     assert removed['changed'] and not removed['failed'], removed
     assert 'ip link delete dev unboxed0' in removed['commands']
     links = seat.links()
