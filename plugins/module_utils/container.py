@@ -22,6 +22,7 @@ import time
 
 from ansible_collections.unboxed.lab.plugins.module_utils import cgroups
 from ansible_collections.unboxed.lab.plugins.module_utils import confine
+from ansible_collections.unboxed.lab.plugins.module_utils import idmap
 from ansible_collections.unboxed.lab.plugins.module_utils import namespaces as ns_utils
 from ansible_collections.unboxed.lab.plugins.module_utils import paths
 from ansible_collections.unboxed.lab.plugins.module_utils import process
@@ -84,6 +85,24 @@ except OSError as error:
     sys.stderr.write('unboxed: cannot run ' + command[0] + ': ' + error.strerror + '\\n')
     sys.exit(127)
 '''
+# What makes `volumes` (bind mounts) in the container's own mount namespace, before the next stage changes its root:
+# after unshare has made the namespaces (and mounted /proc), run as the process that becomes PID 1 - so nothing appears
+# on the seat's mount table - then it executes the next stage. Fixed text: the paths reach it as arguments only. A
+# target that leads out of the root file system (a symbolic link inside it, followed on the host) is refused.
+VOLUME_STAGE = '''\
+import json, os, subprocess, sys
+mount, rootfs, volumes = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+rest = sys.argv[4:]
+with open('/proc/self/environ', 'rb') as handle:
+    environment = dict(item.split(b'=', 1) for item in handle.read().split(b'\\0') if b'=' in item)
+for host, inside, read_only in volumes:
+    target = os.path.realpath(os.path.join(rootfs, inside.lstrip('/')))
+    if target != rootfs and not target.startswith(rootfs.rstrip('/') + '/'):
+        sys.exit('unboxed: volume ' + inside + ' leads out of the root file system, to ' + target)
+    if subprocess.call([mount, '--bind'] + (['-o', 'ro'] if read_only else []) + [host, target]) != 0:
+        sys.exit('unboxed: could not bind-mount ' + host + ' onto ' + inside)
+os.execve(rest[0], rest, environment)
+'''
 PIVOT_ROOT_STAGE = _PIVOT_ROOT_TEMPLATE.replace(
     '<ARGUMENTS>', 'mount, pivot_root, rootfs, workdir, hostname = sys.argv[1:6]\ncommand = sys.argv[6:]').replace(
     '<PREPARE>', '').replace('<APPLY>', '')
@@ -110,10 +129,161 @@ class Binaries:
     mount: str = 'mount'
     pivot_root: str = 'pivot_root'
     python: str = 'python3'
+    setpriv: str = 'setpriv'
 
 
 # The names a student types; the rendered shell command uses these.
 DISPLAY_BINARIES = Binaries()
+
+
+@dataclasses.dataclass(frozen=True)
+class Remap:
+    """userns_remap, resolved: the remap account and the first range of /etc/subuid and /etc/subgid it owns. Container
+    uid n is host uid uid_start + n (0 <= n < uid_count), as dockerd's --userns-remap maps them."""
+
+    user: str
+    uid: int          # the account's own uid and primary gid: unshare runs as them, so newuidmap grants their range
+    gid: int
+    uid_start: int
+    uid_count: int
+    gid_start: int
+    gid_count: int
+
+    @property
+    def uid_map(self) -> str:
+        return f'0 {self.uid_start} {self.uid_count}'
+
+    @property
+    def gid_map(self) -> str:
+        return f'0 {self.gid_start} {self.gid_count}'
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data) -> Remap | None:
+        if data is None:
+            return None
+        return cls(user=str(data['user']), **{key: int(data[key]) for key in
+                                              ('uid', 'gid', 'uid_start', 'uid_count', 'gid_start', 'gid_count')})
+
+
+SUBUID_FILE = '/etc/subuid'
+SUBGID_FILE = '/etc/subgid'
+
+
+def resolve_remap(user: str, account, subuid_text: str | None, subgid_text: str | None) -> tuple:
+    """(Remap or None, problems) for ``userns_remap: USER``. ``account`` is its passwd entry (pwd.struct_passwd) or
+    None; the texts are /etc/subuid and /etc/subgid, None when the file is missing. Pure; every problem names the
+    option."""
+    problems = []
+    if account is None:
+        return None, [f'userns_remap: there is no user "{user}" on this host. Create it as dockerd does for its '
+                      f'dockremap user (a system account without login) with its ranges in /etc/subuid and /etc/subgid '
+                      f'(the role userns of this collection does), or name another.']
+    ranges = {}
+    for path, text in ((SUBUID_FILE, subuid_text), (SUBGID_FILE, subgid_text)):
+        if text is None:
+            problems.append(f'userns_remap: {path} does not exist, so {user} has no range of IDs to map the container\'s '
+                            f'root to (usermod --add-subuids/--add-subgids makes one).')
+            continue
+        lines, _bad = idmap.parse_subid(text)
+        found = idmap.first_range(lines, user, account.pw_uid)
+        if found is None or found.count < 1:
+            problems.append(f'userns_remap: {path} has no range for {user} (a line {user}:START:COUNT, e.g. '
+                            f'{user}:100000:65536).')
+        else:
+            ranges[path] = found
+    if problems:
+        return None, problems
+    uids, gids = ranges[SUBUID_FILE], ranges[SUBGID_FILE]
+    return Remap(user, account.pw_uid, account.pw_gid, uids.start, uids.count, gids.start, gids.count), []
+
+
+@dataclasses.dataclass(frozen=True)
+class Volume:
+    """One of `volumes`: HOST:CONTAINER[:ro], Docker's -v syntax."""
+
+    host: str
+    inside: str
+    read_only: bool = False
+
+    def text(self) -> str:
+        return f'{self.host}:{self.inside}' + (':ro' if self.read_only else '')
+
+
+def parse_volume(text) -> tuple:
+    """(Volume or None, problem) for one ``HOST:CONTAINER[:ro|rw]``, both absolute. Pure."""
+    if not isinstance(text, str) or '\0' in text or '\n' in text:
+        return None, f'volumes: {_quoted(text)} is not a HOST:CONTAINER[:ro] string.'
+    fields = text.split(':')
+    mode = None
+    if len(fields) == 3:
+        mode = fields.pop()
+    if len(fields) != 2 or mode not in (None, 'ro', 'rw'):
+        return None, (f'volumes: {_quoted(text)} is not HOST:CONTAINER or HOST:CONTAINER:ro (as docker run -v; paths '
+                      f'with ":" cannot be given, and the only modes are ro and rw).')
+    host, inside = fields
+    for what, path in (('host path', host), ('container path', inside)):
+        if not path.startswith('/'):
+            return None, f'volumes: in {_quoted(text)} the {what} {_quoted(path)} must be absolute.'
+        if '..' in path.split('/'):
+            return None, f'volumes: in {_quoted(text)} the {what} must not contain "..".'
+    if paths.normalize(inside) == '/':
+        return None, f'volumes: in {_quoted(text)} the container path is the root itself; name a directory or file in it.'
+    return Volume(paths.normalize(host), paths.normalize(inside), mode == 'ro'), None
+
+
+def parse_volumes(texts) -> tuple:
+    """(tuple of Volumes, problems): each entry parsed, a container path given twice refused."""
+    volumes, problems, seen = [], [], set()
+    for text in texts or ():
+        volume, problem = parse_volume(text)
+        if problem:
+            problems.append(problem)
+            continue
+        if volume.inside in seen:
+            problems.append(f'volumes: the container path {volume.inside} is given twice.')
+            continue
+        seen.add(volume.inside)
+        volumes.append(volume)
+    return tuple(volumes), problems
+
+
+def unreachable_for(uid: int, gid: int, path: str) -> str | None:
+    """The first directory on the way to ``path`` (itself included when it is a directory) that a process with this
+    uid and gid and no capabilities on the host cannot search, with its owner and mode; None when it can."""
+    current = '/'
+    parts = [part for part in paths.normalize(path).split('/') if part]
+    for index in range(len(parts) + 1):
+        try:
+            info = os.stat(current)
+        except OSError:
+            return None
+        if not os.path.isdir(current):
+            return None
+        if info.st_uid == uid:
+            allowed = info.st_mode & 0o100
+        elif info.st_gid == gid:
+            allowed = info.st_mode & 0o010
+        else:
+            allowed = info.st_mode & 0o001
+        if not allowed:
+            return f'{current} (owner {info.st_uid}:{info.st_gid}, mode {info.st_mode & 0o7777:04o})'
+        if index < len(parts):
+            current = os.path.join(current, parts[index])
+    return None
+
+
+def runnable_by(uid: int, gid: int, program: str) -> bool:
+    """Whether a process with this uid and gid (no capabilities on the host) can execute ``program``."""
+    real = os.path.realpath(program)
+    try:
+        info = os.stat(real)
+    except OSError:
+        return False
+    bit = 0o100 if info.st_uid == uid else 0o010 if info.st_gid == gid else 0o001
+    return bool(info.st_mode & bit) and unreachable_for(uid, gid, os.path.dirname(real)) is None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,12 +309,17 @@ class ContainerSpec:
     cpus: str | None = None
     cpu_shares: int | None = None
     cgroup_parent: str | None = None
+    # userns_remap (resolved: Remap) and volumes (Volume, in the order given); the talk's container has neither.
+    userns_remap: Remap | None = None
+    volumes: tuple = ()
 
     @classmethod
     def build(cls, rootfs, command, namespaces=DEFAULT_NAMESPACES, hostname=None, mount_proc=True,
               root_method=DEFAULT_ROOT_METHOD, env=None, workdir=None, confinement=None, limits=None,
-              cgroup_parent=None) -> ContainerSpec:
+              cgroup_parent=None, userns_remap=None, volumes=()) -> ContainerSpec:
         confinement = confinement or confine.Confinement()
+        # A remapped root implies the user namespace, created first and owning the others.
+        namespaces = list(namespaces) + (['user'] if userns_remap is not None else [])
         return cls(
             rootfs=paths.normalize(rootfs),
             command=tuple(str(arg) for arg in command),
@@ -162,6 +337,8 @@ class ContainerSpec:
             cpus=getattr(limits, 'cpus', None),
             cpu_shares=getattr(limits, 'cpu_shares', None),
             cgroup_parent=cgroup_parent or None,
+            userns_remap=userns_remap,
+            volumes=tuple(volumes or ()),
         )
 
     @property
@@ -191,6 +368,8 @@ class ContainerSpec:
         spec.update(self.confinement.to_dict())
         spec.update(memory=self.memory, pids_limit=self.pids_limit, cpus=self.cpus, cpu_shares=self.cpu_shares,
                     cgroup_parent=self.cgroup_parent)
+        spec.update(userns_remap=self.userns_remap.to_dict() if self.userns_remap else None,
+                    volumes=[volume.text() for volume in self.volumes])
         return spec
 
     @classmethod
@@ -201,11 +380,15 @@ class ContainerSpec:
             limits = cgroups.Limits.from_dict({key: data.get(key) for key in ('memory', 'pids_limit', 'cpus', 'cpu_shares')})
             if limits is None:
                 return None
+            volumes, problems = parse_volumes(data.get('volumes') or [])
+            if problems:
+                return None
             return cls.build(
                 rootfs=data['rootfs'], command=data['command'], namespaces=data['namespaces'],
                 hostname=data.get('hostname'), mount_proc=data['mount_proc'],
                 root_method=data['root_method'], env=data.get('env') or {}, workdir=data.get('workdir'),
                 confinement=confine.Confinement.from_dict(data), limits=limits, cgroup_parent=data.get('cgroup_parent'),
+                userns_remap=Remap.from_dict(data.get('userns_remap')), volumes=volumes,
             )
         except (KeyError, TypeError, ValueError, AttributeError):
             return None
@@ -308,6 +491,15 @@ def namespace_flags(spec: ContainerSpec, proc_mount_point: str) -> list[str]:
         if namespace == 'mount' and spec.mount_proc:
             # --mount-proc implies --mount: the new proc is mounted in the new mount namespace only.
             flags.append(f'--mount-proc={proc_mount_point}')
+        elif namespace == 'user' and spec.userns_remap is not None:
+            # Root inside is the remap user's first subordinate range outside (dockerd's --userns-remap). The comma
+            # form (outer,inner,count) is the one util-linux 2.38 (Debian 12) knows; 2.41 (Debian 13) still reads it
+            # beside its inner:outer:count. unshare runs as the remap user (setpriv, the stage before), so the
+            # newuidmap/newgidmap it calls grant exactly that user's ranges; --setuid/--setgid 0 then make the process
+            # root of the new namespace - the user that unshare ran as is mapped to nothing there.
+            remap = spec.userns_remap
+            flags += ['--user', f'--map-users={remap.uid_start},0,{remap.uid_count}',
+                      f'--map-groups={remap.gid_start},0,{remap.gid_count}', '--setuid=0', '--setgid=0']
         elif namespace == 'user':
             # Root outside stays root inside (uid 0 -> 0): files in the rootfs keep their owners.
             flags += ['--user', '--map-root-user']
@@ -332,9 +524,27 @@ def launch_stages(spec: ContainerSpec, binaries: Binaries = DISPLAY_BINARIES) ->
     The process that becomes PID 1 passes through every stage with the same PID: while its
     /proc/PID/cmdline still shows an earlier stage, the command has not started yet.
     """
+    stages = _namespaced_stages(spec, binaries)
+    if spec.userns_remap is not None:
+        remap = spec.userns_remap
+        # unshare runs as the remap account (not root), so that newuidmap maps the range that account owns.
+        stages.insert(0, [binaries.setpriv, f'--reuid={remap.uid}', f'--regid={remap.gid}', '--clear-groups'])
+    return stages
+
+
+def volume_stage(spec: ContainerSpec, binaries: Binaries) -> list[str]:
+    volumes = json.dumps([[volume.host, volume.inside, volume.read_only] for volume in spec.volumes])
+    return [binaries.python, '-I', '-c', VOLUME_STAGE, binaries.mount, spec.rootfs, volumes]
+
+
+def _namespaced_stages(spec: ContainerSpec, binaries: Binaries) -> list[list[str]]:
     rootfs = spec.rootfs
     command = list(spec.command)
     proc_in_rootfs = os.path.join(rootfs, 'proc')
+    # The binds go in the container's own mount namespace, right after unshare made it, before the root changes. With
+    # userns_remap they are made by the mapped root, which looks the host path up as its host uid (the module checks
+    # that it can: see unreachable_for) - no earlier stage has the container's mount namespace to make them in.
+    volumes = [volume_stage(spec, binaries)] if spec.volumes else []
     if spec.root_method == 'pivot_root':
         if spec.confinement.confined:
             # The settings as JSON, an argument no shell reads; the seccomp filter itself arrives on descriptor 3.
@@ -343,20 +553,38 @@ def launch_stages(spec: ContainerSpec, binaries: Binaries = DISPLAY_BINARIES) ->
         else:
             pivot = [binaries.python, '-I', '-c', PIVOT_ROOT_STAGE, binaries.mount, binaries.pivot_root,
                      rootfs, spec.workdir or '/', spec.hostname or '']
-        return [[binaries.unshare] + namespace_flags(spec, proc_in_rootfs), pivot, command]
-    if spec.hostname is None:
+        return [[binaries.unshare] + namespace_flags(spec, proc_in_rootfs)] + volumes + [pivot, command]
+    if spec.hostname is None and not volumes:
         if spec.workdir is None:
             # The talk: unshare --fork --pid --net --mount-proc=/overlay/merged/proc chroot /overlay/merged tail -f /dev/null
             return [[binaries.unshare] + namespace_flags(spec, proc_in_rootfs), [binaries.chroot, rootfs], command]
         # chroot(8) always starts in /; unshare's own --root/--wd change root and then directory.
         # With --root, --mount-proc names a path inside the new root.
         return [[binaries.unshare] + namespace_flags(spec, '/proc') + [f'--root={rootfs}', f'--wd={spec.workdir}'], command]
-    set_hostname = [binaries.sh, '-c', HOSTNAME_SCRIPT.format(hostname=_sh_word(binaries.hostname)), 'sh', spec.hostname]
+    set_hostname = [[binaries.sh, '-c', HOSTNAME_SCRIPT.format(hostname=_sh_word(binaries.hostname)), 'sh',
+                     spec.hostname]] if spec.hostname is not None else []
     if spec.workdir is None:
         enter_root = [binaries.chroot, rootfs]
     else:
         enter_root = [binaries.unshare, f'--root={rootfs}', f'--wd={spec.workdir}']
-    return [[binaries.unshare] + namespace_flags(spec, proc_in_rootfs), set_hostname, enter_root, command]
+    return [[binaries.unshare] + namespace_flags(spec, proc_in_rootfs)] + set_hostname + volumes + [enter_root, command]
+
+
+def launcher_cmdline(stages: list[list[str]]) -> list[str]:
+    """The command line the launcher (unshare, which stays as PID 1's parent) shows: the launch argv, less setpriv,
+    which executes unshare in its own process."""
+    if len(stages) > 1 and os.path.basename(stages[0][0]) == 'setpriv':
+        return launch_argv(stages[1:])
+    return launch_argv(stages)
+
+
+def probe_argv(spec: ContainerSpec, binaries: Binaries, true: str) -> list[str]:
+    """What tries the namespaces before the start (probe_flags), as the launch's own user (setpriv with a remap)."""
+    argv = [binaries.unshare] + probe_flags(spec) + [true]
+    if spec.userns_remap is not None:
+        remap = spec.userns_remap
+        argv = [binaries.setpriv, f'--reuid={remap.uid}', f'--regid={remap.gid}', '--clear-groups'] + argv
+    return argv
 
 
 def _sh_word(word: str) -> str:
@@ -616,7 +844,8 @@ UNSHARE_OPTION_CAUSES = {
     '--mount-proc': 'mount_proc', '--root': 'workdir', '--wd': 'workdir', '--user': 'namespaces: user',
     '--map-root-user': 'namespaces: user', '--cgroup': 'namespaces: cgroup', '--ipc': 'namespaces: ipc',
     '--uts': 'namespaces: uts', '--pid': 'namespaces: pid', '--net': 'namespaces: net', '--mount': 'namespaces: mount',
-    '--fork': 'every container',
+    '--fork': 'every container', '--map-users': 'userns_remap', '--map-groups': 'userns_remap',
+    '--setuid': 'userns_remap', '--setgid': 'userns_remap',
 }
 _UNKNOWN_OPTION = re.compile(r"(?:unrecognized|unknown) option [`'\"]?(--?[A-Za-z0-9][A-Za-z0-9-]*)")
 _UTIL_LINUX_VERSION = re.compile(r'util-linux(?:-ng)?\s+v?([0-9][0-9A-Za-z.~+-]*)')
@@ -820,7 +1049,7 @@ def expected_uid_map(spec: ContainerSpec) -> str | None:
     """The uid_map a container of this spec shows, or None without a user namespace."""
     if 'user' not in spec.namespaces:
         return None
-    return '0 0 1'
+    return spec.userns_remap.uid_map if spec.userns_remap is not None else '0 0 1'
 
 
 def adoption_mismatch(spec: ContainerSpec, rooted: RootedProcess, observed: Observed, seat_namespaces: dict,
@@ -880,6 +1109,8 @@ def adoption_mismatch(spec: ContainerSpec, rooted: RootedProcess, observed: Obse
         return 'it runs under a seccomp filter, and none is asked for'
     if spec.wants_cgroup:
         return 'cgroup limits are asked for, which the module sets up only for a container it starts'
+    if spec.volumes:
+        return 'volumes are asked for, which the module binds only in a container it starts'
     if expected_uid_map(spec) is not None and observed.uid_map != expected_uid_map(spec):
         return f'its user namespace maps "{observed.uid_map}", not "{expected_uid_map(spec)}"'
     return None

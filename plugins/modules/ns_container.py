@@ -21,7 +21,8 @@ description:
     another process that reused the number, and is never signalled. A zombie does not count as running.
   - It is idempotent. With O(state=started), a running container with the same spec is left alone; a changed spec
     (O(rootfs), O(command), O(namespaces), O(hostname), O(mount_proc), O(root_method), O(env), O(workdir),
-    O(capabilities), O(no_new_privs), O(seccomp), O(memory), O(pids_limit), O(cpus), O(cpu_shares), O(cgroup_parent))
+    O(capabilities), O(no_new_privs), O(seccomp), O(memory), O(pids_limit), O(cpus), O(cpu_shares), O(cgroup_parent),
+    O(userns_remap), O(volumes))
     restarts it and the diff shows what changed; a container that died is started again.
   - A running container whose root is no longer what is mounted at O(rootfs) - the overlay was unmounted and mounted
     again behind its back, and the container runs on in the old, detached one, where its writes no longer reach the
@@ -125,8 +126,10 @@ options:
       - The directory that becomes the container's C(/), for example the merged directory of an overlay
         (C(/overlay/merged)). Must be absolute, must not be C(/) or another system directory - neither as written nor
         through a symbolic link - and must contain the program of O(command).
-      - The module never writes to it or removes anything from it.
-      - Required when O(state=started) or O(state=restarted).
+      - The module never writes to it or removes anything from it, but for the mount point of a volume (O(volumes))
+        that is missing.
+      - Required when O(state=started) or O(state=restarted); with O(state=absent) it names where containers started
+        by hand are stopped too (O(adopt)).
     type: path
   command:
     description:
@@ -139,7 +142,8 @@ options:
     description:
       - The namespaces the container gets for itself; all others are shared with the host.
       - The talk's container uses C(pid), C(net) and C(mount).
-      - C(user) maps root outside to root inside (C(unshare --map-root-user)).
+      - C(user) maps root outside to root inside (C(unshare --map-root-user)), unless O(userns_remap) maps it to an
+        unprivileged range.
     type: list
     elements: str
     choices: [pid, net, mount, uts, ipc, user, cgroup]
@@ -284,6 +288,34 @@ options:
       - Only used when the container gets cgroups, that is with O(memory), O(pids_limit), O(cpus), O(cpu_shares) or
         O(cgroup_parent) itself (then it is placed there without limits).
     type: str
+  userns_remap:
+    description:
+      - Like dockerd's C(--userns-remap) - the name of a user whose B(first) range in C(/etc/subuid) and C(/etc/subgid)
+        the container's root maps to - container uid and gid C(0) to C(count - 1) are host C(start) to
+        C(start + count - 1). C(id -u) inside says 0; C(ps) on the seat shows the mapped uid; a root-only file of the
+        seat stays closed to it.
+      - Implies C(user) in O(namespaces) (created first, owning the others). The mapping is made by C(newuidmap) and
+        C(newgidmap) (package C(uidmap)), called by C(unshare --map-users --map-groups); C(unshare) runs as that user
+        (C(setpriv --reuid --regid)) so that they grant exactly that user's ranges, and then becomes root of the new
+        namespace (C(--setuid=0 --setgid=0)). RV(shell_command) is the whole line, as a student types it.
+      - The root file system must already belong to the mapped root (C(start:start), e.g. the remapped layers of the
+        role C(userns)) and be reachable by it, as the host paths of O(volumes) must be.
+      - A missing user, range, file or program is an error naming this option; nothing is changed. Part of the spec
+        (a change restarts the container).
+    type: str
+  volumes:
+    description:
+      - Bind mounts, in Docker's C(-v HOST:CONTAINER[:ro]) syntax (absolute paths, C(:ro) read-only, C(:rw) the default).
+      - They are made in the container's own mount namespace after C(unshare) made it and before the root changes, so
+        that nothing appears on the seat's mount table. With O(userns_remap) they are made by the mapped root, which
+        looks the host path up as its uid on the seat - a path below a directory closed to others cannot be given.
+      - A missing CONTAINER path is created in O(rootfs) (an empty directory, or an empty file for a file), owned by
+        the container's root, when its parent is a real directory there; a path through a symbolic link, or whose
+        parent is missing, is an error naming this option. Host paths are checked like every path option. Part of the
+        spec.
+    type: list
+    elements: str
+    default: []
   adopt:
     description:
       - With O(state=started) and no running container recorded, adopt a matching container started by hand on
@@ -393,6 +425,22 @@ EXAMPLES = r"""
     rootfs: /overlay/merged
     state: absent
   become: true
+
+- name: Root inside is nobody outside - the remap user's first subordinate range, as dockerd --userns-remap
+  unboxed.lab.ns_container:
+    name: remapped
+    rootfs: /var/lib/unboxed/remap/merged
+    command: [tail, -f, /dev/null]
+    root_method: chroot
+    userns_remap: unboxed-remap
+    volumes:
+      - /srv/class/notes:/notes:ro
+  become: true
+  register: remapped
+
+- name: Show the mapping
+  ansible.builtin.debug:
+    msg: "uid_map {{ remapped.userns.uid_map }}; by hand: {{ remapped.shell_command }}"
 
 - name: Stop it but keep its log
   unboxed.lab.ns_container:
@@ -582,6 +630,20 @@ action:
   returned: always
   type: str
   sample: adopted
+userns:
+  description:
+    - The running container's ID mappings as C(/proc/PID/uid_map) and C(gid_map) show them (padding removed), or null
+      when it has no user namespace of its own (or does not run).
+  returned: always
+  type: dict
+  contains:
+    uid_map:
+      description: C(INSIDE OUTSIDE COUNT) - container uid 0 is host uid OUTSIDE.
+      type: str
+    gid_map:
+      description: The same for groups.
+      type: str
+  sample: {uid_map: 0 100000 65536, gid_map: 0 100000 65536}
 replaced:
   description:
     - The containers started by hand on O(rootfs) that were stopped (in check mode - would be) to start or adopt this
@@ -604,6 +666,7 @@ stop_signal:
 """
 
 import os
+import pwd
 import signal
 import sys
 import time
@@ -615,6 +678,7 @@ from ansible_collections.unboxed.lab.plugins.module_utils import command as cmd
 from ansible_collections.unboxed.lab.plugins.module_utils import confine
 from ansible_collections.unboxed.lab.plugins.module_utils import container
 from ansible_collections.unboxed.lab.plugins.module_utils import environ
+from ansible_collections.unboxed.lab.plugins.module_utils import idmap
 from ansible_collections.unboxed.lab.plugins.module_utils import locking
 from ansible_collections.unboxed.lab.plugins.module_utils import namespaces as ns_utils
 from ansible_collections.unboxed.lab.plugins.module_utils import paths
@@ -656,6 +720,8 @@ def argument_spec():
         cpu_shares=dict(type='int'),
         cgroup_parent=dict(type='str'),
         adopt=dict(type='bool', default=True),
+        userns_remap=dict(type='str'),
+        volumes=dict(type='list', elements='str', default=[]),
     )
 
 
@@ -774,6 +840,17 @@ def request_problems(params) -> list[str]:
     if params['workdir'] is not None and not params['workdir'].startswith('/'):
         problems.append(f'workdir is a path inside the container and must be absolute, got "{params["workdir"]}".')
     problems.extend(environ.env_name_problems('env', params['env']))
+    if params['userns_remap'] is not None:
+        problem = idmap.name_problem('userns_remap', params['userns_remap'])
+        if problem:
+            problems.append(problem)
+    volumes, volume_problems = container.parse_volumes(params['volumes'])
+    problems.extend(volume_problems)
+    for volume in volumes:
+        # Host paths go through paths.py like every other path option.
+        problem = paths.system_directory_problem('volumes', volume.host)
+        if problem:
+            problems.append(problem)
     problems.extend(confinement_problems(params))
     problems.extend(effective_limits(params)[1])
     problem = cgroups.cgroup_parent_problem(params['cgroup_parent'])
@@ -782,13 +859,90 @@ def request_problems(params) -> list[str]:
     return problems
 
 
-def desired_spec(params) -> container.ContainerSpec:
+def desired_spec(params, remap: container.Remap | None = None) -> container.ContainerSpec:
     return container.ContainerSpec.build(
         rootfs=params['rootfs'], command=params['command'], namespaces=params['namespaces'],
         hostname=params['hostname'], mount_proc=effective_mount_proc(params), root_method=params['root_method'],
         env=params['env'], workdir=params['workdir'], confinement=effective_confinement(params),
-        limits=effective_limits(params)[0], cgroup_parent=params['cgroup_parent'],
+        limits=effective_limits(params)[0], cgroup_parent=params['cgroup_parent'], userns_remap=remap,
+        volumes=container.parse_volumes(params['volumes'])[0],
     )
+
+
+def read_remap(user: str) -> tuple:
+    """(container.Remap or None, problems) for userns_remap: the account, its first subordinate ranges."""
+    try:
+        account = pwd.getpwnam(user)
+    except KeyError:
+        account = None
+    texts = []
+    for path in (container.SUBUID_FILE, container.SUBGID_FILE):
+        try:
+            with open(path, encoding='utf-8', errors='replace') as handle:
+                texts.append(handle.read())
+        except FileNotFoundError:
+            texts.append(None)
+    return container.resolve_remap(user, account, *texts)
+
+
+def remap_problems(spec: container.ContainerSpec) -> list[str]:
+    """With userns_remap: the rootfs must belong to the mapped root and be reachable by it."""
+    remap = spec.userns_remap
+    if remap is None:
+        return []
+    problems = []
+    info = os.stat(spec.rootfs)
+    if (info.st_uid, info.st_gid) != (remap.uid_start, remap.gid_start):
+        problems.append(f'userns_remap: rootfs {spec.rootfs} belongs to {info.st_uid}:{info.st_gid}, not to the '
+                        f'container\'s root as the seat sees it ({remap.uid_start}:{remap.gid_start}, {remap.user}\'s '
+                        f'first range): inside, / would belong to nobody. Use a root file system shifted into that '
+                        f'range (the role userns of this collection makes one from the image\'s layers).')
+    blocked = container.unreachable_for(remap.uid_start, remap.gid_start, spec.rootfs)
+    if blocked:
+        problems.append(f'userns_remap: the container\'s root is uid {remap.uid_start} on the seat and cannot reach '
+                        f'rootfs {spec.rootfs}: it may not pass {blocked}. Put the root file system where every user '
+                        f'may pass (as /overlay), or open that directory (chmod o+x).')
+    return problems
+
+
+def volume_problems(spec: container.ContainerSpec) -> list[str]:
+    """Each volume's host path must exist (and be reachable by a remapped root, which looks it up); its container path
+    must be a real directory or file inside the rootfs - or be missing, with its parent there, to be created."""
+    problems = []
+    for volume in spec.volumes:
+        if not os.path.exists(volume.host):
+            problems.append(f'volumes: the host path {volume.host} (of {volume.text()}) does not exist.')
+            continue
+        if spec.userns_remap is not None:
+            remap = spec.userns_remap
+            blocked = container.unreachable_for(remap.uid_start, remap.gid_start, os.path.dirname(volume.host))
+            if blocked:
+                problems.append(f'volumes: {volume.host} is bound by the container\'s root, which is uid '
+                                f'{remap.uid_start} on the seat (userns_remap) and may not pass {blocked} to find it. '
+                                f'Give a path every user may pass to.')
+        target, problem = volume_target(spec.rootfs, volume)
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+def volume_target(rootfs: str, volume: container.Volume) -> tuple:
+    """(host path of the container path, problem). mount follows symbolic links on the host: no component may be one."""
+    parent_inside = os.path.dirname(volume.inside)
+    parent, problem = paths.mount_target_inside(rootfs, parent_inside, 'volumes')
+    if problem:
+        return parent, f'{problem} ({volume.text()}; only the last component of a container path is created)'
+    target = os.path.join(parent, os.path.basename(volume.inside))
+    if not os.path.lexists(target):
+        return target, None
+    if os.path.islink(target):
+        return target, (f'volumes: {target} is a symbolic link (to {os.readlink(target)}): mount would follow it on the '
+                        f'host. Make {volume.inside} a real directory or file inside the root.')
+    if os.path.isdir(volume.host) != os.path.isdir(target):
+        kinds = ('a directory', 'a file')
+        return target, (f'volumes: {volume.host} is {kinds[not os.path.isdir(volume.host)]} and {target} is '
+                        f'{kinds[not os.path.isdir(target)]}: a bind mount needs the same kind on both sides.')
+    return target, None
 
 
 def rootfs_not_built(rootfs: str) -> str | None:
@@ -832,6 +986,8 @@ def filesystem_problems(spec: container.ContainerSpec, state_dir: str) -> list[s
     if paths.is_inside(os.path.realpath(state_dir), os.path.realpath(rootfs)):
         problems.append(f'state_dir {state_dir} lies inside rootfs {rootfs}: the container would see its own state and '
                         f'log, and the module never writes to rootfs. Choose a directory outside it.')
+    problems += remap_problems(spec)
+    problems += volume_problems(spec)
     return problems
 
 
@@ -983,8 +1139,24 @@ class NsContainer:
             return self.module.get_bin_path(program, required=True)
 
         found = {'unshare': find('unshare')}
+        python = sys.executable
+        remap = spec.userns_remap
+        if remap is not None and (spec.volumes or spec.root_method == 'pivot_root'):
+            # A remapped root runs the stages as a host uid of its range: a python3 that uid may run (the module's
+            # own may live where only root may pass, e.g. a virtualenv below /root).
+            candidates = [sys.executable, self.module.get_bin_path('python3'), '/usr/bin/python3']
+            runnable = [path for path in candidates if path and container.runnable_by(remap.uid_start, remap.gid_start, path)]
+            python = runnable[0] if runnable else None
+            if python is None:
+                self.fail(f'userns_remap: no python3 that the container\'s root (uid {remap.uid_start} on the seat) may '
+                          f'run was found ({", ".join(path for path in candidates if path)}); the pivot_root and '
+                          f'volumes stages need one.')
+        if spec.userns_remap is not None:
+            found.update(setpriv=find('setpriv'))
+        if spec.volumes:
+            found.update(mount=find('mount'), python=python)
         if spec.root_method == 'pivot_root':
-            found.update(mount=find('mount'), pivot_root=find('pivot_root'), python=sys.executable)
+            found.update(mount=find('mount'), pivot_root=find('pivot_root'), python=python)
         else:
             if spec.hostname is not None:
                 found.update(sh=find('sh'), hostname=find('hostname'))
@@ -992,11 +1164,20 @@ class NsContainer:
                 found.update(chroot=find('chroot'))
         return container.Binaries(**found)
 
+    def remap_program_problems(self) -> list[str]:
+        """userns_remap needs newuidmap and newgidmap (package uidmap) and setpriv (util-linux)."""
+        missing = [program for program in ('newuidmap', 'newgidmap', 'setpriv') if not self.module.get_bin_path(program)]
+        if not missing:
+            return []
+        return [f'userns_remap needs {", ".join(missing)} on this host, which map the container\'s IDs to the remap '
+                f'user\'s ranges: install the package uidmap (newuidmap, newgidmap) and util-linux (setpriv).']
+
     def check_kernel_allows(self):
         """Ask the kernel for the namespaces, and unshare for its options, once (unshare ... true), so that a refusal is
         explained before anything starts."""
         unshare = self.module.get_bin_path('unshare', required=True)
-        argv = [unshare] + container.probe_flags(self.desired) + [self.module.get_bin_path('true', required=True)]
+        binaries = container.Binaries(unshare=unshare, setpriv=self.module.get_bin_path('setpriv') or 'setpriv')
+        argv = container.probe_argv(self.desired, binaries, self.module.get_bin_path('true', required=True))
         rc, stdout, stderr = cmd.run(self.module, argv)
         if rc != 0:
             detail = cmd.failure_detail(rc, stdout, stderr)
@@ -1133,6 +1314,25 @@ class NsContainer:
                 self.stop_found(found, why)
             self.stopped_by_hand.append(found.summary(why))
 
+    def make_volume_targets(self):
+        """The container path of each volume, created when missing (validated before: its parent is a real directory
+        inside the root), owned by the container's root - the mapped one with userns_remap."""
+        spec = self.desired
+        remap = spec.userns_remap
+        for volume in spec.volumes:
+            target, problem = volume_target(spec.rootfs, volume)
+            if problem:
+                self.fail(problem)
+            if os.path.lexists(target):
+                continue
+            if os.path.isdir(volume.host):
+                os.mkdir(target, 0o755)
+            else:
+                os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
+            if remap is not None:
+                os.lchown(target, remap.uid_start, remap.gid_start)
+            self.log(f'created {volume.inside} in the root file system for the volume {volume.text()}')
+
     def start(self):
         spec = self.desired
         self.acted = True
@@ -1149,13 +1349,15 @@ class NsContainer:
             launch = confine.prepare_launch(spec.confinement)
         except confine.SeccompError as error:
             self.fail(f'seccomp: {error}.')
+        self.make_volume_targets()
         stages = container.launch_stages(spec, self.binaries())
         argv = container.launch_argv(stages)
         shown = container.shell_command(spec)
         # Intent, recorded before the spawn: should this task die between starting unshare and recording its child,
         # the next run finds that container by this command line and its log file, and starts no second one. The
         # cgroups are recorded before they are made, so that a run killed in between finds and removes them.
-        self.record(name=self.name, spec=spec.to_dict(), process=None, launcher=None, launching={'argv': argv},
+        self.record(name=self.name, spec=spec.to_dict(), process=None, launcher=None,
+                    launching={'argv': container.launcher_cmdline(stages)},
                     shell_command=shown, cgroup=self.desired_cgroup.to_dict() if self.desired_cgroup else None)
         self.recorded_cgroup = self.desired_cgroup
         in_child = None
@@ -1293,11 +1495,25 @@ class NsContainer:
             'shell_command': container.shell_command(spec) if spec else None,
         }
         result.update(self.confinement_result(spec, running))
+        result['userns'] = self.userns_result() if running else None
         result['replaced'] = list(self.replaced)
         result['stopped_by_hand'] = list(self.stopped_by_hand)
         if self.stop_signal:
             result['stop_signal'] = self.stop_signal
         return result
+
+    def userns_result(self) -> dict | None:
+        """uid_map and gid_map of the running container, as /proc/PID/uid_map shows them; None without a user namespace."""
+        if ns_utils.namespace_inode(self.identity.pid, 'user') == ns_utils.namespace_inode('self', 'user'):
+            return None
+        maps = {}
+        for name in ('uid_map', 'gid_map'):
+            try:
+                with open(f'{process.PROC}/{self.identity.pid}/{name}', encoding='ascii') as handle:
+                    maps[name] = container.normalize_id_map(handle.read())
+            except OSError:
+                maps[name] = None
+        return maps
 
     def confinement_result(self, spec, running: bool) -> dict:
         """cgroup, usage, setup_commands and confinement: the cgroups in use (or that a start would make), what they
@@ -1349,7 +1565,13 @@ class NsContainer:
         if problem:
             self.module.fail_json(msg=problem, problems=[problem])
         if params['state'] in ('started', 'restarted'):
-            self.desired = desired_spec(params)
+            remap = None
+            if params['userns_remap'] is not None:
+                remap, problems = read_remap(params['userns_remap'])
+                problems += self.remap_program_problems()
+                if problems:
+                    self.module.fail_json(msg=' '.join(problems), problems=problems)
+            self.desired = desired_spec(params, remap)
             not_built = rootfs_not_built(self.desired.rootfs)
             if self.module.check_mode and not_built:
                 # In a --check run of a whole playbook the task that builds or mounts the rootfs has not run either.

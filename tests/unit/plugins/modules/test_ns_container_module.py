@@ -17,7 +17,7 @@ def params(**overrides):
                 namespaces=['pid', 'net', 'mount'], hostname=None, mount_proc=None, root_method='chroot', env={},
                 workdir=None, state='started', stop_timeout=10, state_dir=None, lock_timeout=60, preset='none',
                 capabilities=None, no_new_privs=None, seccomp=None, memory=None, pids_limit=None, cpus=None,
-                cpu_shares=None, cgroup_parent=None)
+                cpu_shares=None, cgroup_parent=None, adopt=True, userns_remap=None, volumes=[])
     base.update(overrides)
     return base
 
