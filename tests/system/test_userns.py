@@ -464,9 +464,6 @@ def ns_container_has_userns_remap():
     return 'userns_remap' in ns_container.argument_spec() and 'volumes' in ns_container.argument_spec()
 
 
-ns_exec_is_root = []
-
-
 def test_a_remapped_container_on_the_shifted_overlay(run_module, open_workdir, remap):
     """ns_container's userns_remap on the shifted copy: root inside, the range's start outside, the secret unreadable."""
     workdir = open_workdir
@@ -509,19 +506,12 @@ def test_a_remapped_container_on_the_shifted_overlay(run_module, open_workdir, r
                                 capture_output=True, text=True, check=False, timeout=60)
         assert inside.stdout.splitlines()[:2] == ['0', '0'], (inside.stdout, inside.stderr)
         assert 'Permission denied' in inside.stderr and inside.returncode == 1
-        # ns_exec joins the user namespace as the seat's root, which it does not map (65534), and so is not the
-        # container's root - nor refused the seat's file. Strict: fixed in ns_exec, this turns into a failure to remove.
+        # docker exec by ns_exec: it becomes the user namespace's root too.
         by_ns_exec = run_module('ns_exec', {'name': name, 'command': ['sh', '-c', 'id -u; cat /seat-secret'],
                                             'state_dir': state_dir})
-        ns_exec_is_root.append(by_ns_exec['stdout'].splitlines()[:1] == ['0'] and 'Permission denied' in by_ns_exec['stderr'])
+        assert by_ns_exec['stdout'].splitlines()[:1] == ['0'], by_ns_exec
+        assert 'Permission denied' in by_ns_exec['stderr'] and by_ns_exec['rc'] == 1
     finally:
         run_module('ns_container', {'name': name, 'state': 'absent', 'state_dir': state_dir})
         run_module('overlay_mount', {'path': str(merged), 'state': 'unmounted'})
 
-
-@pytest.mark.xfail(strict=True, reason='ns_exec joins a remapped user namespace as the unmapped seat root (id -u 65534) '
-                                       'instead of becoming its root, as nsenter and docker exec do')
-def test_ns_exec_is_root_in_a_remapped_container():
-    if not ns_exec_is_root:
-        pytest.skip('needs test_a_remapped_container_on_the_shifted_overlay to have run')
-    assert ns_exec_is_root == [True]
