@@ -183,6 +183,7 @@ def scaling_section(scaling: Mapping) -> tuple[list[str], dict]:
                all(value <= 1 for value in most.values()))
     hand_vs_rerun = {count: ratio(med(count, 'hand_first'), med(count, 'rerun')) for count in counts}
     lines += targets + ['']
+    lines += closing_note(scaling, by_hosts, counts)
     lines += round_trip_section(scaling.get('round_trips'))
     lines += slide_step_section(scaling.get('slide_steps'))
 
@@ -239,6 +240,52 @@ def scaling_section(scaling: Mapping) -> tuple[list[str], dict]:
         'hand_vs_rerun': hand_vs_rerun,
     }
     return lines, facts
+
+
+def module_task_walls(timing: Mapping | None) -> list[tuple[str, float]]:
+    """(name, wall) of the tasks of a run that did work on some host and took long enough to be a module run: a task
+    that runs only on the controller (argument validation, debug, set_fact, a skipped include) takes well under a
+    second here."""
+    if not timing:
+        return []
+    return [(task['name'], task['wall']) for task in timing['tasks']
+            if any(host['status'] not in ('skipped',) for host in task['hosts'].values()) and task['wall'] >= 0.5]
+
+
+def closing_note(scaling: Mapping, by_hosts: Mapping[int, Mapping], counts: Sequence[int]) -> list[str]:
+    """What each missed target costs, from this run's own figures: module runs, seconds per module run, load."""
+    lines = ['### What stops the targets that are not met (from this run\'s figures)', '']
+    loads = {count: by_hosts[count].get('load', []) for count in counts}
+    for count in counts:
+        rerun = median_run(by_hosts[count].get('rerun_tasks', []))
+        walls = module_task_walls(rerun)
+        if not walls:
+            continue
+        first = median_run(by_hosts[count].get('first_tasks', []))
+        first_walls = sorted(module_task_walls(first), key=lambda item: item[1], reverse=True)[:3]
+        lines.append(
+            f"- N={count} (load {', '.join(f'{load:.1f}' for load in loads[count]) or '?'}): the rerun's {len(walls)} tasks of 0.5 s or more (module runs) "
+            f"took {sum(wall for _name, wall in walls):.1f} s, {statistics.median([wall for _name, wall in walls]):.2f} s "
+            f"each (median) against {median(by_hosts[count].get('ping', [])) or 0:.1f} s for a whole cold ping; "
+            f"the first converge's slowest: " + ', '.join(f'{name.split(" : ", 1)[-1]} {wall:.1f} s' for name, wall in first_walls) + '.')
+    lines += [
+        '',
+        '- Rerun against ping: a ping is Ansible\'s start-up plus one module run per seat; the rerun is one module run per '
+        'slide and seat (the round-trip table below), eight slides and the base. With every seat\'s module run costing '
+        'what a ping\'s does, the ratio cannot fall below about the number of module runs divided by what the ping\'s '
+        'start-up adds to its one run - more than 3 for eight slides on this machine. A module run costs CPU on the seat '
+        '(Python start, the payload\'s imports) and on the controller (a worker, the SSH session); here both are the same two '
+        'cores, shared with the other seats and whatever else runs (the load column). Mitogen shortens each run (settings '
+        'below); seats with CPUs of their own (a classroom) shorten it more.',
+        '- First converge against the script: the script does four slides, site.yml eight (the build runs the Dockerfile\'s '
+        'RUN steps, the cgroups slide its demonstrations); the like-for-like row compares the same four. What remains is '
+        'the base (45 MB sent to each seat and unpacked: gzip and tar on the shared cores, N unpacks on one disk) plus one '
+        'module run per slide, against the script\'s one ssh per seat.',
+        '- T(20)/T(1): twenty seats\' unpacks and module runs share the two cores with the controller, so a task costs '
+        'several times more at N=20 than at N=1; on a classroom only the controller\'s share grows with N.',
+        '',
+    ]
+    return lines
 
 
 RUN_LABELS = {'rerun': 'rerun', 'check': '--check', 'first': 'first converge'}
