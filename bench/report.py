@@ -427,9 +427,16 @@ HOW = """## How it was measured
 - The base archive is built on the controller before anything is timed (mmdebstrap, once per machine and
   recipe, bound by the mirror): a first converge here is "push and unpack the cached base on fresh seats".
 - In each run the measures follow each other: ping, first converge, rerun, `--check` (of the converged hosts),
-  reset, the script's first run and rerun. Runs are repeated; tables give medians.
+  warm SSH, reset, the script's first run and rerun, reset, the like-for-like first converge. Runs are repeated
+  (`--runs`); tables give medians and say how many runs there were.
+- Then, in the same run: a warm-SSH pair (an untimed ping opens the multiplexing masters, a timed ping and a timed
+  rerun reuse them) and a like-for-like first converge, `site.yml --tags layers,overlay,chroot,namespaces`, the
+  four slides the script does. At the largest N, one `--tags SLIDE` rerun per slide (the slide step); at the
+  smallest, a first converge, a rerun and a `--check` with `-vvv`, whose logs `bench/roundtrips.py` counts.
 - Every run is checked, not only timed: a first converge must change every host, a rerun and a `--check`
   must report changed=0, nothing may fail or be unreachable, and the script must exit 0 on every host.
+- The machine may be shared: read the load column. The ratios compare measures taken within a minute or two of
+  each other, so a drifting load hits both sides alike; the absolute times do not transfer to another machine.
 """
 
 
