@@ -514,4 +514,3 @@ def test_a_remapped_container_on_the_shifted_overlay(run_module, open_workdir, r
     finally:
         run_module('ns_container', {'name': name, 'state': 'absent', 'state_dir': state_dir})
         run_module('overlay_mount', {'path': str(merged), 'state': 'unmounted'})
-
