@@ -339,7 +339,8 @@ def test_diff_shows_state_pid_and_spec(run_module, containers, rootfs):
     assert after == {'state': 'started', 'pid': started['pid'], 'rootfs': rootfs, 'command': TALK_COMMAND,
                      'namespaces': ['pid', 'net', 'mount'], 'hostname': None, 'mount_proc': True, 'root_method': 'pivot_root',
                      'env': {}, 'workdir': None, 'capabilities': 'all', 'no_new_privs': False, 'seccomp': 'unconfined',
-                     'memory': None, 'pids_limit': None, 'cpus': None, 'cpu_shares': None, 'cgroup_parent': None}
+                     'memory': None, 'pids_limit': None, 'cpus': None, 'cpu_shares': None, 'cgroup_parent': None,
+                     'userns_remap': None, 'volumes': []}
     stopped = run_module('ns_container', containers.args(name, state='stopped'), diff=True)
     assert stopped['diff']['before'] == after
     assert stopped['diff']['after'] == dict(after, state='stopped', pid=None)
