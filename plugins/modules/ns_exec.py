@@ -18,7 +18,9 @@ description:
     process is never joined.
   - The command joins everything the container's PID 1 has, in this order, before it runs - it never runs a moment
     outside the container. (1) Every namespace of PID 1 that differs from the host's (user first, then cgroup, ipc, uts,
-    net, pid, mount, as C(nsenter --all) does), through C(setns); (2) a child is forked, so that it is a process of the
+    net, pid, mount, as C(nsenter --all) does), through C(setns) - in a user namespace of its own (ns_container's
+    O(unboxed.lab.ns_container#module:userns_remap)) the command then becomes that namespace's root (uid and gid 0, no
+    supplementary groups), as C(nsenter) and C(docker exec) do, so it is the mapped uid on the seat; (2) a child is forked, so that it is a process of the
     container's PID namespace (its PID 1 stays the container's); (3) the container's cgroups, when ns_container made
     some (for its C(memory), C(pids_limit), C(cpus) or C(cpu_shares)) - the command counts against the container's
     limits, and an OOM kill may take it; (4) its root directory (that of PID 1, C(/proc/PID/root)) and then O(workdir);
@@ -282,6 +284,19 @@ if child == 0:
             os.write(descriptor, b'0')
     except OSError as error:
         fail(125, 'could not join the container\'s cgroups: %s' % error)
+    if any(name == 'user' for name, _flag, _descriptor in joins):
+        # setns keeps the caller's credentials: the seat's root, which a remapped namespace does not map (id -u
+        # would say 65534, and the file system would see the seat's root). Become the namespace's root, as nsenter
+        # and docker exec do: no supplementary groups (refused where the namespace denies setgroups), then gid, uid.
+        try:
+            os.setgroups([])
+        except OSError:
+            pass
+        try:
+            os.setgid(0)
+            os.setuid(0)
+        except OSError as error:
+            fail(125, 'could not become root inside the user namespace of PID %d: %s' % (pid, error.strerror))
     try:
         os.fchdir(root_fd)
         os.chroot('.')
