@@ -20,7 +20,7 @@ from test_lab_report_html import DevToolsPipe, find_chromium
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODULES_DIR = os.path.join(REPO, 'plugins', 'modules')
 PLUGIN_PAGES = os.path.join('collections', 'unboxed', 'lab')
-SLIDES = ('layers', 'build', 'overlay', 'chroot', 'namespaces', 'cgroups', 'capabilities', 'seccomp')
+SLIDES = ('layers', 'build', 'overlay', 'chroot', 'namespaces', 'cgroups', 'capabilities', 'seccomp', 'network', 'userns')
 
 # What a page shows: its title, every table's header and option names, the code blocks under Examples, links.
 READ_PAGE = """JSON.stringify({
