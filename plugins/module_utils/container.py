@@ -478,6 +478,26 @@ def recorded_process(state: dict | None) -> process.ProcessIdentity | None:
     return process.ProcessIdentity.from_dict(state['process'])
 
 
+def running_process(state: dict | None) -> tuple[process.ProcessIdentity | None, str | None]:
+    """(identity, None) when the recorded container's PID 1 runs - the same PID and start time - else (None, why not):
+    what ns_exec and container_network tell a student before they join or attach a container."""
+    if state is None:
+        return None, 'no such container'
+    identity = recorded_process(state)
+    if identity is None and state.get('launching'):
+        return None, 'it is not running: a run that was starting it did not finish'
+    if identity is None:
+        return None, 'it is not running (it was stopped)'
+    stat = process.read_proc_stat(identity.pid)
+    if stat is None:
+        return None, f'it is not running: its process (PID {identity.pid}) has ended'
+    if stat.start_time != identity.start_time:
+        return None, f'it is not running: PID {identity.pid} now belongs to another process ({stat.comm}), which is left alone'
+    if stat.state in 'ZXx':
+        return None, f'it is not running: its process (PID {identity.pid}) is a zombie'
+    return identity, None
+
+
 def recorded_spec(state: dict | None) -> ContainerSpec | None:
     if not state or not isinstance(state.get('spec'), dict):
         return None

@@ -38,6 +38,8 @@ attributes:
     details:
       - Reads the kernel's state and the records and reports exactly what a real run would change, with the commands;
         changes nothing and takes no lock.
+      - A container that does not run yet (an earlier task in check mode only predicted its start) is predicted as
+        attached for the first time, with a warning; a real run refuses to attach a container that does not run.
   diff_mode:
     support: full
   platform:
@@ -205,7 +207,6 @@ from ansible_collections.unboxed.lab.plugins.module_utils import locking
 from ansible_collections.unboxed.lab.plugins.module_utils import netdev
 from ansible_collections.unboxed.lab.plugins.module_utils import nft
 from ansible_collections.unboxed.lab.plugins.module_utils import paths
-from ansible_collections.unboxed.lab.plugins.module_utils import process
 from ansible_collections.unboxed.lab.plugins.module_utils.command import failure_detail, run, shell_join
 
 FORWARDING_SYSCTL = '/proc/sys/net/ipv4/ip_forward'
@@ -257,23 +258,6 @@ def request_problems(params) -> list[str]:
     if params['lock_timeout'] < 0:
         problems.append(f'lock_timeout must be 0 or more seconds, got {params["lock_timeout"]}.')
     return problems
-
-
-def running_container(state: dict | None):
-    """(identity, reason): the container's PID 1 when it runs, else why not - as ns_exec tells it."""
-    if state is None:
-        return None, 'no such container'
-    identity = container.recorded_process(state)
-    if identity is None:
-        return None, 'it is not running (it was stopped)'
-    stat = process.read_proc_stat(identity.pid)
-    if stat is None:
-        return None, f'it is not running: its process (PID {identity.pid}) has ended'
-    if stat.start_time != identity.start_time:
-        return None, f'it is not running: PID {identity.pid} now belongs to another process ({stat.comm})'
-    if stat.state in 'ZXx':
-        return None, f'it is not running: its process (PID {identity.pid}) is a zombie'
-    return identity, None
 
 
 def same_namespace(pid: int, kind: str = 'net') -> bool:
@@ -415,8 +399,9 @@ class Network:
         ports = netdev.port_problems('published_ports', self.params['published_ports'])[0]
         self.result.update(subnet=str(subnet), gateway=str(gateway), ports=[str(port) for port in ports])
         identity = self.find_running()
-        pid = identity.pid
-        if same_namespace(pid):
+        # None only in check mode: the container's start was only predicted (site.yml --check on a fresh seat).
+        pid = identity.pid if identity is not None else 'PID'
+        if identity is not None and same_namespace(pid):
             self.fail(f'Container {name} has no network namespace of its own (network mode host: ns_container without '
                       f'net in its namespaces); there is nothing to attach.')
         bridge_link = self.own_bridge()
@@ -461,7 +446,7 @@ class Network:
             self.step(netdev.route_localnet_argv(self.bridge))
 
         # The veth pair, and the container's side.
-        container_side = self.read_container_side(pid)
+        container_side = self.read_container_side(pid) if identity is not None else {'eth0': None}
         veth = netdev.link_by_name(self.links, host_veth)
         eth0 = container_side['eth0']
         # Our pair: the host end is a veth whose peer is the container's eth0 (each names the other's index).
@@ -500,7 +485,7 @@ class Network:
         all_commands.append(shell_join(netdev.forwarding_argv('1')))
         self.plan_forwarding(records)
         self.plan_table(records)
-        self.result['pid'] = pid
+        self.result['pid'] = identity.pid if identity is not None else None
         before = {'container': self.records.get(self.bridge, {}).get('containers', {}).get(name),
                   'plumbed': paired and not container_side_steps,
                   'ip_forward': self.forwarding, 'bridge': bridge_link is not None}
@@ -555,7 +540,13 @@ class Network:
             state = container.read_state(state_dir)
         except container.StateFileError as error:
             self.fail(f'Cannot tell whether container {name} runs: {error}.')
-        identity, reason = running_container(state)
+        identity, reason = container.running_process(state)
+        if reason and self.module.check_mode:
+            # In check mode a start is only predicted, so the container an earlier task would start does not run
+            # yet: predict its attachment as a first one (the real run fails here if it is still not running).
+            self.module.warn(f'Container {name} does not run ({reason}); check mode predicts attaching it as if an '
+                             f'earlier task had started it.')
+            return None
         if reason == 'no such container':
             self.fail(f'No such container: {name} (nothing is recorded in {state_dir}; ns_container records a '
                       f'container there when it starts it).')

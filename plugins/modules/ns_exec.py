@@ -381,25 +381,6 @@ def state_dir_of(params) -> str:
     return paths.normalize(params['state_dir']) if params['state_dir'] else container.default_state_dir(params['name'])
 
 
-def not_running_reason(state: dict | None) -> str | None:
-    """Why the recorded container cannot be joined, or None when its PID 1 runs."""
-    if state is None:
-        return 'no such container'
-    identity = container.recorded_process(state)
-    if identity is None and state.get('launching'):
-        return 'it is not running: a run that was starting it did not finish'
-    if identity is None:
-        return 'it is not running (it was stopped)'
-    stat = process.read_proc_stat(identity.pid)
-    if stat is None:
-        return f'it is not running: its process (PID {identity.pid}) has ended'
-    if stat.start_time != identity.start_time:
-        return f'it is not running: PID {identity.pid} now belongs to another process ({stat.comm}), which is left alone'
-    if stat.state in 'ZXx':
-        return f'it is not running: its process (PID {identity.pid}) is a zombie'
-    return None
-
-
 def joined_namespaces(pid: int, proc: str = process.PROC) -> list[str]:
     """The namespaces of ``pid`` that differ from this process's, in the order they are joined."""
     isolated = set(ns_utils.isolated_types(ns_utils.namespace_report(pid, 'self', proc)))
@@ -540,7 +521,7 @@ class Exec:
             state = container.read_state(state_dir)
         except container.StateFileError as error:
             self.fail(f'Cannot tell whether container {self.name} runs: {error}.')
-        reason = not_running_reason(state)
+        _identity, reason = container.running_process(state)
         if reason == 'no such container':
             self.fail(f'No such container: {self.name} (nothing is recorded in {state_dir}; ns_container records a '
                       f'container there when it starts it).')

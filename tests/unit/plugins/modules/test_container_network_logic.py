@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
-from ansible_collections.unboxed.lab.plugins.module_utils import netdev, process
+from ansible_collections.unboxed.lab.plugins.module_utils import container, netdev, process
 from ansible_collections.unboxed.lab.plugins.modules import container_network
 
 
@@ -48,12 +48,12 @@ def test_defaults_are_netdev_s():
     assert f'default: {netdev.DEFAULT_SUBNET}' in container_network.DOCUMENTATION
 
 
-def test_running_container_reasons():
-    assert container_network.running_container(None) == (None, 'no such container')
-    assert 'stopped' in container_network.running_container({'format': 1})[1]
+def test_running_process_reasons():
+    assert container.running_process(None) == (None, 'no such container')
+    assert 'stopped' in container.running_process({'format': 1})[1]
     gone = {'process': {'pid': 2 ** 22 + 1, 'start_time': 1}}
-    assert 'has ended' in container_network.running_container(gone)[1]
+    assert 'has ended' in container.running_process(gone)[1]
     me = process.identity_of(1)
     reused = {'process': {'pid': 1, 'start_time': me.start_time + 1}}
-    assert 'now belongs to another process' in container_network.running_container(reused)[1]
-    assert container_network.running_container({'process': me.to_dict()}) == (me, None)
+    assert 'now belongs to another process' in container.running_process(reused)[1]
+    assert container.running_process({'process': me.to_dict()}) == (me, None)

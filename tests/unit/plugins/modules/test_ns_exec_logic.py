@@ -15,7 +15,7 @@ import time
 import pytest
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
-from ansible_collections.unboxed.lab.plugins.module_utils import confine, process
+from ansible_collections.unboxed.lab.plugins.module_utils import confine, container, process
 from ansible_collections.unboxed.lab.plugins.modules import ns_exec
 
 
@@ -62,18 +62,25 @@ def test_state_dir_default_and_given():
 
 # --- is it running? -------------------------------------------------------------------------------------------
 
+def reason_of(state):
+    """Why container.running_process says a recorded container cannot be joined (None: it runs)."""
+    identity, reason = container.running_process(state)
+    assert (identity is None) == (reason is not None)
+    return reason
+
+
 def test_not_running_reasons(sleeper):
     own = process.identity_of(sleeper.pid)
-    assert ns_exec.not_running_reason(None) == 'no such container'
-    assert ns_exec.not_running_reason({'process': None}) == 'it is not running (it was stopped)'
-    assert 'did not finish' in ns_exec.not_running_reason({'process': None, 'launching': {'argv': ['x']}})
-    assert ns_exec.not_running_reason({'process': own.to_dict()}) is None
+    assert reason_of(None) == 'no such container'
+    assert reason_of({'process': None}) == 'it is not running (it was stopped)'
+    assert 'did not finish' in reason_of({'process': None, 'launching': {'argv': ['x']}})
+    assert reason_of({'process': own.to_dict()}) is None
     reused = {'process': {'pid': own.pid, 'start_time': own.start_time - 1}}
-    assert ns_exec.not_running_reason(reused) == (
+    assert reason_of(reused) == (
         f'it is not running: PID {own.pid} now belongs to another process (sleep), which is left alone')
     sleeper.kill()
     sleeper.wait()
-    assert ns_exec.not_running_reason({'process': own.to_dict()}) == (
+    assert reason_of({'process': own.to_dict()}) == (
         f'it is not running: its process (PID {own.pid}) has ended')
 
 
@@ -83,7 +90,7 @@ def test_a_zombie_is_not_running():
     while process.read_proc_stat(child.pid).state != 'Z' and time.monotonic() < deadline:
         time.sleep(0.01)
     try:
-        reason = ns_exec.not_running_reason({'process': process.identity_of(child.pid).to_dict()})
+        reason = reason_of({'process': process.identity_of(child.pid).to_dict()})
         assert reason == f'it is not running: its process (PID {child.pid}) is a zombie'
     finally:
         child.wait()
