@@ -92,6 +92,29 @@ def first_free(line_sets, count: int = DEFAULT_COUNT, first: int = DEFAULT_FIRST
     return start
 
 
+def planned_lines(name: str, uid, texts: dict, count: int, first: int) -> dict:
+    """{'subuid': line to add or None, 'subgid': ...}: a user with a range keeps it; a missing one is placed at its
+    other file's start when that is free there, else at the first start free in both files."""
+    lines = {key: parse_subid(text)[0] for key, text in texts.items()}
+    own = {key: first_range(found, name, uid) for key, found in lines.items()}
+    wanted = {}
+    for key, other in (('subuid', 'subgid'), ('subgid', 'subuid')):
+        if own[key] is not None:
+            wanted[key] = None
+            continue
+        partner = own[other]
+        if partner is not None and not overlapping(lines[key], partner.start, partner.count):
+            start, size = partner.start, partner.count
+        elif partner is not None:
+            start, size = first_free([lines[key]], partner.count, first), partner.count
+        else:
+            start, size = first_free(list(lines.values()), count, first), count
+        wanted[key] = subid_line(name, start, size)
+        lines[key] = lines[key] + parse_subid(wanted[key])[0]
+        own[key] = first_range(lines[key], name, uid)
+    return wanted
+
+
 def subid_line(name: str, start: int, count: int) -> str:
     return f'{name}:{start}:{count}'
 

@@ -54,6 +54,9 @@ attributes:
     support: full
     details:
       - Predicts exactly which entries would be added, updated and removed; writes nothing and takes no lock.
+      - In a C(--check) run of a whole playbook the tasks that make the remap user's ranges and the layers have not
+        run either - a missing O(user) or range is a warning and the range M(unboxed.lab.remap_account) would choose is
+        assumed; a missing O(src) is a warning and a whole copy is predicted. A real run fails while they are missing.
   diff_mode:
     support: full
     details:
@@ -123,21 +126,21 @@ EXAMPLES = r"""
   unboxed.lab.layer_remap:
     user: unboxed-remap
     src: [/overlay/lower2-file, /overlay/lower1-base]
-    directories: [/overlay/userns/upper, /overlay/userns/work]
+    directories: [/overlay-userns/upper, /overlay-userns/work]
   register: remapped
 
 - name: Mount them for the remapped container
   unboxed.lab.overlay_mount:
-    path: /overlay/userns/merged
+    path: /overlay-userns/merged
     lowerdirs: "{{ remapped.copies | map(attribute='dest') | list }}"
-    upperdir: /overlay/userns/upper
-    workdir: /overlay/userns/work
+    upperdir: /overlay-userns/upper
+    workdir: /overlay-userns/work
 
 - name: Remove the copies again (after the overlay is unmounted)
   unboxed.lab.layer_remap:
     user: unboxed-remap
     src: [/overlay/lower2-file, /overlay/lower1-base]
-    directories: [/overlay/userns/upper, /overlay/userns/work]
+    directories: [/overlay-userns/upper, /overlay-userns/work]
     state: absent
 """
 
@@ -291,6 +294,28 @@ def user_range(name: str):
     return uid_line, gid_line, None
 
 
+def predicted_range(name: str):
+    """(uid line, gid line) that remap_account would add for a user that has no range yet (or does not exist yet),
+    with its defaults; None when the user's ranges exist (their problem is another one)."""
+    try:
+        uid = pwd.getpwnam(name).pw_uid
+    except KeyError:
+        uid = None
+    texts = {}
+    for key, path in (('subuid', SUBUID), ('subgid', SUBGID)):
+        try:
+            with open(path, encoding='utf-8', errors='surrogateescape') as handle:
+                texts[key] = handle.read()
+        except FileNotFoundError:
+            texts[key] = ''
+    wanted = idmap.planned_lines(name, uid, texts, idmap.DEFAULT_COUNT, idmap.DEFAULT_FIRST)
+    if uid is not None and not any(wanted.values()):
+        return None
+    lines = {key: idmap.first_range(idmap.parse_subid(texts[key] + '\n' + (wanted[key] or ''))[0], name, uid)
+             for key in texts}
+    return lines['subuid'], lines['subgid']
+
+
 def kind_of(info) -> str:
     return KINDS.get(stat.S_IFMT(info.st_mode), 'unknown')
 
@@ -396,8 +421,11 @@ def out_of_range(source_entries: dict, count: int) -> list[str]:
 class Copy:
     """One source and its shifted copy: what is there, what the run plans, and the work."""
 
-    def __init__(self, source: str, base: str, uid_line, gid_line):
+    def __init__(self, source: str, base: str, uid_line, gid_line, predict_missing: bool = False):
         self.source = source
+        # Check mode: a source an earlier task of the same --check run would make (the talk's layers) is predicted
+        # as copied whole.
+        self.predict_missing = predict_missing
         self.name = os.path.basename(paths.normalize(source))
         self.base = base
         self.dest = os.path.join(base, self.name)
@@ -415,6 +443,10 @@ class Copy:
         return idmap.shift(entry.uid, self.uid_start, self.count), idmap.shift(entry.gid, self.gid_start, self.count)
 
     def problems(self) -> list[str]:
+        if not os.path.lexists(self.source) and self.predict_missing:
+            self.record, self.complete = {}, False
+            self.plan = idmap.plan({}, {}, [])
+            return []
         if not os.path.isdir(self.source):
             what = 'does not exist' if not os.path.lexists(self.source) else 'is not a directory'
             return [f'src {self.source} {what}: give the directory of an image layer.']
@@ -648,7 +680,12 @@ def locked(module, copies):
 def present(module, uid_line, gid_line):
     params = module.params
     base = os.path.join(paths.normalize(params['root']), f'{uid_line.start}.{gid_line.start}')
-    copies = [Copy(paths.normalize(source), base, uid_line, gid_line) for source in params['src']]
+    copies = [Copy(paths.normalize(source), base, uid_line, gid_line, predict_missing=module.check_mode)
+              for source in params['src']]
+    missing = [copy_.source for copy_ in copies if module.check_mode and not os.path.lexists(copy_.source)]
+    if missing:
+        module.warn(f'src {", ".join(missing)} does not exist: check mode assumes an earlier task of this run makes it '
+                    f'and predicts a whole copy; a real run fails if it is still missing.')
     result = dict(uid_start=uid_line.start, gid_start=gid_line.start, count=uid_line.count, copies=[], directories=[],
                   commands=[])
     with locked(module, copies):
@@ -754,6 +791,14 @@ def main():
     uid_line, gid_line, problem = user_range(module.params['user'])
     if module.params['state'] == 'absent':
         absent(module, uid_line, gid_line)
+    if problem and module.check_mode:
+        predicted = predicted_range(module.params['user'])
+        if predicted is not None:
+            uid_line, gid_line = predicted
+            problem = None
+            module.warn(f'user: {module.params["user"]} or its ranges do not exist yet: check mode assumes an earlier '
+                        f'task of this run (unboxed.lab.remap_account) makes them, with the range {uid_line.start}-'
+                        f'{uid_line.end - 1} it would choose.')
     if problem:
         module.fail_json(msg=problem)
     present(module, uid_line, gid_line)

@@ -108,6 +108,8 @@ attributes:
       - An O(rootfs) that does not exist yet, or is an empty directory (an overlay's merged directory before the overlay
         is mounted), is a warning in check mode and a start is predicted - in a C(--check) run of a whole playbook the
         task that builds or mounts it has not run either. A real run fails while it is not a root file system.
+      - Likewise a O(userns_remap) user, its ranges or C(newuidmap) that do not exist yet are a warning in check mode
+        (the spec in the diff then has no remap); a real run fails while they are missing.
   diff_mode:
     support: full
     details: Before and after show the container's state, its PID and its spec.
@@ -1569,6 +1571,12 @@ class NsContainer:
             if params['userns_remap'] is not None:
                 remap, problems = read_remap(params['userns_remap'])
                 problems += self.remap_program_problems()
+                if problems and self.module.check_mode:
+                    # In a --check run of a whole playbook the tasks that make the remap user, its ranges and
+                    # newuidmap (role userns) have not run either: predict the start, say what a real run needs.
+                    self.module.warn(' '.join(problems) + ' Check mode assumes an earlier task of this run makes '
+                                     'them; a real run fails if they are still missing.')
+                    remap, problems = None, []
                 if problems:
                     self.module.fail_json(msg=' '.join(problems), problems=problems)
             self.desired = desired_spec(params, remap)

@@ -216,29 +216,6 @@ def user_uid(name: str):
         return None
 
 
-def planned_lines(name: str, uid, texts: dict, count: int, first: int) -> dict:
-    """{'subuid': line to add or None, 'subgid': ...}: a user with a range keeps it; a missing one is placed at its
-    other file's start when that is free there, else at the first start free in both files."""
-    lines = {key: idmap.parse_subid(text)[0] for key, text in texts.items()}
-    own = {key: idmap.first_range(found, name, uid) for key, found in lines.items()}
-    wanted = {}
-    for key, other in (('subuid', 'subgid'), ('subgid', 'subuid')):
-        if own[key] is not None:
-            wanted[key] = None
-            continue
-        partner = own[other]
-        if partner is not None and not idmap.overlapping(lines[key], partner.start, partner.count):
-            start, size = partner.start, partner.count
-        elif partner is not None:
-            start, size = idmap.first_free([lines[key]], partner.count, first), partner.count
-        else:
-            start, size = idmap.first_free(list(lines.values()), count, first), count
-        wanted[key] = idmap.subid_line(name, start, size)
-        lines[key] = lines[key] + idmap.parse_subid(wanted[key])[0]
-        own[key] = idmap.first_range(lines[key], name, uid)
-    return wanted
-
-
 def present(module):
     name = module.params['name']
     record = read_record(name)
@@ -256,7 +233,7 @@ def present(module):
             created['user'] = True
     texts = {key: read_text(path) for key, path in FILES.items()}
     try:
-        wanted = planned_lines(name, uid, texts, module.params['count'], module.params['first'])
+        wanted = idmap.planned_lines(name, uid, texts, module.params['count'], module.params['first'])
     except ValueError as error:
         module.fail_json(msg=f'count: {error} in {FILES["subuid"]} and {FILES["subgid"]}; choose a smaller count or first.')
     before = {key: [line.text for line in idmap.ranges_of(idmap.parse_subid(text)[0], name, uid)] for key, text in texts.items()}

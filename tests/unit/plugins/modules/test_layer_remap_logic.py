@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from ansible_collections.unboxed.lab.plugins.module_utils import idmap
 from ansible_collections.unboxed.lab.plugins.modules import layer_remap, remap_account
 
 
 def params(**overrides):
     value = {'user': 'unboxed-remap', 'src': ['/overlay/lower2-file', '/overlay/lower1-base'], 'root': '/var/lib/unboxed/remap',
-             'directories': ['/overlay/userns/upper'], 'state': 'present', 'lock_timeout': 60}
+             'directories': ['/overlay-userns/upper'], 'state': 'present', 'lock_timeout': 60}
     value.update(overrides)
     return value
 
@@ -58,14 +59,14 @@ def test_bad_accounts(overrides, fragment):
 
 def test_a_new_user_gets_the_first_range_free_in_both_files():
     texts = {'subuid': 'student:100000:65536\n', 'subgid': 'student:100000:65536\nlp:165536:10\n'}
-    assert remap_account.planned_lines('unboxed-remap', 999, texts, 65536, 100000) == {
+    assert idmap.planned_lines('unboxed-remap', 999, texts, 65536, 100000) == {
         'subuid': 'unboxed-remap:165546:65536', 'subgid': 'unboxed-remap:165546:65536'}
 
 
 def test_a_user_with_a_range_keeps_it_and_a_missing_half_follows_it_where_free():
     texts = {'subuid': 'unboxed-remap:200000:65536\n', 'subgid': ''}
-    assert remap_account.planned_lines('unboxed-remap', 999, texts, 65536, 100000) == {
+    assert idmap.planned_lines('unboxed-remap', 999, texts, 65536, 100000) == {
         'subuid': None, 'subgid': 'unboxed-remap:200000:65536'}
     texts = {'subuid': 'unboxed-remap:200000:65536\n', 'subgid': 'other:200000:10\n'}
-    assert remap_account.planned_lines('unboxed-remap', 999, texts, 65536, 100000) == {
+    assert idmap.planned_lines('unboxed-remap', 999, texts, 65536, 100000) == {
         'subuid': None, 'subgid': 'unboxed-remap:100000:65536'}
