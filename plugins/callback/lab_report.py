@@ -55,7 +55,7 @@ options:
       - The stages of the lab, in the order of the columns.
     type: list
     elements: str
-    default: [layers, build, overlay, chroot, namespaces, cgroups, capabilities, seccomp, verify]
+    default: [layers, build, overlay, chroot, namespaces, cgroups, capabilities, seccomp, network, userns, verify]
     env:
       - name: UNBOXED_LAB_REPORT_STAGES
     ini:
@@ -129,7 +129,8 @@ from ansible.errors import AnsibleError
 from ansible.plugins.callback import CallbackBase
 
 REPORT_FORMAT = 'unboxed.lab.lab_report/1'
-DEFAULT_STAGES = ('layers', 'build', 'overlay', 'chroot', 'namespaces', 'cgroups', 'capabilities', 'seccomp', 'verify')
+DEFAULT_STAGES = ('layers', 'build', 'overlay', 'chroot', 'namespaces', 'cgroups', 'capabilities', 'seccomp', 'network', 'userns',
+                  'verify')
 NOT_RUN = 'not_run'
 # Worst last: a cell shows the worst outcome of its tasks.
 SEVERITY = (NOT_RUN, 'skipped', 'ok', 'changed', 'failed', 'unreachable')

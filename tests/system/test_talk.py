@@ -21,6 +21,7 @@ import subprocess
 import sys
 
 import pytest
+from ansible_collections.unboxed.lab.plugins.module_utils import netdev
 from conftest import ansible_env, run_adhoc
 
 pytestmark = [pytest.mark.lab, pytest.mark.root]
@@ -56,8 +57,14 @@ echo '--- cgroups'
 find /sys/fs/cgroup -type d -name 'unboxed*' | sort
 echo '--- mounts'
 findmnt --list --noheadings --output TARGET,FSTYPE,OPTIONS | sort
+echo '--- network'
+ip -br link show type bridge | sort
+ip -br link show type veth | sort
+nft list tables 2>/dev/null | sort
+grep -h '^unboxed-remap:' /etc/subuid /etc/subgid || true
+getent passwd unboxed-remap || true
 echo '--- processes'
-ps -eo args= | grep -E '^(tail -f /dev/null|unshare )' | sort || true
+ps -eo args= | grep -E '^(tail -f /dev/null|unshare |setpriv |perl )' | sort || true
 """
 
 
@@ -214,7 +221,7 @@ def test_check_on_fresh_hosts_predicts_the_converge_exactly(fresh):
     assert not os.path.exists(fresh.cache_dir), 'check mode built the controller cache'
     predicted = check.changed()
     for host in HOSTS:
-        assert (host, 'Copy the base archive to the host') in predicted, check.explain()
+        assert (host, 'Put the base into /overlay/lower1-base') in predicted, check.explain()
         assert (host, 'Run the container in its own namespaces') in predicted, check.explain()
         assert (host, 'Run the confined container with memory, pids and CPU limits') in predicted, check.explain()
 
@@ -234,9 +241,10 @@ def test_second_run_changes_nothing_and_skips_the_transfer(converged):
     again = converged.playbook('site.yml')
 
     assert_nothing_changed(again)
-    # A host holding the same checksum gets no copy: the install is not even included.
-    assert again.statuses('Install the base on the host') == dict.fromkeys(HOSTS, 'skipped')
-    assert again.statuses('Copy the base archive to the host') == {}
+    # A host holding the same checksum gets no copy: one layer task that compares the record and sends nothing.
+    bases = [entry for entry in again.results if entry['task'] == 'Put the base into /overlay/lower1-base']
+    assert {entry['host']: entry['status'] for entry in bases} == dict.fromkeys(HOSTS, 'ok')
+    assert not any(entry['result']['changed'] or entry['result']['transferred'] for entry in bases), again.explain()
 
 
 def test_check_after_convergence_changes_nothing(converged):
@@ -366,7 +374,14 @@ def test_reset_leaves_hosts_clean_as_check_predicted_and_keeps_the_cached_base(c
         cgroups = text.split('--- cgroups', 1)[1].split('--- mounts', 1)[0]
         assert cgroups.strip() == '', f'{host}: cgroups left behind:\n{cgroups}'
         mounts, processes = text.split('--- mounts', 1)[1].split('--- processes', 1)
+        mounts, network = mounts.split('--- network', 1)
         assert 'overlay' not in mounts, f'{host}:\n{mounts}'
+        # The network and userns slides: no bridge, veth, nftables table, subuid/subgid line or remap user of ours.
+        for left in ('unboxed0', 'table ip unboxed', 'unboxed-remap'):
+            assert left not in network, f'{host}: {left} left behind:\n{network}'
+        # A container's end on the seat: netdev.host_veth_name's v + name + - + 6 hex digits.
+        assert netdev.host_veth_name('unboxed0', 'web') not in network, f'{host}:\n{network}'
+        assert not re.search(r'^v[\w.-]+-[0-9a-f]{6}[@\s]', network, re.MULTILINE), f'{host}: a veth left behind:\n{network}'
         assert processes.strip() == '', f'{host}:\n{processes}'
         assert re.search(r'^/var/cache/unboxed/base/\S+\.tar\.gz f ', text, re.MULTILINE), f'{host}:\n{text}'
     assert len(cached_archives(talk_lab)) == 1, os.listdir(talk_lab.cache_dir)
@@ -381,7 +396,10 @@ def test_site_after_reset_reuses_the_hosts_copy_of_the_archive(converged):
     site = talk_lab.playbook('site.yml')
 
     assert_ok(site)
-    assert site.statuses('Copy the base archive to the host') == dict.fromkeys(HOSTS, 'ok')
+    # The seat's own copy of the archive is unpacked again: nothing is sent.
+    bases = [entry for entry in site.results if entry['task'] == 'Put the base into /overlay/lower1-base']
+    assert {entry['host']: entry['status'] for entry in bases} == dict.fromkeys(HOSTS, 'ok')
+    assert all(entry['result']['changed'] and not entry['result']['transferred'] for entry in bases), site.explain()
     assert all(host in {h for h, _task in site.changed()} for host in HOSTS)
     assert_nothing_changed(talk_lab.playbook('verify.yml'))
 

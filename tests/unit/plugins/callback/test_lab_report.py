@@ -63,7 +63,8 @@ def test_stage_falls_back_to_the_role_with_or_without_its_collection():
 
 
 def test_the_confinement_slides_come_after_namespaces_in_slide_order():
-    assert DEFAULT_STAGES[DEFAULT_STAGES.index('namespaces'):] == ('namespaces', 'cgroups', 'capabilities', 'seccomp', 'verify')
+    assert DEFAULT_STAGES[DEFAULT_STAGES.index('namespaces'):] == \
+        ('namespaces', 'cgroups', 'capabilities', 'seccomp', 'network', 'userns', 'verify')
     # Each slide's role and tag name its column; the closing comparison (tagged with the three slides, from role
     # cgroups) counts in the first of them.
     for slide in ('cgroups', 'capabilities', 'seccomp'):
@@ -107,7 +108,7 @@ def test_stage_map_names_tags_and_roles_for_stages():
 @pytest.mark.parametrize('item, words', [
     ('mount', 'not of the form name=stage'),
     ('=overlay', 'not of the form name=stage'),
-    ('mount=network', 'names stage "network", which is not one of the stages: layers, build, overlay'),
+    ('mount=networking', 'names stage "networking", which is not one of the stages: layers, build, overlay'),
 ])
 def test_stage_map_rejects_malformed_items(item, words):
     with pytest.raises(AnsibleError, match=words):
@@ -174,7 +175,8 @@ def test_seats_behind_come_first_and_the_summary_counts_them():
     assert [host['status'] for host in document['hosts']] == ['unreachable', 'failed', 'changed']
     assert document['summary'] == {'hosts': 3, 'behind': 2, 'failed': 1, 'unreachable': 1, 'on_track': 1,
                                    'stage_done': {'layers': 2, 'build': 1, 'overlay': 1, 'chroot': 1, 'namespaces': 1, 'cgroups': 1,
-                                                  'capabilities': 1, 'seccomp': 1, 'verify': 1, 'other': 0}}
+                                                  'capabilities': 1, 'seccomp': 1, 'network': 1, 'userns': 1, 'verify': 1,
+                                                  'other': 0}}
 
 
 def test_seats_come_in_natural_order_as_ansible_inventory_lists_them():
@@ -225,7 +227,7 @@ def test_text_table_lines_up_and_carries_the_reason():
     assert lines[0] == ('LAB REPORT site.yml - 3 seats: 1 on track, 2 behind (1 failed, 1 unreachable)', 'title')
     header, carol, bob, alice = (text for text, _status in lines[1:])
     assert header.split() == ['HOST', 'STUDENT', 'LAYERS', 'BUILD', 'OVERLAY', 'CHROOT', 'NAMESPACES', 'CGROUPS', 'CAPABILITIES', 'SECCOMP',
-                              'VERIFY', 'OTHER', 'WHY']
+                              'NETWORK', 'USERNS', 'VERIFY', 'OTHER', 'WHY']
     assert [status for _text, status in lines[2:]] == ['unreachable', 'failed', 'changed']
     # Every column starts where its header starts.
     for column in ('OVERLAY', 'VERIFY', 'WHY'):
@@ -377,7 +379,8 @@ def test_callback_files_each_event_under_its_host_and_stage(callback):
     assert (host['host'], host['student'], host['room']) == ('alice-martin', 'Alice Martin', 'B204')
     assert {stage: cell['status'] for stage, cell in host['stages'].items()} == \
         {'layers': 'changed', 'build': 'not_run', 'overlay': 'skipped', 'chroot': 'ok', 'namespaces': 'ok',
-         'cgroups': 'not_run', 'capabilities': 'not_run', 'seccomp': 'not_run', 'verify': 'failed'}
+         'cgroups': 'not_run', 'capabilities': 'not_run', 'seccomp': 'not_run', 'network': 'not_run', 'userns': 'not_run',
+         'verify': 'failed'}
     assert host['reason'] == {'stage': 'verify', 'task': 'Check', 'status': 'failed', 'message': '/overlay/merged is not mounted'}
 
 
@@ -410,4 +413,4 @@ def test_ansible_doc_renders_the_documentation(tmp_path):
     assert doc['type'] == 'aggregate'
     assert sorted(doc['options']) == ['other_stage', 'output_dir', 'print_table', 'stage_map', 'stages', 'title']
     assert doc['options']['stages']['default'] == list(DEFAULT_STAGES) == \
-        ['layers', 'build', 'overlay', 'chroot', 'namespaces', 'cgroups', 'capabilities', 'seccomp', 'verify']
+        ['layers', 'build', 'overlay', 'chroot', 'namespaces', 'cgroups', 'capabilities', 'seccomp', 'network', 'userns', 'verify']
