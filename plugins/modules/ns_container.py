@@ -1411,8 +1411,13 @@ class NsContainer:
     def wait_for_pid1(self, launcher, log_offset):
         """unshare --fork: the process to track is unshare's child, which becomes PID 1 of the new namespaces."""
         deadline = time.monotonic() + START_TIMEOUT
+        # With userns_remap, unshare --map-users forks a helper first, which runs newuidmap/newgidmap from the seat's
+        # user namespace and ends: not the container, whose PID 1 is forked after, in the new user namespace.
+        seats_userns = ns_utils.namespace_inode('self', 'user') \
+            if self.desired is not None and self.desired.userns_remap is not None else None
         while True:
-            children = process.children_of(launcher.pid)
+            children = [child for child in process.children_of(launcher.pid) if seats_userns is None
+                        or ns_utils.namespace_inode(child.pid, 'user') not in (None, seats_userns)]
             if children:
                 return children[0]
             if launcher.poll() is not None:
