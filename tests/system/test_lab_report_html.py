@@ -236,30 +236,33 @@ def test_run_prints_the_table_and_writes_both_files(lab_run):
     table = proc.stdout[proc.stdout.index('LAB REPORT site.yml'):].splitlines()
     assert table[0] == 'LAB REPORT site.yml - 3 seats: 1 on track, 2 behind (1 failed, 1 unreachable)'
     assert table[1].split() == ['HOST', 'STUDENT', 'LAYERS', 'BUILD', 'OVERLAY', 'CHROOT', 'NAMESPACES',
-                                'CGROUPS', 'CAPABILITIES', 'SECCOMP', 'VERIFY', 'WHY']
+                                'CGROUPS', 'CAPABILITIES', 'SECCOMP', 'NETWORK', 'USERNS', 'VERIFY', 'WHY']
     assert table[2].split()[:8] == ['carol-diaz', 'Carol', 'Diaz', 'UNREACHABLE', '-', '-', '-', '-']
     assert table[3].split()[:9] == ['bob-okafor', 'Bob', 'Okafor', 'changed', 'ok', 'FAILED', '-', '-', '-']
     assert table[3].endswith('overlay: Mount the overlay: mount: /overlay/merged: special device overlay does not exist. (exit code 32)')
-    # No task of this playbook is a confinement slide's: those columns show '-'.
-    assert table[4].split()[:12] == ['alice-martin', 'Alice', 'Martin', 'changed', 'ok', 'ok', 'ok', 'ok', '-', '-', '-', 'ok']
+    # No task of this playbook is a confinement, network or userns slide's: those columns show '-'.
+    assert table[4].split()[:14] == ['alice-martin', 'Alice', 'Martin', 'changed', 'ok', 'ok', 'ok', 'ok', '-', '-', '-', '-', '-',
+                                     'ok']
 
 
 def test_json_report_has_every_seat_and_stage(lab_run):
     _proc, report = lab_run
     document = json.loads((report / 'site.json').read_text(encoding='utf-8'))
     assert document['stages'] == ['layers', 'build', 'overlay', 'chroot', 'namespaces', 'cgroups', 'capabilities', 'seccomp',
-                                  'verify']
+                                  'network', 'userns', 'verify']
     hosts = {host['host']: host for host in document['hosts']}
     assert {name: host['status'] for name, host in hosts.items()} == \
         {'carol-diaz': 'unreachable', 'bob-okafor': 'failed', 'alice-martin': 'changed'}
     assert {stage: cell['status'] for stage, cell in hosts['alice-martin']['stages'].items()} == \
         {'layers': 'changed', 'build': 'ok', 'overlay': 'ok', 'chroot': 'ok', 'namespaces': 'ok',
-         'cgroups': 'not_run', 'capabilities': 'not_run', 'seccomp': 'not_run', 'verify': 'ok'}
+         'cgroups': 'not_run', 'capabilities': 'not_run', 'seccomp': 'not_run', 'network': 'not_run', 'userns': 'not_run',
+         'verify': 'ok'}
     assert hosts['carol-diaz']['reason']['stage'] == 'layers'
     assert 'ssh: connect to host 127.0.0.2 port 1: Connection refused' in hosts['carol-diaz']['reason']['message']
     assert (hosts['bob-okafor']['student'], hosts['bob-okafor']['seat'], hosts['bob-okafor']['room']) == ('Bob Okafor', '127.0.0.3', 'B204')
     assert document['summary']['stage_done'] == {'layers': 2, 'build': 2, 'overlay': 1, 'chroot': 1, 'namespaces': 1,
-                                                 'cgroups': 0, 'capabilities': 0, 'seccomp': 0, 'verify': 1}
+                                                 'cgroups': 0, 'capabilities': 0, 'seccomp': 0, 'network': 0, 'userns': 0,
+                                                 'verify': 1}
 
 
 def test_chromium_shows_which_seats_are_behind_and_why(lab_run):
@@ -290,7 +293,7 @@ def test_chromium_shows_which_seats_are_behind_and_why(lab_run):
     assert 'special device overlay does not exist' in bob['why'] and 'Mount the overlay' in bob['why']
     assert {stage: cell['text'] for stage, cell in alice['cells'].items()} == \
         {'layers': 'changed', 'build': 'ok', 'overlay': 'ok', 'chroot': 'ok', 'namespaces': 'ok',
-         'cgroups': '-', 'capabilities': '-', 'seccomp': '-', 'verify': 'ok'}
+         'cgroups': '-', 'capabilities': '-', 'seccomp': '-', 'network': '-', 'userns': '-', 'verify': 'ok'}
     assert alice['cells']['verify']['background'] == green
     assert alice['why'] == 'on track'
 
