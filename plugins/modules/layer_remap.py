@@ -703,10 +703,21 @@ def present(module, uid_line, gid_line):
         result['diff'] = [copy_.diff() for copy_ in copies if copy_.changed]
         changed = any(copy_.changed for copy_ in copies) or any(action['action'] != 'none' for action in actions)
         for copy_ in copies:
-            if copy_.plan.changed and os.path.isdir(copy_.dest):
+            if copy_.changed and os.path.isdir(copy_.dest):
                 problem = mounted_problem('src copy', copy_.dest)
                 if problem:
-                    module.fail_json(msg=problem, **result)
+                    # As Docker keeps a running container's layers as they were: a copy a mounted overlay uses is
+                    # left as it is (changing it there is undefined behaviour) and copied again once unmounted.
+                    module.warn(f'{copy_.source} changed since it was copied, but {problem} It is left as it is; '
+                                f'the next run after the overlay is unmounted (reset.yml --tags userns) copies it again.')
+                    copy_.plan = idmap.plan({}, {}, [])
+                    copy_.leftovers, copy_.complete = False, True
+        result['copies'] = [copy_.summary() for copy_ in copies]
+        result['commands'] = [line for copy_ in copies for line in copy_.commands() if copy_.changed]
+        result['commands'] += [cmd.shell_join(['install', '-d', '-o', str(uid_line.start), '-g', str(gid_line.start), '-m', '0755',
+                                               action['path']]) for action in actions if action['action'] != 'none']
+        result['diff'] = [copy_.diff() for copy_ in copies if copy_.changed]
+        changed = any(copy_.changed for copy_ in copies) or any(action['action'] != 'none' for action in actions)
         if module.check_mode or not changed:
             module.exit_json(changed=changed, **result)
         for copy_ in copies:
