@@ -27,7 +27,9 @@ import contextlib
 import datetime
 import json
 import os
+import ast
 import platform
+import resource
 import shutil
 import signal
 import subprocess
@@ -255,6 +257,56 @@ def settle(device: str) -> float:
     return round(time.monotonic() - started, 2)
 
 
+# --------------------------------------------------------------------------- CPU accounting
+
+CLOCK_TICKS = os.sysconf('SC_CLK_TCK')
+
+
+def machine_cpu_seconds() -> tuple[float, float]:
+    """(busy, iowait): CPU seconds this machine's cores have been busy since boot, and idle with a disk I/O
+    outstanding - /proc/stat's first line (user and nice include the guests'; the time a hypervisor stole is neither)."""
+    user, nice, system, _idle, iowait, irq, softirq = (int(value) for value in
+                                                        Path('/proc/stat').read_text(encoding='utf-8').split('\n', 1)[0].split()[1:8])
+    return (user + nice + system + irq + softirq) / CLOCK_TICKS, iowait / CLOCK_TICKS
+
+
+def cgroup_cpu_seconds(cgroups: Mapping[str, str]) -> float:
+    """CPU seconds of a cgroup and every cgroup below it, from the directories labctl reports for a seat
+    (`labctl up --json`): cpuacct.usage (v1, nanoseconds) or cpu.stat's usage_usec (v2)."""
+    if cgroups.get('cpuacct'):
+        return int(Path(cgroups['cpuacct'], 'cpuacct.usage').read_text(encoding='utf-8')) / 1e9
+    if cgroups.get('unified'):
+        for line in Path(cgroups['unified'], 'cpu.stat').read_text(encoding='utf-8').splitlines():
+            key, _space, value = line.partition(' ')
+            if key == 'usage_usec':
+                return int(value) / 1e6
+    raise BenchError(f'no CPU accounting in the seat\'s cgroups {dict(cgroups)}')
+
+
+def children_cpu_seconds() -> float:
+    """CPU seconds of this process's waited-for children and their waited-for descendants (user + system)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_sample(lab: Lab, device: str) -> dict[str, float]:
+    busy, iowait = machine_cpu_seconds()
+    return {'machine': busy, 'seats': lab.seats_cpu_seconds(), 'command': children_cpu_seconds(), 'iowait': iowait,
+            'written_mb': disk_activity(device)[1] * 512 / 1e6 if device else 0.0}
+
+
+def cpu_used(before: Mapping[str, float], after: Mapping[str, float], wall: float) -> dict[str, float]:
+    """What one command cost in CPU seconds: the whole machine, the seats (sshd, the modules, the containers - all
+    in the seats' cgroups) and the command's own processes (ansible, its workers and SSH clients; not the SSH
+    multiplexing masters, which detach from it). `other` is the rest of the machine: the masters, and whatever else
+    ran meanwhile (on a quiet machine, close to nothing). Beside them, `iowait` (cores idle waiting for the disk) and
+    `written_mb` (megabytes written to the disk that holds the seats)."""
+    used = {key: round(after[key] - before[key], 3) for key in before}
+    used['other'] = round(used['machine'] - used['seats'] - used['command'], 3)
+    used['wall'] = wall
+    return used
+
+
 # --------------------------------------------------------------------------- the lab
 
 
@@ -267,6 +319,8 @@ class Lab:
     hosts: dict[str, str] = field(default_factory=dict)  # name -> address
     # name -> {'release': 'trixie', 'debian_version': '13.8'}: what each seat runs, recorded with the results
     seats: dict[str, dict] = field(default_factory=dict)
+    # name -> {'cpuacct': DIRECTORY, ...}: each seat's cgroups on this machine, where every process of the seat runs
+    cgroups: dict[str, dict] = field(default_factory=dict)
     key: str = ''
     known_hosts: str = ''
     user: str = 'student'  # the account labctl's seats let in (it becomes root with sudo)
@@ -293,9 +347,13 @@ class Lab:
         self.hosts = {name: host['address'] for name, host in state['hosts'].items()}
         self.seats = {name: {'release': host.get('release'), 'debian_version': host.get('debian_version')}
                       for name, host in state['hosts'].items()}
+        self.cgroups = {name: dict(host.get('cgroups') or {}) for name, host in state['hosts'].items()}
         self.key, self.known_hosts, self.user = state['key'], state['known_hosts'], state.get('user', self.user)
         self._write_ssh_config()
         return round(time.monotonic() - started, 2)
+
+    def seats_cpu_seconds(self) -> float:
+        return sum(cgroup_cpu_seconds(cgroups) for cgroups in self.cgroups.values())
 
     def _write_ssh_config(self) -> None:
         # What a user of the hand-written script has in ~/.ssh/config for the class's machines: the seats' own
@@ -334,6 +392,8 @@ class Runner:
     extra_env: dict[str, str] = field(default_factory=dict)
     counter: int = 0
     last_log: Path | None = None  # the log of the last command run
+    device: str = ''  # the block device of /var/lib, where the seats' files are
+    last_cpu: dict | None = None  # what the last command run cost in CPU seconds (cpu_used)
 
     def base_env(self, overrides: Mapping[str, str] | None = None) -> dict[str, str]:
         env = dict(os.environ)
@@ -352,10 +412,12 @@ class Runner:
         self.counter += 1
         log = self.log_dir / f'{self.counter:03d}-{label}.log'
         self.last_log = log
+        before = cpu_sample(self.lab, self.device)
         started = time.monotonic()
         with log.open('w', encoding='utf-8') as handle:
             completed = run_child(argv, cwd=REPO, env=dict(env), stdout=handle, stderr=subprocess.STDOUT)
         elapsed = time.monotonic() - started
+        self.last_cpu = cpu_used(before, cpu_sample(self.lab, self.device), round(elapsed, 3))
         if completed.returncode != 0:
             raise BenchError(f'{label}: {" ".join(argv)} exited {completed.returncode}; see {log}')
         return round(elapsed, 3)
@@ -452,8 +514,20 @@ SCALING_MEASURES = ('ping', 'first', 'rerun', 'check', 'ping_warm', 'rerun_warm'
 # The slides the hand-written script does (the talk's first four); site.yml has more since (build, the confinement
 # slides). A first converge of these tags alone is the like-for-like comparison with the script.
 SCRIPT_SLIDES = 'layers,overlay,chroot,namespaces'
-# The slides of site.yml, in order: the "slide step" is one `--tags SLIDE` rerun, what the instructor waits for.
-SLIDES = ('layers', 'build', 'overlay', 'chroot', 'namespaces', 'cgroups', 'capabilities', 'seccomp')
+
+
+def site_slides() -> tuple[str, ...]:
+    """The slides of site.yml, in order, as the lab report's columns name them (its DEFAULT_STAGES, read from the
+    callback's source: the bench's Python has no Ansible to import it with), verify apart."""
+    tree = ast.parse((REPO / 'plugins' / 'callback' / 'lab_report.py').read_text(encoding='utf-8'))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(target, 'id', None) == 'DEFAULT_STAGES' for target in node.targets):
+            return tuple(stage for stage in ast.literal_eval(node.value) if stage != 'verify')
+    raise BenchError('plugins/callback/lab_report.py has no DEFAULT_STAGES')
+
+
+# The slide step is one `--tags SLIDE` rerun per slide, what the instructor waits for.
+SLIDES = site_slides()
 
 
 def measure_scaling_at(runner: Runner, device: str, count: int, runs: int, say: Callable[[str], None]) -> dict:
@@ -463,45 +537,52 @@ def measure_scaling_at(runner: Runner, device: str, count: int, runs: int, say: 
     runner.ping('warm-up-ping')  # the first connection to a new host, and Python's bytecode caches: not timed
     series: dict[str, list] = {name: [] for name in SCALING_MEASURES}
     series.update(load=[], reset=[], settle=[], first_tasks=[], rerun_tasks=[], check_tasks=[])
+    # What each measure cost in CPU seconds (cpu_used), in the order of its series.
+    series['cpu'] = {name: [] for name in SCALING_MEASURES}
+
+    def keep(name: str, seconds: float) -> None:
+        series[name].append(seconds)
+        series['cpu'][name].append(runner.last_cpu)
+
     series['seats'] = dict(runner.lab.seats)
     for run in range(1, runs + 1):
         cleaned = clean_hosts(runner, device)
         series['reset'].append(cleaned['reset'])
         series['settle'].append(cleaned['settle'])
         series['load'].append(load_average())
-        series['ping'].append(runner.ping())
+        keep('ping', runner.ping())
         seconds, timing = runner.playbook('first', 'site.yml')
         require('first converge', timing, count, changed=True)
-        series['first'].append(seconds)
+        keep('first', seconds)
         series['first_tasks'].append(timing)
         seconds, timing = runner.playbook('rerun', 'site.yml')
         require('rerun', timing, count, changed=False)
-        series['rerun'].append(seconds)
+        keep('rerun', seconds)
         series['rerun_tasks'].append(timing)
         seconds, timing = runner.playbook('check', 'site.yml', '--check')
         require('--check', timing, count, changed=False)
-        series['check'].append(seconds)
+        keep('check', seconds)
         series['check_tasks'].append(timing)
         # Warm SSH: the masters of an untimed ping stay open (ControlPersist) for a timed ping and rerun, in turn.
         control_dir = Path(tempfile.mkdtemp(prefix='cp-warm-', dir=runner.workdir))
         try:
             runner.ansible('warm-up-ping', ['ansible', '-i', str(runner.lab.inventory), 'all', '-m', 'ansible.builtin.ping'],
                            control_dir=control_dir)
-            series['ping_warm'].append(runner.ansible('ping-warm', ['ansible', '-i', str(runner.lab.inventory), 'all', '-m',
+            keep('ping_warm', runner.ansible('ping-warm', ['ansible', '-i', str(runner.lab.inventory), 'all', '-m',
                                                                     'ansible.builtin.ping'], control_dir=control_dir)[0])
             seconds, timing = runner.playbook('rerun-warm', 'site.yml', control_dir=control_dir)
             require('rerun (warm SSH)', timing, count, changed=False)
-            series['rerun_warm'].append(seconds)
+            keep('rerun_warm', seconds)
         finally:
             close_ssh_masters(control_dir)
         clean_hosts(runner, device)
         archive = controller_archive()
-        series['hand_first'].append(runner.handwritten('hand-first', '--archive', str(archive)))
-        series['hand_rerun'].append(runner.handwritten('hand-rerun', '--archive', str(archive)))
+        keep('hand_first', runner.handwritten('hand-first', '--archive', str(archive)))
+        keep('hand_rerun', runner.handwritten('hand-rerun', '--archive', str(archive)))
         clean_hosts(runner, device)
         seconds, timing = runner.playbook('first-script-slides', 'site.yml', '--tags', SCRIPT_SLIDES)
         require(f'first converge (--tags {SCRIPT_SLIDES})', timing, count, changed=True)
-        series['first_script_slides'].append(seconds)
+        keep('first_script_slides', seconds)
         say(f'  N={count} run {run}/{runs}: ' + ', '.join(f'{name} {series[name][-1]:.1f}s' for name in SCALING_MEASURES)
             + f' (load {series["load"][-1]:.2f})')
     return series
@@ -772,8 +853,8 @@ def run_bench(args: argparse.Namespace, output: Path, write_report: Callable[[Pa
     progress_dir = workdir / 'results'
     progress_dir.mkdir()
     lab = Lab(args.lab, workdir, releases=args.releases)
-    runner = Runner(workdir, lab, log_dir)
     device = block_device_of('/var/lib')
+    runner = Runner(workdir, lab, log_dir, device=device)
     say(f'logs: {log_dir}')
     failure = lab_problem = None
     try:

@@ -163,7 +163,7 @@ def scaling_section(scaling: Mapping) -> tuple[list[str], dict]:
            check_vs_rerun and f"{med(10, 'check'):.1f} s / {med(10, 'rerun'):.1f} s = {check_vs_rerun:.2f}x",
            None if check_vs_rerun is None else check_vs_rerun <= 1)
     first_vs_hand = {count: ratio(med(count, 'first'), med(count, 'hand_first')) for count in counts}
-    target('first converge no slower than the hand-written script (all of site.yml: 8 slides against the script\'s 4)',
+    target(f'first converge no slower than the hand-written script (all of site.yml: {slide_count(scaling)} slides against the script\'s 4)',
            ', '.join(f'N={count}: {value:.2f}x the script' for count, value in first_vs_hand.items() if value),
            all(value <= 1 for value in first_vs_hand.values() if value) if first_vs_hand else None)
     like_vs_hand = {count: ratio(med(count, 'first_script_slides'), med(count, 'hand_first')) for count in counts}
@@ -184,6 +184,7 @@ def scaling_section(scaling: Mapping) -> tuple[list[str], dict]:
     hand_vs_rerun = {count: ratio(med(count, 'hand_first'), med(count, 'rerun')) for count in counts}
     lines += targets + ['']
     lines += closing_note(scaling, by_hosts, counts)
+    lines += cpu_section(scaling)
     lines += round_trip_section(scaling.get('round_trips'))
     lines += slide_step_section(scaling.get('slide_steps'))
 
@@ -252,8 +253,15 @@ def module_task_walls(timing: Mapping | None) -> list[tuple[str, float]]:
             if any(host['status'] not in ('skipped',) for host in task['hosts'].values()) and task['wall'] >= 0.5]
 
 
+def slide_count(scaling: Mapping) -> int | str:
+    """How many slides site.yml ran: those of the slide step, else those of the round-trip count."""
+    slides = (scaling.get('slide_steps') or {}).get('steps') or ((scaling.get('round_trips') or {}).get('rerun') or {}).get('slides', {})
+    return len([slide for slide in slides if slide != 'play']) or '?'
+
+
 def closing_note(scaling: Mapping, by_hosts: Mapping[int, Mapping], counts: Sequence[int]) -> list[str]:
     """What each missed target costs, from this run's own figures: module runs, seconds per module run, load."""
+    slides = slide_count(scaling)
     lines = ['### What stops the targets that are not met (from this run\'s figures)', '']
     loads = {count: by_hosts[count].get('load', []) for count in counts}
     for count in counts:
@@ -271,13 +279,13 @@ def closing_note(scaling: Mapping, by_hosts: Mapping[int, Mapping], counts: Sequ
     lines += [
         '',
         '- Rerun against ping: a ping is Ansible\'s start-up plus one module run per seat; the rerun is one module run per '
-        'slide and seat (the round-trip table below), eight slides and the base. With every seat\'s module run costing '
+        'slide and seat (the round-trip table below), ' + f'{slides} slides and the base. With every seat\'s module run costing '
         'what a ping\'s does, the ratio cannot fall below about the number of module runs divided by what the ping\'s '
-        'start-up adds to its one run - more than 3 for eight slides on this machine. A module run costs CPU on the seat '
+        'start-up adds to its one run - ' + f'more than 3 for {slides} slides on this machine (the CPU figures below). A module run costs CPU on the seat '
         '(Python start, the payload\'s imports) and on the controller (a worker, the SSH session); here both are the same two '
         'cores, shared with the other seats and whatever else runs (the load column). Mitogen shortens each run (settings '
         'below); seats with CPUs of their own (a classroom) shorten it more.',
-        '- First converge against the script: the script does four slides, site.yml eight (the build runs the Dockerfile\'s '
+        '- First converge against the script: the script does four slides, ' + f'site.yml {slides} (the build runs the Dockerfile\'s '
         'RUN steps, the cgroups slide its demonstrations); the like-for-like row compares the same four. What remains is '
         'the base (45 MB sent to each seat and unpacked: gzip and tar on the shared cores, N unpacks on one disk) plus one '
         'module run per slide, against the script\'s one ssh per seat.',
@@ -285,6 +293,101 @@ def closing_note(scaling: Mapping, by_hosts: Mapping[int, Mapping], counts: Sequ
         'several times more at N=20 than at N=1; on a classroom only the controller\'s share grows with N.',
         '',
     ]
+    return lines
+
+
+CPU_RUNS = {
+    'ping': 'ansible -m ping',
+    'rerun': 'site.yml rerun',
+    'check': 'site.yml --check',
+    'ping_warm': 'ping, warm SSH',
+    'rerun_warm': 'rerun, warm SSH',
+    'first': 'site.yml first converge',
+    'first_script_slides': "first converge, the script's slides",
+    'hand_first': 'hand-written first run',
+}
+
+
+def median_cpu(series: Mapping, key: str) -> Mapping | None:
+    """The CPU figures (bench.py's cpu_used) of the run of `key` whose wall time is the median one."""
+    cpus = (series.get('cpu') or {}).get(key) or []
+    walls = series.get(key) or []
+    if not cpus or len(cpus) != len(walls):
+        return None
+    order = sorted(range(len(walls)), key=walls.__getitem__)
+    return cpus[order[(len(order) - 1) // 2]]
+
+
+def module_runs_per_seat(round_trips: Mapping | None, key: str = 'rerun') -> int | None:
+    """Module runs per seat of a run (the most any seat needed, summed over the slides), from the round-trip count."""
+    slides = ((round_trips or {}).get(key) or {}).get('slides') or {}
+    return sum(counts['max']['module'] for counts in slides.values()) if slides else None
+
+
+def cpu_section(scaling: Mapping) -> list[str]:
+    """Where the CPU goes, per host count, and the floor it puts under each run on this machine's cores."""
+    by_hosts = {int(count): series for count, series in scaling['by_hosts'].items()}
+    counts = [count for count in sorted(by_hosts) if median_cpu(by_hosts[count], 'rerun')]
+    if not counts:
+        return []
+    cores = scaling.get('machine', {}).get('cores') or 1
+    lines = ['## Where the CPU goes', '',
+             'Counted around every timed command: the CPU seconds of the seats (their cgroups hold every process of a seat: '
+             'sshd, the modules, the containers), of the Ansible command itself (ansible, its workers, the SSH clients) and '
+             'of the rest of the machine (the SSH multiplexing masters, and anything else that ran), from the seats\' '
+             f'`cpuacct`, `getrusage` and `/proc/stat`. The machine has {cores} cores: no run can take less wall time than '
+             'its CPU seconds divided by them (the floor column). "Waiting for the disk" is the cores\' iowait time; '
+             '"written" what reached the disk that holds the seats. Median run of each kind.', '',
+             '| Hosts | Run | Wall | CPU: seats | CPU: the Ansible command | CPU: rest | CPU: whole machine | cores busy | '
+             'floor (CPU / cores) | waiting for the disk | written |',
+             '| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |']
+    for count in counts:
+        for key, label in CPU_RUNS.items():
+            cpu = median_cpu(by_hosts[count], key)
+            if cpu is None:
+                continue
+            lines.append(f"| {count} | {label} | {cpu['wall']:.1f} s | {cpu['seats']:.1f} s | {cpu['command']:.1f} s | "
+                         f"{cpu['other']:.1f} s | {cpu['machine']:.1f} s | {cpu['machine'] / max(cpu['wall'], 0.001):.2f} of {cores} | "
+                         f"{cpu['machine'] / cores:.1f} s | {cpu.get('iowait', 0):.1f} s | {cpu.get('written_mb', 0):.0f} MB |")
+    lines.append('')
+    modules = module_runs_per_seat(scaling.get('round_trips'))
+    for count in (10,) if 10 in counts else counts[-1:]:
+        ping, rerun = median_cpu(by_hosts[count], 'ping'), median_cpu(by_hosts[count], 'rerun')
+        if not ping or not rerun or not ping['machine']:
+            continue
+        lines.append(f"- Rerun against ping on {count} hosts: the rerun used {rerun['machine']:.1f} CPU seconds, the ping "
+                     f"{ping['machine']:.1f} ({rerun['machine'] / ping['machine']:.1f}x); their wall times were "
+                     f"{rerun['wall']:.1f} s and {ping['wall']:.1f} s ({rerun['wall'] / ping['wall']:.1f}x).")
+        if modules:
+            per_run_seat = rerun['seats'] / (count * modules)
+            per_run_command = rerun['command'] / (count * modules)
+            ping_seat, ping_command = ping['seats'] / count, ping['command'] / count
+            budget = 3 * ping['machine'] / (count * modules)
+            lines.append(f"  A rerun is {modules} module runs per seat (the round-trip count below); each cost the seat "
+                         f"{per_run_seat * 1000:.0f} ms of CPU and the controller {per_run_command * 1000:.0f} ms "
+                         f"(the ping's one: {ping_seat * 1000:.0f} ms and {ping_command * 1000:.0f} ms, Ansible's start-up "
+                         f"included). Within 3x the ping's CPU, {modules} module runs on {count} seats could cost "
+                         f"{budget * 1000:.0f} ms each, seat and controller together: "
+                         f"{(per_run_seat + per_run_command) / budget:.1f}x less than they cost here. On {cores} cores "
+                         f"the rerun cannot take less than {rerun['machine'] / cores:.1f} s "
+                         f"({rerun['machine'] / cores / ping['wall']:.1f}x the ping's wall time).")
+    first_counts = [count for count in counts if median_cpu(by_hosts[count], 'first')]
+    if len(first_counts) > 1:
+        low, high = first_counts[0], first_counts[-1]
+        first_low, first_high = median_cpu(by_hosts[low], 'first'), median_cpu(by_hosts[high], 'first')
+        lines.append(f"- First converge from {low} to {high} hosts: {first_low['machine']:.1f} to {first_high['machine']:.1f} "
+                     f"CPU seconds ({first_high['machine'] / max(first_low['machine'], 0.001):.1f}x), "
+                     f"{first_low.get('written_mb', 0):.0f} to {first_high.get('written_mb', 0):.0f} MB written. The floor on "
+                     f"{high} hosts, {first_high['machine'] / cores:.1f} s, is "
+                     f"{first_high['machine'] / cores / first_low['wall']:.1f}x the {first_low['wall']:.1f} s of {low}: "
+                     f"T({high})/T({low}) cannot be less on {cores} cores.")
+    for count in counts:
+        mine, script = median_cpu(by_hosts[count], 'first_script_slides'), median_cpu(by_hosts[count], 'hand_first')
+        if mine and script and script['machine']:
+            lines.append(f"- Like for like on {count} host(s): the four slides by site.yml used {mine['machine']:.1f} CPU "
+                         f"seconds ({mine['seats']:.1f} on the seats, {mine['command']:.1f} in Ansible), the script "
+                         f"{script['machine']:.1f} ({script['seats']:.1f} on the seats).")
+    lines.append('')
     return lines
 
 
