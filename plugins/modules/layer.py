@@ -46,6 +46,11 @@ description:
   - It refuses to change a layer that a mounted overlay uses (as a lower, upper or work directory), since the kernel
     documents changes to a layer under a mounted overlay as undefined behaviour. Unmount the overlay first. A layer
     that already holds what is asked needs no change, so a mounted overlay does not stop a rerun.
+  - O(layers) makes several layers in one task - an image as docker holds it, C(FROM debian) and each C(RUN) step a
+    layer - checked in one run on the host, so that a rerun costs one round trip for the whole image. Every layer is
+    checked first (its options, then what the host holds), and a problem with any of them changes nothing; then each
+    is written in order, as it would be alone. A layer that fails while it is written is undone as above; the layers
+    before it stay written.
 author:
   - unboxed developers (@unboxed)
 extends_documentation_fragment:
@@ -63,6 +68,7 @@ attributes:
       - O(state=present) - one diff per file that is created or whose content changes; with O(archive), the record
         before and after.
       - O(state=absent) - the layer directory before (with its number of files and directories) and after.
+      - O(layers) - the diffs of every layer, one after the other; each names its files or its record.
   platform:
     platforms: posix
 options:
@@ -72,12 +78,52 @@ options:
       - Must not be C(/) or a system directory such as C(/srv) or C(/var/lib), nor lie in or below a system tree such
         as C(/etc), C(/usr), C(/proc) - also not through a symbolic link (the path is resolved as the kernel
         resolves it, and the message says where it leads). With O(state=absent) it must not be a symbolic link.
+      - Exactly one of O(path) and O(layers) is required.
     type: path
-    required: true
+  layers:
+    description:
+      - Several layers in one task, written in this order, each a dictionary with the options of one layer below -
+        O(layers[].path) and either O(layers[].files) or O(layers[].archive).
+      - Mutually exclusive with O(path), and with O(files), O(archive), O(checksum), O(keep_archive_in), O(remote_src)
+        and O(archive_name), which go into each layer instead.
+      - Each layer is a directory of its own - none may be another's or lie inside another.
+      - Checked by the module itself - a wrong key or value fails naming C(layers[N]) and the option, such as
+        C(layers[1].files[0].mode).
+      - With O(state=absent), each layer takes only O(layers[].path), and every one is removed (the same refusals).
+    type: raw
+    version_added: 0.3.0
+    suboptions:
+      path:
+        description: The layer directory, as O(path).
+        type: path
+        required: true
+      files:
+        description: The files of the layer, as O(files).
+        type: raw
+      archive:
+        description: A tar archive whose files are the layer, as O(archive).
+        type: path
+      checksum:
+        description: The SHA-256 of O(layers[].archive), as O(checksum).
+        type: str
+      keep_archive_in:
+        description: Where the host keeps the archive after a transfer, as O(keep_archive_in).
+        type: path
+      remote_src:
+        description: Whether O(layers[].archive) is already on the host, as O(remote_src).
+        type: bool
+        default: false
+      archive_name:
+        description: The name the record and the kept copy give the archive, as O(archive_name).
+        type: str
+      directory_mode:
+        description: Permissions of the directories this layer creates, as O(directory_mode). Default - O(directory_mode).
+        type: raw
   state:
     description:
       - V(present) makes the layer hold O(files).
-      - V(absent) removes the layer directory O(path) with everything in it, unless a mount keeps it in use (see above).
+      - V(absent) removes the layer directory O(path) (each of O(layers)) with everything in it, unless a mount keeps it
+        in use (see above).
     type: str
     choices: [present, absent]
     default: present
@@ -157,6 +203,7 @@ options:
     description:
       - Permissions, in octal, of the directories this module creates (the layer directory and any directory on the
         way to a file). Existing directories are left as they are. Not used with O(state=absent).
+      - With O(layers), the default of each layer's O(layers[].directory_mode).
     type: raw
     default: '0755'
   lock_timeout:
@@ -198,6 +245,22 @@ EXAMPLES = r"""
           echo "hello from $(hostname)"
         mode: '0755'
 
+- name: FROM debian, then RUN echo "Texto" > /file01.txt - the talk's image, one round trip on a rerun
+  unboxed.lab.layer:
+    layers:
+      - path: /overlay/lower1-base
+        archive: /var/cache/unboxed/base/debian-trixie-minbase-amd64.tar.gz
+        keep_archive_in: /var/cache/unboxed/base
+      - path: /overlay/lower2-file
+        files:
+          - path: /file01.txt
+            content: "Texto\n"
+  register: image
+
+- name: Show which layers changed
+  ansible.builtin.debug:
+    msg: "{{ image.layers | selectattr('changed') | map(attribute='path') | list }}"
+
 - name: Remove the talk's layers again (after the overlay is unmounted)
   unboxed.lab.layer:
     path: "{{ item }}"
@@ -208,9 +271,23 @@ EXAMPLES = r"""
 RETURN = r"""
 path:
   description: The layer directory.
-  returned: always
+  returned: when O(path) is given
   type: str
   sample: /overlay/lower2-file
+layers:
+  description:
+    - The result of each layer of O(layers), in order - what the module returns for one layer (RV(path), RV(actions),
+      RV(command), and RV(files) and RV(unlisted), RV(record) and RV(transferred), or RV(removed) and RV(in_use), as
+      that layer has them), and whether it changed. Their diffs are the task's.
+    - When a layer fails, the results of the layers before it and of the failing one, whose C(msg) names it.
+  returned: when O(layers) is given
+  type: list
+  elements: dict
+  sample:
+    - {path: /overlay/lower1-base, changed: false, actions: [], transferred: false,
+       record: "0f3c...e1  debian-trixie-minbase-amd64-4ab1c2d3e4f5.tar.gz", command: "mkdir -p /overlay/lower1-base; ..."}
+    - {path: /overlay/lower2-file, changed: false, actions: [], files: [/overlay/lower2-file/file01.txt], unlisted: [],
+       command: "mkdir -p /overlay/lower2-file; echo Texto > /overlay/lower2-file/file01.txt"}
 files:
   description: The files of the layer, as host paths, in the order of O(files).
   returned: when O(state=present) with O(files)
@@ -221,6 +298,7 @@ actions:
   description:
     - What was done, or in check mode what would be done, in order. Empty when nothing changed.
     - C(remove N temporary files of an interrupted run (DIR)) comes first when a killed run left them.
+    - With O(layers), the actions of every layer, in order.
   returned: always
   type: list
   elements: str
@@ -237,8 +315,8 @@ record:
   type: str
   sample: "0f3c...e1  debian-trixie-minbase-amd64-4ab1c2d3e4f5.tar.gz"
 transferred:
-  description: Whether the archive was sent from the controller in this run.
-  returned: when O(archive) is given
+  description: Whether the archive was sent from the controller in this run (with O(layers), any layer's).
+  returned: when O(archive) is given, or a layer of O(layers) has one
   type: bool
   sample: false
 removed:
@@ -260,7 +338,7 @@ in_use:
   sample:
     - {mount_point: /overlay/merged, fstype: overlay, use: lowerdir, directory: /overlay/lower1-base}
 command:
-  description: The equivalent shell commands.
+  description: The equivalent shell commands (with O(layers), of every layer in order).
   returned: always
   type: str
   sample: mkdir -p /overlay/lower2-file; echo Texto > /overlay/lower2-file/file01.txt
@@ -279,6 +357,7 @@ import stat
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_bytes, to_text
+from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_collections.unboxed.lab.plugins.module_utils import command as cmd
 from ansible_collections.unboxed.lab.plugins.module_utils import locking
@@ -290,6 +369,9 @@ OCTAL_MODE = re.compile(r'0?[0-7]{3}|[0-7]{4}')
 FILE_KEYS = ('path', 'content', 'mode', 'owner', 'group')
 FILE_DEFAULTS = {'mode': '0644', 'owner': None, 'group': None}
 FILES_EXAMPLE = '[{path: /file01.txt, content: "Texto\\n"}]'
+LAYER_KEYS = ('path', 'files', 'archive', 'checksum', 'keep_archive_in', 'remote_src', 'archive_name', 'directory_mode')
+LAYERS_EXAMPLE = ('[{path: /overlay/lower1-base, archive: debian.tar.gz}, '
+                  '{path: /overlay/lower2-file, files: [{path: /file01.txt, content: "Texto\\n"}]}]')
 
 # The largest user or group ID (uid_t is 32 bits; (uid_t)-1 means "unchanged" to chown(2)).
 MAX_ID = 2 ** 32 - 2
@@ -311,7 +393,9 @@ SHA256 = re.compile(r'[0-9a-f]{64}')
 
 def argument_spec():
     return dict(
-        path=dict(type='path', required=True),
+        path=dict(type='path'),
+        # Checked by layers_requests, for the reasons of files below: each layer's options as the module's own are.
+        layers=dict(type='raw'),
         state=dict(type='str', choices=['present', 'absent'], default='present'),
         # Checked by files_problems, not by AnsibleModule: its conversions turn a string into a list, "a=b" into a
         # dictionary and a list into its repr, and its messages do not say which file is wrong.
@@ -343,17 +427,17 @@ def _kind(value) -> str:
     return type(value).__name__
 
 
-def files_problems(value):
+def files_problems(value, name='files'):
     """(problems, items): ``files`` must be a list of dictionaries with the keys of FILE_KEYS; every wrong type or
-    shape is named files[N] with what was expected. Items come back as (option, item) with defaults filled in."""
+    shape is named files[N] (``name``[N]) with what was expected. Items come back as (option, item) with defaults filled in."""
     if value is None:
         return [], None
     if not isinstance(value, (list, tuple)):
-        return [f'files must be a list of files, each a dictionary with path and content, such as {FILES_EXAMPLE}; '
+        return [f'{name} must be a list of files, each a dictionary with path and content, such as {FILES_EXAMPLE}; '
                 f'got {_kind(value)}.'], []
     problems, items = [], []
     for index, item in enumerate(value):
-        option = f'files[{index}]'
+        option = f'{name}[{index}]'
         if not isinstance(item, dict):
             problems.append(f'{option} must be a dictionary with path and content, such as '
                             f'{{path: /file01.txt, content: "Texto\\n"}}; got {_kind(item)}.')
@@ -431,36 +515,40 @@ def _resolve_id(option, value, lookup):
     return None, f'{option} "{value}" does not exist on this host.'
 
 
-def request_problems(params):
-    """Everything wrong with the request that can be told without touching the file system, and the files parsed.
-    Everything that could fail later - types, modes, owners, names, lengths - is checked here, before any change."""
+def request_problems(params, prefix=''):
+    """Everything wrong with the request for one layer that can be told without touching the file system, and the
+    files parsed. Everything that could fail later - types, modes, owners, names, lengths - is checked here, before any
+    change. ``prefix`` names where the layer's options are: '' for the module's own, 'layers[N].' for a layer of O(layers)."""
     problems = []
     layer = params['path']
     # "/" is one of the system directories; a path whose symbolic links lead into one is refused too.
-    problem = paths.usable_directory_problem('path', layer)
+    problem = paths.usable_directory_problem(f'{prefix}path', layer)
     if not problem and len(layer.encode('utf-8', 'surrogateescape')) > PATH_MAX - NAME_MAX:
-        problem = f'path is {len(layer)} characters long: too long for a layer directory and its files.'
-    directory_mode, mode_problem = parse_mode('directory_mode', params['directory_mode'])
+        problem = f'{prefix}path is {len(layer)} characters long: too long for a layer directory and its files.'
+    directory_mode, mode_problem = parse_mode(f'{prefix}directory_mode', params['directory_mode'])
     problems.extend(filter(None, [problem, mode_problem]))
     if params.get('lock_timeout', 0) < 0:
         problems.append(f'lock_timeout must be 0 or more seconds, got {params["lock_timeout"]}.')
     if params['state'] == 'absent':
         if params['files'] is not None:
-            problems.append('files lists what to write into the layer; state=absent removes the whole layer directory, '
-                            'so leave files out.')
+            problems.append(f'{prefix}files lists what to write into the layer; state=absent removes the whole layer '
+                            f'directory, so leave files out.')
         if params.get('archive') is not None:
-            problems.append('archive gives the files of a layer to write; state=absent removes the whole layer directory, '
-                            'so leave archive out.')
+            problems.append(f'{prefix}archive gives the files of a layer to write; state=absent removes the whole layer '
+                            f'directory, so leave archive out.')
         return problems, [], directory_mode
     if params.get('archive') is not None:
-        problems.extend(archive_problems(params))
+        problems.extend(archive_problems(params, prefix))
         return problems, [], directory_mode
-    shape_problems, items = files_problems(params['files'])
+    shape_problems, items = files_problems(params['files'], f'{prefix}files')
     problems.extend(shape_problems)
-    if items is None:
+    if items is None and prefix:
+        problems.append(f'{prefix[:-1]} needs files or archive with state=present: the files of the layer, such as '
+                        f'files: {FILES_EXAMPLE}, or the archive that holds them.')
+    elif items is None:
         problems.append(f'files is required with state=present: list the files of the layer, such as {FILES_EXAMPLE}.')
     elif not items and not shape_problems:
-        problems.append('files is empty: list at least one file for the layer (path and content).')
+        problems.append(f'{prefix}files is empty: list at least one file for the layer (path and content).')
     wanted = []
     for option, item in items or []:
         if not isinstance(item.get('path'), str) or not isinstance(item.get('content'), str):
@@ -492,24 +580,25 @@ def request_problems(params):
     return problems, wanted, directory_mode
 
 
-def archive_problems(params) -> list[str]:
+def archive_problems(params, prefix='') -> list[str]:
     """What is wrong with a request for a layer from an archive, told before anything is read or changed."""
     problems = []
     if params['files'] is not None:
-        problems.append('files and archive are mutually exclusive: a layer is either the files listed or the files of '
-                        'an archive.')
+        problems.append(f'{prefix}files and {prefix}archive are mutually exclusive: a layer is either the files listed or '
+                        f'the files of an archive.')
     checksum = params.get('checksum')
     if not checksum:
-        problems.append('checksum is required with archive (the SHA-256 of the archive, 64 hexadecimal digits); through '
-                        'the action plugin it is read from ARCHIVE.sha256 on the controller or computed.')
+        problems.append(f'{prefix}checksum is required with {prefix}archive (the SHA-256 of the archive, 64 hexadecimal '
+                        f'digits); through the action plugin it is read from ARCHIVE.sha256 on the controller or computed.')
     elif not SHA256.fullmatch(checksum):
-        problems.append(f'checksum must be the archive\'s SHA-256, 64 hexadecimal digits in lower case; got {checksum!r}.')
+        problems.append(f'{prefix}checksum must be the archive\'s SHA-256, 64 hexadecimal digits in lower case; got {checksum!r}.')
     name = params.get('archive_name') or os.path.basename(params['archive'] or '')
     if not name or '\n' in name or '\0' in name or '/' in name:
-        problems.append(f'archive must name an archive file (archive_name a file name), got {name!r}.')
+        problems.append(f'{prefix}archive must name an archive file ({prefix}archive_name a file name), got {name!r}.')
     for option in ('keep_archive_in',):
         if params.get(option) is not None:
-            problem = paths.absolute_path_problem(option, params[option]) or paths.system_directory_problem(option, params[option])
+            named = f'{prefix}{option}'
+            problem = paths.absolute_path_problem(named, params[option]) or paths.system_directory_problem(named, params[option])
             if problem:
                 problems.append(problem)
     return problems
@@ -852,8 +941,38 @@ def plural(count: int, one: str, many: str | None = None) -> str:
     return f'{count} {one if count == 1 else many or one + "s"}'
 
 
-def layer_absent(module, layer: str):
-    """state=absent: remove the layer directory tree, unless a mount keeps it in use."""
+class LayerFailure(Exception):
+    """A layer that cannot be made as asked: the message a student reads and what the result says besides (changed,
+    path, actions...). The functions of one layer raise it; main() fails the task with it, naming the layer of
+    O(layers) it belongs to (``index``)."""
+
+    def __init__(self, msg: str, **result):
+        super().__init__(msg)
+        self.msg = msg
+        self.result = result
+        self.index = None
+
+
+@dataclasses.dataclass
+class Plan:
+    """One layer read and compared with what was asked: its result as the run returns it (``changed`` apart), and
+    what a real run does about it (``apply``, None when nothing; it raises LayerFailure). ``needs_transfer``: the
+    archive must first be sent from the controller (the action plugin does, then runs the module again)."""
+
+    result: dict
+    changed: bool
+    apply: object = None
+    needs_transfer: bool = False
+
+    def outcome(self) -> dict:
+        outcome = dict(self.result, changed=self.changed)
+        if self.needs_transfer:
+            outcome['needs_transfer'] = True
+        return outcome
+
+
+def plan_absent(module, layer: str) -> Plan:
+    """state=absent: the layer directory tree goes, unless a mount keeps it in use."""
     result = dict(path=layer, actions=[], removed={'files': 0, 'directories': 0}, in_use=[],
                   command=cmd.shell_join(['rm', '-rf', '--one-file-system', layer]))
     gone = {'path': layer, 'state': 'absent'}
@@ -862,13 +981,13 @@ def layer_absent(module, layer: str):
         if os.path.isfile(record) and not os.path.islink(record):
             # The record of a layer from an archive, without its layer: it goes too.
             result['actions'] = [f'remove the record {record}']
-            if not module.check_mode:
-                os.unlink(record)
-            module.exit_json(changed=True, diff={'before': {'path': layer, 'record': record}, 'after': gone}, **result)
-        module.exit_json(changed=False, diff={'before': gone, 'after': gone}, **result)
+            result['diff'] = {'before': {'path': layer, 'record': record}, 'after': gone}
+            return Plan(result, True, lambda: os.unlink(record))
+        result['diff'] = {'before': gone, 'after': gone}
+        return Plan(result, False)
     problems = absent_path_problems(layer)
     if problems:
-        module.fail_json(msg=' '.join(problems), problems=problems, changed=False, **result)
+        raise LayerFailure(' '.join(problems), problems=problems, changed=False, **result)
 
     uses = mountinfo.uses_of_tree(paths.resolve(layer))
     counts = count_tree(layer)
@@ -883,19 +1002,20 @@ def layer_absent(module, layer: str):
         module.warn(f'{" ".join(problems)} Check mode assumes an earlier task of this run unmounts it; a real run '
                     f'refuses to remove {layer} while it is in use.')
     elif problems:
-        module.fail_json(msg=' '.join(problems), problems=problems, changed=False, **result)
-    if module.check_mode:
-        module.exit_json(changed=True, **result)
-    try:
-        # A layer from an archive: its record first, so that a removal cut short is never taken for the layer.
-        if os.path.isfile(record) and not os.path.islink(record):
-            os.unlink(record)
-        remove_tree(layer)
-    except OSError as error:
-        where = f' ({error.filename})' if error.filename else ''
-        module.fail_json(msg=f'Could not remove {layer}: {error.strerror or error}{where}. What could be removed is gone.',
-                         changed=True, **result)
-    module.exit_json(changed=True, **result)
+        raise LayerFailure(' '.join(problems), problems=problems, changed=False, **result)
+
+    def remove():
+        try:
+            # A layer from an archive: its record first, so that a removal cut short is never taken for the layer.
+            if os.path.isfile(record) and not os.path.islink(record):
+                os.unlink(record)
+            remove_tree(layer)
+        except OSError as error:
+            where = f' ({error.filename})' if error.filename else ''
+            raise LayerFailure(f'Could not remove {layer}: {error.strerror or error}{where}. What could be removed is gone.',
+                               changed=True, **result) from error
+
+    return Plan(result, True, remove)
 
 
 @dataclasses.dataclass
@@ -910,14 +1030,15 @@ class Differences:
     leftovers: list     # temporary files of an interrupted run, to remove
 
 
-def differences(layer: str, wanted) -> Differences:
+def differences(layer: str, wanted, planned_directories=frozenset()) -> Differences:
+    """``planned_directories``: directories that an earlier layer of the same run creates (their common parent)."""
     found_leftovers = leftovers(layer, wanted)
     staging = staging_directory(layer)
     actions = []
     if found_leftovers or os.path.isdir(staging):
         places = ', '.join(dict.fromkeys([staging] * os.path.isdir(staging) + [os.path.dirname(path) for path in found_leftovers]))
         actions.append(f'remove {plural(len(found_leftovers), "temporary file")} of an interrupted run (in {places})')
-    directories = missing_directories(layer, wanted)
+    directories = [directory for directory in missing_directories(layer, wanted) if directory not in planned_directories]
     actions.extend(f'create directory {directory}' for directory in directories)
     diffs = []
     writes = []
@@ -958,13 +1079,13 @@ def space_problem(layer: str, writes) -> str | None:
     return None
 
 
-def layer_present(module, layer: str, wanted, directory_mode: int):
-    """state=present: read the layer -> compare with the files asked for -> write only what differs (not in check mode),
-    all or nothing."""
+def plan_files(layer: str, wanted, directory_mode: int, planned_directories: set) -> Plan:
+    """state=present with files: read the layer -> compare with the files asked for; a real run writes only what
+    differs, all or nothing."""
     problems = path_problems(layer, wanted)
     if problems:
-        module.fail_json(msg=' '.join(problems), problems=problems)
-    found = differences(layer, wanted)
+        raise LayerFailure(' '.join(problems), problems=problems)
+    found = differences(layer, wanted, planned_directories)
     result = dict(path=layer, files=[paths.join_inside(layer, item['inner']) for item in wanted], actions=found.actions,
                   unlisted=top_level_unlisted(layer, wanted), command=equivalent_command(layer, wanted))
     if found.diffs:
@@ -973,16 +1094,20 @@ def layer_present(module, layer: str, wanted, directory_mode: int):
         problem = mounted_overlay_problem(layer, [path for path, _item, _changes in found.writes] or found.directories) or \
             space_problem(layer, found.writes)
         if problem:
-            module.fail_json(msg=problem, changed=False, **result)
-    if module.check_mode or not found.actions:
-        module.exit_json(changed=bool(found.actions), **result)
+            raise LayerFailure(problem, changed=False, **result)
+    planned_directories.update(found.directories)
+    if not found.actions:
+        return Plan(result, False)
+    return Plan(result, True, lambda: write_files(layer, found, directory_mode, result))
 
+
+def write_files(layer: str, found: Differences, directory_mode: int, result: dict) -> None:
     transaction = Transaction(layer)
     try:
         transaction.remove_leftovers(found.leftovers)
     except OSError as error:
-        module.fail_json(msg=f'Could not remove the temporary files of an interrupted run ({error.filename}): '
-                             f'{error.strerror}.', changed=False, **result)
+        raise LayerFailure(f'Could not remove the temporary files of an interrupted run ({error.filename}): '
+                           f'{error.strerror}.', changed=False, **result) from error
     step = 'create the directories'
     try:
         for directory in found.directories:
@@ -999,10 +1124,9 @@ def layer_present(module, layer: str, wanted, directory_mode: int):
         undone = ('Everything this run had done was undone.' if not failures else
                   f'Undoing what this run had done failed in part: {"; ".join(failures)}.')
         where = f' ({error.filename})' if error.filename and error.filename not in step else ''
-        module.fail_json(msg=f'Could not {step}: {error.strerror or error}{where}. {undone}',
-                         changed=bool(found.leftovers) or bool(failures), **result)
+        raise LayerFailure(f'Could not {step}: {error.strerror or error}{where}. {undone}',
+                           changed=bool(found.leftovers) or bool(failures), **result) from error
     transaction.finish()
-    module.exit_json(changed=True, **result)
 
 
 def record_path(layer: str) -> str:
@@ -1072,23 +1196,22 @@ def archive_command(layer: str, archive: str, record: str, line: str) -> str:
                       f'echo {cmd.shell_join([line.rstrip()])} > {cmd.shell_join([record])}'])
 
 
-def layer_from_archive(module, layer: str, directory_mode: int):
-    """state=present with archive: read the record -> compare with the checksum -> unpack only if different (not in
-    check mode), replacing what the layer held; the record is written last."""
-    params = module.params
-    archive_name = params['archive_name'] or os.path.basename(params['archive'])
-    checksum = params['checksum']
+def plan_archive(module, spec, layer: str, directory_mode: int, planned_directories: set) -> Plan:
+    """state=present with archive: read the record -> compare with the checksum; a real run unpacks only if different,
+    replacing what the layer held, and writes the record last. ``spec``: the layer's options (archive, checksum...)."""
+    archive_name = spec['archive_name'] or os.path.basename(spec['archive'])
+    checksum = spec['checksum']
     record = record_path(layer)
     wanted = record_line(checksum, archive_name)
     current = read_text(record) if os.path.isdir(layer) and not os.path.islink(layer) else None
     result = dict(path=layer, record=wanted.rstrip('\n'), transferred=False, actions=[],
-                  command=archive_command(layer, params['archive'], record, wanted))
+                  command=archive_command(layer, spec['archive'], record, wanted))
     if current == wanted:
-        module.exit_json(changed=False, **result)
+        return Plan(result, False)
     replaced = os.path.lexists(layer)
     if replaced and (os.path.islink(layer) or not os.path.isdir(layer)):
-        module.fail_json(msg=f'path {layer} exists and is not a directory (a symbolic link or a file): a layer from an '
-                             f'archive replaces layer directories only.', **result)
+        raise LayerFailure(f'path {layer} exists and is not a directory (a symbolic link or a file): a layer from an '
+                           f'archive replaces layer directories only.', **result)
     if replaced:
         result['actions'].append(f'remove what {layer} held ({(current or "no record").strip()})')
     result['actions'].append(f'unpack {archive_name} into {layer}')
@@ -1098,29 +1221,34 @@ def layer_from_archive(module, layer: str, directory_mode: int):
     if replaced:
         problems = in_use_problems(layer, mountinfo.uses_of_tree(paths.resolve(layer)))
         if problems and not module.check_mode:
-            module.fail_json(msg=f'{layer} must be replaced by the files of {archive_name}, but ' + ' '.join(problems),
-                             problems=problems, changed=False, **result)
+            raise LayerFailure(f'{layer} must be replaced by the files of {archive_name}, but ' + ' '.join(problems),
+                               problems=problems, changed=False, **result)
         if problems:
             module.warn(f'{" ".join(problems)} Check mode assumes an earlier task of this run unmounts it.')
+    planned_directories.update(paths.missing_directories(os.path.dirname(layer)))
     if module.check_mode:
-        module.exit_json(changed=True, **result)
+        return Plan(result, True)
 
-    with locked(module, layer):
-        source, problems = archive_on_host(params, archive_name, checksum)
-        if source is None and not problems and not params['remote_src']:
-            # The action plugin sends the archive, then runs the module again with remote_src.
-            module.exit_json(changed=False, needs_transfer=True, **result)
-        if source is None:
-            module.fail_json(msg=f'archive: no usable copy of {params["archive"] if params["remote_src"] else archive_name} on '
-                                 f'the host: {"; ".join(problems) or "the file does not exist"}. Nothing was changed.', **result)
-        if params.get('keep_archive_in') and source != os.path.join(params['keep_archive_in'], archive_name):
+    source, problems = archive_on_host(spec, archive_name, checksum)
+    if source is None and not problems and not spec['remote_src']:
+        # The action plugin sends the archive, then runs the module again with remote_src.
+        return Plan(result, False, needs_transfer=True)
+    if source is None:
+        raise LayerFailure(f'archive: no usable copy of {spec["archive"] if spec["remote_src"] else archive_name} on '
+                           f'the host: {"; ".join(problems) or "the file does not exist"}. Nothing was changed.', **result)
+
+    def unpack():
+        kept_in = spec.get('keep_archive_in')
+        archive = source
+        if kept_in and archive != os.path.join(kept_in, archive_name):
             try:
-                source = keep_archive(source, params['keep_archive_in'], archive_name, directory_mode)
+                archive = keep_archive(archive, kept_in, archive_name, directory_mode)
             except OSError as error:
-                module.fail_json(msg=f'keep_archive_in: could not keep the archive in {params["keep_archive_in"]}: '
-                                     f'{error.strerror or error} ({error.filename}). Nothing was changed.', **result)
-        unpack_into_place(module, layer, source, record, wanted, directory_mode, result)
-    module.exit_json(changed=True, **result)
+                raise LayerFailure(f'keep_archive_in: could not keep the archive in {kept_in}: {error.strerror or error} '
+                                   f'({error.filename}). Nothing was changed.', **result) from error
+        unpack_into_place(module, layer, archive, record, wanted, directory_mode, result)
+
+    return Plan(result, True, unpack)
 
 
 def unpack_into_place(module, layer, archive, record, wanted, directory_mode, result):
@@ -1145,14 +1273,14 @@ def unpack_into_place(module, layer, archive, record, wanted, directory_mode, re
         rc, stdout, stderr = cmd.run(module, [tar, '--extract', '--numeric-owner', f'--file={archive}', f'--directory={unpacking}'])
         if rc != 0:
             remove_tree(unpacking)
-            module.fail_json(msg=f'Could not unpack {archive}: {cmd.failure_detail(rc, stdout, stderr)}. The layer {layer} '
-                                 f'was left as it was, without its record.', changed=True, **result)
+            raise LayerFailure(f'Could not unpack {archive}: {cmd.failure_detail(rc, stdout, stderr)}. The layer {layer} '
+                               f'was left as it was, without its record.', changed=True, **result)
         if os.path.lexists(layer):
             problems = in_use_problems(layer, mountinfo.uses_of_tree(paths.resolve(layer)))
             if problems:
                 remove_tree(unpacking)
-                module.fail_json(msg=f'{layer} must be replaced by the files of {os.path.basename(archive)}, but '
-                                     + ' '.join(problems), problems=problems, changed=True, **result)
+                raise LayerFailure(f'{layer} must be replaced by the files of {os.path.basename(archive)}, but '
+                                   + ' '.join(problems), problems=problems, changed=True, **result)
             step = f'move the layer {layer} aside'
             os.rename(layer, replaced)
         step = f'rename {unpacking} to {layer}'
@@ -1169,41 +1297,216 @@ def unpack_into_place(module, layer, archive, record, wanted, directory_mode, re
         os.chmod(temporary, 0o644)
         os.rename(temporary, record)
     except OSError as error:
-        module.fail_json(msg=f'Could not {step}: {error.strerror or error} ({error.filename}). The layer has no record now: '
-                             f'the next run unpacks it again.', changed=True, **result)
+        raise LayerFailure(f'Could not {step}: {error.strerror or error} ({error.filename}). The layer has no record now: '
+                           f'the next run unpacks it again.', changed=True, **result) from error
 
 
 def constraints():
-    """What AnsibleModule checks for us: a layer to write needs its files (their shape is request_problems' part)."""
-    return dict(required_if=[('state', 'present', ('files', 'archive'), True)])
+    """What AnsibleModule checks for us: one layer (path) or several (layers); a layer to write needs its files or its
+    archive (their shape, and that of each layer of O(layers), is request_problems' part). The options of one layer
+    belong inside each layer of O(layers)."""
+    return dict(required_one_of=[('path', 'layers')],
+                mutually_exclusive=[('layers', option) for option in ('path', 'files', 'archive', 'checksum',
+                                                                      'keep_archive_in', 'remote_src', 'archive_name')],
+                required_if=[('state', 'present', ('files', 'archive', 'layers'), True)])
+
+
+@dataclasses.dataclass
+class Request:
+    """One layer asked for, checked: ``option`` is where its options were ('' or 'layers[N]'), ``params`` them."""
+
+    option: str
+    layer: str
+    params: dict
+    wanted: list
+    directory_mode: int
+
+
+def layer_params(option: str, spec: dict, params) -> tuple[dict | None, list[str]]:
+    """The options of one layer of O(layers), typed as AnsibleModule types the module's own (path, bool), with a
+    message naming layers[N].key for a value of the wrong type; None when the layer has no usable path."""
+    wanted = dict(state=params['state'], path=None, files=spec.get('files'), archive=None, checksum=None,
+                  keep_archive_in=None, remote_src=False, archive_name=None,
+                  directory_mode=params['directory_mode'] if spec.get('directory_mode') is None else spec['directory_mode'])
+    problems = []
+    if spec.get('path') is None:
+        problems.append(f'{option}.path is missing: each layer needs its directory, such as /overlay/lower2-file.')
+    for key in ('path', 'archive', 'keep_archive_in'):
+        if spec.get(key) is None:
+            continue
+        if not isinstance(spec[key], str):
+            problems.append(f'{option}.{key} must be a path, as a string; got {_kind(spec[key])}.')
+            continue
+        wanted[key] = os.path.expanduser(os.path.expandvars(spec[key]))
+    for key in ('checksum', 'archive_name'):
+        if spec.get(key) is None:
+            continue
+        if isinstance(spec[key], str):
+            wanted[key] = spec[key]
+        else:
+            problems.append(f'{option}.{key} must be a string; got {_kind(spec[key])}.')
+    if spec.get('remote_src') is not None:
+        try:
+            wanted['remote_src'] = boolean(spec['remote_src'], strict=True)
+        except TypeError:
+            problems.append(f'{option}.remote_src must be true or false; got {_kind(spec["remote_src"])}.')
+    return (wanted if isinstance(wanted['path'], str) else None), problems
+
+
+def layers_requests(params) -> tuple[list[str], list[Request]]:
+    """(problems, requests) of O(layers): each layer checked as a layer of its own is, every problem named
+    layers[N].option, then what the layers ask together - each directory once, none inside another."""
+    value = params['layers']
+    problems, requests = [], []
+    if params.get('lock_timeout', 0) < 0:
+        problems.append(f'lock_timeout must be 0 or more seconds, got {params["lock_timeout"]}.')
+    if not isinstance(value, (list, tuple)):
+        return problems + [f'layers must be a list of layers, each a dictionary with path and files or archive, such as '
+                           f'{LAYERS_EXAMPLE}; got {_kind(value)}.'], []
+    if not value:
+        problems.append('layers is empty: list at least one layer (path, and files or archive).')
+    for index, spec in enumerate(value):
+        option = f'layers[{index}]'
+        if not isinstance(spec, dict):
+            problems.append(f'{option} must be a dictionary with path and files or archive, such as '
+                            f'{{path: /overlay/lower2-file, files: {FILES_EXAMPLE}}}; got {_kind(spec)}.')
+            continue
+        unknown = sorted(str(key) for key in spec if key not in LAYER_KEYS)
+        if unknown:
+            problems.append(f'{option} has unknown key{"s" if len(unknown) > 1 else ""} {", ".join(unknown)}; '
+                            f'a layer takes {", ".join(LAYER_KEYS)}.')
+        spec_params, type_problems = layer_params(option, spec, params)
+        problems.extend(type_problems)
+        if spec_params is None:
+            continue
+        more, wanted, directory_mode = request_problems(spec_params, prefix=f'{option}.')
+        problems.extend(more)
+        requests.append(Request(option, paths.normalize(spec_params['path']), spec_params, wanted, directory_mode))
+    problems.extend(overlapping_problems(requests))
+    return problems, requests
+
+
+def overlapping_problems(requests) -> list[str]:
+    """Each layer is a directory of its own: listed twice, or one inside another, the layers would write into each
+    other and a prediction of the first would not hold once the second is written."""
+    problems = []
+    for index, later in enumerate(requests):
+        for earlier in requests[:index]:
+            first, second = paths.resolve(earlier.layer), paths.resolve(later.layer)
+            if first == second:
+                problems.append(f'{later.option}.path {later.layer} is the directory of {earlier.option}.path '
+                                f'{earlier.layer} again: list each layer once.')
+            elif paths.is_inside(second, first) or paths.is_inside(first, second):
+                inner, outer = (later, earlier) if paths.is_inside(second, first) else (earlier, later)
+                problems.append(f'{inner.option}.path {inner.layer} lies inside {outer.option}.path {outer.layer}: each '
+                                f'layer is a directory of its own, beside the others.')
+    return problems
+
+
+def plan_layer(module, request: Request, planned_directories: set) -> Plan:
+    if request.params['state'] == 'absent':
+        return plan_absent(module, request.layer)
+    if request.params.get('archive') is not None:
+        return plan_archive(module, request.params, request.layer, request.directory_mode, planned_directories)
+    return plan_files(request.layer, request.wanted, request.directory_mode, planned_directories)
 
 
 @contextlib.contextmanager
-def locked(module, layer: str):
-    """One real run at a time per layer (two would rename into the same directories); check mode takes no lock."""
+def locked(module, layers):
+    """One real run at a time per layer (two would rename into the same directories); check mode takes no lock.
+    Several layers are locked in one order (by path), so that two runs never wait for each other's."""
     if module.check_mode:
         yield
         return
+    with contextlib.ExitStack() as stack:
+        for resolved, layer in sorted({paths.resolve(layer): layer for layer in layers}.items()):
+            try:
+                stack.enter_context(locking.exclusive('layer', resolved, timeout=module.params['lock_timeout'],
+                                                      note=f'unboxed.lab.layer state={module.params["state"]}'))
+            except locking.LockTimeout as error:
+                raise LayerFailure(locking.timeout_message(f'the layer {layer}', error), changed=False) from error
+        yield
+
+
+def converge(module, requests) -> tuple[list[dict], LayerFailure | None]:
+    """Every layer read and compared first - a problem with any of them stops the run before the first change - then,
+    in a real run, each changed in order. Returns the result of each layer as far as the run went, and the failure
+    (its ``index`` the failing layer's) or None. When a layer's archive must first be sent, nothing is changed: the
+    results say which (needs_transfer)."""
+    results = []
     try:
-        with locking.exclusive('layer', paths.resolve(layer), timeout=module.params['lock_timeout'],
-                               note=f'unboxed.lab.layer state={module.params["state"]}'):
-            yield
-    except locking.LockTimeout as error:
-        module.fail_json(msg=locking.timeout_message(f'the layer {layer}', error), changed=False)
+        with locked(module, [request.layer for request in requests]):
+            planned_directories = set()
+            plans = []
+            for request in requests:
+                try:
+                    plans.append(plan_layer(module, request, planned_directories))
+                except LayerFailure as failure:
+                    failure.index = len(plans)
+                    raise
+            if any(plan.needs_transfer for plan in plans):
+                return [dict(plan.outcome(), changed=False) for plan in plans], None
+            for plan in plans:
+                if plan.apply is not None and not module.check_mode:
+                    try:
+                        plan.apply()
+                    except LayerFailure as failure:
+                        failure.index = len(results)
+                        raise
+                results.append(plan.outcome())
+    except LayerFailure as failure:
+        return results, failure
+    return results, None
+
+
+def layers_result(requests, results, failure) -> dict:
+    """The task's result for O(layers): each layer's own result in RV(layers), their actions, commands and diffs
+    together, and the failure naming its layer."""
+    layers = [dict(result) for result in results]
+    if failure is not None and failure.index is not None:
+        layers.append(dict(failure.result, changed=failure.result.get('changed', False)))
+    combined = dict(changed=any(layer['changed'] for layer in layers), layers=layers,
+                    actions=[action for layer in layers for action in layer.get('actions', [])],
+                    command='; '.join(layer['command'] for layer in layers if layer.get('command')))
+    diffs = []
+    for layer in layers:
+        diff = layer.pop('diff', None)
+        diffs.extend(diff if isinstance(diff, list) else [diff] if diff else [])
+    if diffs:
+        combined['diff'] = diffs
+    if any('transferred' in layer for layer in layers):
+        combined['transferred'] = any(layer.get('transferred') for layer in layers)
+    transfers = [index for index, layer in enumerate(layers) if layer.pop('needs_transfer', False)]
+    if transfers:
+        combined['needs_transfer'] = transfers
+    if failure is not None:
+        where = '' if failure.index is None else f'{requests[failure.index].option} ({requests[failure.index].layer}): '
+        combined['msg'] = f'{where}{failure.msg}'
+        if 'problems' in failure.result:
+            combined['problems'] = failure.result['problems']
+        if failure.index is not None:
+            layers[-1].pop('problems', None)
+    return combined
 
 
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True, **constraints())
-    problems, wanted, directory_mode = request_problems(module.params)
+    if module.params['layers'] is None:
+        problems, wanted, directory_mode = request_problems(module.params)
+        requests = [Request('', paths.normalize(module.params['path']), module.params, wanted, directory_mode)]
+    else:
+        problems, requests = layers_requests(module.params)
     if problems:
         module.fail_json(msg=' '.join(problems), problems=problems)
-    layer = paths.normalize(module.params['path'])
-    if module.params['state'] == 'present' and module.params['archive'] is not None:
-        layer_from_archive(module, layer, directory_mode)
-    with locked(module, layer):
-        if module.params['state'] == 'absent':
-            layer_absent(module, layer)
-        layer_present(module, layer, wanted, directory_mode)
+    results, failure = converge(module, requests)
+    if module.params['layers'] is None:
+        if failure is not None:
+            module.fail_json(msg=failure.msg, **failure.result)
+        module.exit_json(**results[0])
+    combined = layers_result(requests, results, failure)
+    if failure is not None:
+        module.fail_json(**combined)
+    module.exit_json(**combined)
 
 
 if __name__ == '__main__':

@@ -229,7 +229,7 @@ def test_differences_are_the_change_test_and_the_reason(tmp_path):
 
 
 @pytest.mark.parametrize('args, error', [
-    ({'path': '/overlay/lower2-file'}, 'state is present but any of the following are missing: files, archive'),
+    ({'path': '/overlay/lower2-file'}, 'state is present but any of the following are missing: files, archive, layers'),
     ({'path': '/overlay/lower2-file', 'state': 'absent'}, None),
     ({'path': '/overlay/lower1-base', 'archive': '/var/cache/unboxed/base/debian.tar.gz'}, None),
 ])
