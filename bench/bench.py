@@ -289,10 +289,23 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def cpu_sample(lab: Lab, device: str) -> dict[str, float]:
+PAGE_SIZE = os.sysconf('SC_PAGE_SIZE')
+
+
+def pages_dirtied() -> int:
+    """Pages written into the page cache since boot (/proc/vmstat nr_dirtied): what a run writes, counted when it
+    writes rather than when the kernel later writes it back to the disk."""
+    for line in Path('/proc/vmstat').read_text(encoding='utf-8').splitlines():
+        key, _space, value = line.partition(' ')
+        if key == 'nr_dirtied':
+            return int(value)
+    return 0
+
+
+def cpu_sample(lab: Lab) -> dict[str, float]:
     busy, iowait = machine_cpu_seconds()
     return {'machine': busy, 'seats': lab.seats_cpu_seconds(), 'command': children_cpu_seconds(), 'iowait': iowait,
-            'written_mb': disk_activity(device)[1] * 512 / 1e6 if device else 0.0}
+            'written_mb': pages_dirtied() * PAGE_SIZE / 1e6}
 
 
 def cpu_used(before: Mapping[str, float], after: Mapping[str, float], wall: float) -> dict[str, float]:
@@ -300,7 +313,7 @@ def cpu_used(before: Mapping[str, float], after: Mapping[str, float], wall: floa
     in the seats' cgroups) and the command's own processes (ansible, its workers and SSH clients; not the SSH
     multiplexing masters, which detach from it). `other` is the rest of the machine: the masters, and whatever else
     ran meanwhile (on a quiet machine, close to nothing). Beside them, `iowait` (cores idle waiting for the disk) and
-    `written_mb` (megabytes written to the disk that holds the seats)."""
+    `written_mb` (megabytes written into the page cache, by anything on the machine)."""
     used = {key: round(after[key] - before[key], 3) for key in before}
     used['other'] = round(used['machine'] - used['seats'] - used['command'], 3)
     used['wall'] = wall
@@ -392,7 +405,6 @@ class Runner:
     extra_env: dict[str, str] = field(default_factory=dict)
     counter: int = 0
     last_log: Path | None = None  # the log of the last command run
-    device: str = ''  # the block device of /var/lib, where the seats' files are
     last_cpu: dict | None = None  # what the last command run cost in CPU seconds (cpu_used)
 
     def base_env(self, overrides: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -412,12 +424,12 @@ class Runner:
         self.counter += 1
         log = self.log_dir / f'{self.counter:03d}-{label}.log'
         self.last_log = log
-        before = cpu_sample(self.lab, self.device)
+        before = cpu_sample(self.lab)
         started = time.monotonic()
         with log.open('w', encoding='utf-8') as handle:
             completed = run_child(argv, cwd=REPO, env=dict(env), stdout=handle, stderr=subprocess.STDOUT)
         elapsed = time.monotonic() - started
-        self.last_cpu = cpu_used(before, cpu_sample(self.lab, self.device), round(elapsed, 3))
+        self.last_cpu = cpu_used(before, cpu_sample(self.lab), round(elapsed, 3))
         if completed.returncode != 0:
             raise BenchError(f'{label}: {" ".join(argv)} exited {completed.returncode}; see {log}')
         return round(elapsed, 3)
@@ -853,8 +865,8 @@ def run_bench(args: argparse.Namespace, output: Path, write_report: Callable[[Pa
     progress_dir = workdir / 'results'
     progress_dir.mkdir()
     lab = Lab(args.lab, workdir, releases=args.releases)
+    runner = Runner(workdir, lab, log_dir)
     device = block_device_of('/var/lib')
-    runner = Runner(workdir, lab, log_dir, device=device)
     say(f'logs: {log_dir}')
     failure = lab_problem = None
     try:

@@ -337,7 +337,8 @@ def cpu_section(scaling: Mapping) -> list[str]:
              'of the rest of the machine (the SSH multiplexing masters, and anything else that ran), from the seats\' '
              f'`cpuacct`, `getrusage` and `/proc/stat`. The machine has {cores} cores: no run can take less wall time than '
              'its CPU seconds divided by them (the floor column). "Waiting for the disk" is the cores\' iowait time; '
-             '"written" what reached the disk that holds the seats. Median run of each kind.', '',
+             '"written" what the machine wrote into its page cache meanwhile (`nr_dirtied`), which the disk receives then or '
+             'later. Median run of each kind.', '',
              '| Hosts | Run | Wall | CPU: seats | CPU: the Ansible command | CPU: rest | CPU: whole machine | cores busy | '
              'floor (CPU / cores) | waiting for the disk | written |',
              '| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |']
@@ -347,7 +348,7 @@ def cpu_section(scaling: Mapping) -> list[str]:
             if cpu is None:
                 continue
             lines.append(f"| {count} | {label} | {cpu['wall']:.1f} s | {cpu['seats']:.1f} s | {cpu['command']:.1f} s | "
-                         f"{cpu['other']:.1f} s | {cpu['machine']:.1f} s | {cpu['machine'] / max(cpu['wall'], 0.001):.2f} of {cores} | "
+                         f"{round(cpu['other'], 1) + 0.0:.1f} s | {cpu['machine']:.1f} s | {cpu['machine'] / max(cpu['wall'], 0.001):.2f} of {cores} | "
                          f"{cpu['machine'] / cores:.1f} s | {cpu.get('iowait', 0):.1f} s | {cpu.get('written_mb', 0):.0f} MB |")
     lines.append('')
     modules = module_runs_per_seat(scaling.get('round_trips'))
