@@ -1325,9 +1325,9 @@ class Request:
 def layer_params(option: str, spec: dict, params) -> tuple[dict | None, list[str]]:
     """The options of one layer of O(layers), typed as AnsibleModule types the module's own (path, bool), with a
     message naming layers[N].key for a value of the wrong type; None when the layer has no usable path."""
-    wanted = dict(state=params['state'], path=None, files=spec.get('files'), archive=None, checksum=None,
-                  keep_archive_in=None, remote_src=False, archive_name=None,
-                  directory_mode=params['directory_mode'] if spec.get('directory_mode') is None else spec['directory_mode'])
+    options = dict(state=params['state'], path=None, files=spec.get('files'), archive=None, checksum=None,
+                   keep_archive_in=None, remote_src=False, archive_name=None,
+                   directory_mode=params['directory_mode'] if spec.get('directory_mode') is None else spec['directory_mode'])
     problems = []
     if spec.get('path') is None:
         problems.append(f'{option}.path is missing: each layer needs its directory, such as /overlay/lower2-file.')
@@ -1337,20 +1337,20 @@ def layer_params(option: str, spec: dict, params) -> tuple[dict | None, list[str
         if not isinstance(spec[key], str):
             problems.append(f'{option}.{key} must be a path, as a string; got {_kind(spec[key])}.')
             continue
-        wanted[key] = os.path.expanduser(os.path.expandvars(spec[key]))
+        options[key] = os.path.expanduser(os.path.expandvars(spec[key]))
     for key in ('checksum', 'archive_name'):
         if spec.get(key) is None:
             continue
         if isinstance(spec[key], str):
-            wanted[key] = spec[key]
+            options[key] = spec[key]
         else:
             problems.append(f'{option}.{key} must be a string; got {_kind(spec[key])}.')
     if spec.get('remote_src') is not None:
         try:
-            wanted['remote_src'] = boolean(spec['remote_src'], strict=True)
+            options['remote_src'] = boolean(spec['remote_src'], strict=True)
         except TypeError:
             problems.append(f'{option}.remote_src must be true or false; got {_kind(spec["remote_src"])}.')
-    return (wanted if isinstance(wanted['path'], str) else None), problems
+    return (options if isinstance(options['path'], str) else None), problems
 
 
 def layers_requests(params) -> tuple[list[str], list[Request]]:
