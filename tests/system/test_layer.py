@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -605,4 +606,139 @@ def test_a_bad_archive_request_fails_naming_it_and_changes_nothing(run_module, w
     before = snapshot_tree(workdir)
     result = run_module('layer', request)
     assert result['failed'] is True and fragment in result['msg'], result['msg']
+    assert snapshot_tree(workdir) == before
+
+
+# --------------------------------------------------------------------------- several layers in one task (an image)
+
+
+def module_runs(stdout):
+    """How many times the run started a module on the host: the connection's EXEC of a Python interpreter (-vvv)."""
+    return sum(1 for line in stdout.splitlines() if re.match(r'<[^>]+> EXEC ', line) and 'python' in line)
+
+
+def archive_transfers(stdout, name):
+    return sum(1 for line in stdout.splitlines() if re.match(r'<[^>]+> PUT ', line) and name in line)
+
+
+def test_two_layers_are_checked_in_one_module_run_and_written_in_order(run_module, workdir):
+    base = workdir / 'overlay'
+    layers = [{'path': str(base / 'lower2-file'), 'files': TALK_FILES},
+              {'path': str(base / 'lower3'), 'files': [{'path': '/etc/motd', 'content': 'hola\n', 'mode': '0600'}]}]
+    before = snapshot_tree(workdir)
+    predicted = run_module('layer', {'layers': layers}, check=True, diff=True)
+    assert predicted['changed'] is True and snapshot_tree(workdir) == before
+    assert [layer['changed'] for layer in predicted['layers']] == [True, True]
+    assert predicted['actions'] == [f'create directory {base}', f'create directory {base}/lower2-file',
+                                    f'create {base}/lower2-file/file01.txt', f'create directory {base}/lower3',
+                                    f'create directory {base}/lower3/etc', f'create {base}/lower3/etc/motd']
+    assert '+Texto' in predicted['_stdout'] and '+hola' in predicted['_stdout']       # both diffs shown
+
+    real = run_module('layer', {'layers': layers}, diff=True)
+    assert real['changed'] is True and real['actions'] == predicted['actions']
+    assert [layer['path'] for layer in real['layers']] == [str(base / 'lower2-file'), str(base / 'lower3')]
+    assert (base / 'lower2-file' / 'file01.txt').read_text() == 'Texto\n'
+    assert os.stat(base / 'lower3' / 'etc' / 'motd').st_mode & 0o7777 == 0o600
+    assert sorted(os.listdir(base)) == ['lower2-file', 'lower3']                       # no staging left
+
+    tree = snapshot_tree(workdir)
+    for check in (False, True):
+        again = run_module('layer', {'layers': layers}, check=check, extra=('-vvv',))
+        assert again['changed'] is False and again['actions'] == [] and module_runs(again['_stdout']) == 1, again['_stdout']
+        assert [layer['changed'] for layer in again['layers']] == [False, False]
+    assert snapshot_tree(workdir) == tree
+
+    # One layer changed by hand: only it is rewritten, the other is no change.
+    (base / 'lower3' / 'etc' / 'motd').write_text('adios\n')
+    fixed = run_module('layer', {'layers': layers})
+    assert [layer['changed'] for layer in fixed['layers']] == [False, True]
+    assert fixed['actions'] == [f'change content of {base}/lower3/etc/motd']
+
+
+@pytest.mark.parametrize('second, fragment', [
+    ({'path': 'PLACE/lower3', 'files': [{'path': '/a', 'content': 'x', 'mode': 'u+rwx'}]},
+     "layers[1].files[0].mode must be an octal mode such as '0644'"),
+    ({'path': 'PLACE/lower3', 'files': [{'path': '../escape', 'content': 'x'}]}, 'layers[1].files[0].path "../escape" contains ".."'),
+    ({'path': 'PLACE/lower3', 'files': TALK_FILES, 'bogus': 1}, 'layers[1] has unknown key bogus'),
+    ({'path': 'PLACE/lower2-file/inner', 'files': TALK_FILES}, 'layers[1].path PLACE/lower2-file/inner lies inside layers[0].path'),
+    ({'path': '/etc/unboxed', 'files': TALK_FILES}, 'layers[1].path'),
+    ({'path': 'PLACE/a-file', 'files': TALK_FILES}, 'layers[1] (PLACE/a-file): path "PLACE/a-file" exists and is not a directory'),
+    ({'path': 'PLACE/lower3', 'files': [{'path': '/link/x', 'content': 'x'}]}, 'PLACE/lower3/link is a symbolic link'),
+])
+def test_a_bad_second_layer_changes_nothing_in_the_first(run_module, workdir, second, fragment):
+    base = workdir / 'overlay'
+    (base / 'lower2-file').mkdir(parents=True)
+    (base / 'lower2-file' / 'file01.txt').write_text('Otro\n')
+    (base / 'a-file').write_text('not a directory\n')
+    (base / 'lower3').mkdir()
+    (base / 'lower3' / 'link').symlink_to(workdir)
+    second = json.loads(json.dumps(second).replace('PLACE', str(base)))
+    before = snapshot_tree(workdir)
+    for check in (True, False):
+        result = run_module('layer', {'layers': [{'path': str(base / 'lower2-file'), 'files': TALK_FILES}, second]}, check=check)
+        assert result['failed'] is True and fragment.replace('PLACE', str(base)) in result['msg'], result['msg']
+        assert result.get('changed', False) is False
+        assert snapshot_tree(workdir) == before
+
+
+def test_an_archive_layer_and_a_files_layer_one_transfer_then_one_run(run_module, workdir):
+    controller = workdir / 'controller'
+    controller.mkdir()
+    archive = make_archive(controller / 'debian-test.tar.gz', {'etc/debian_version': '13.2\n', 'bin/sh': '#!\n'})
+    base, kept = workdir / 'overlay', workdir / 'host-cache'
+    layers = [{'path': str(base / 'lower1-base'), 'archive': str(archive), 'keep_archive_in': str(kept)},
+              {'path': str(base / 'lower2-file'), 'files': TALK_FILES}]
+    line = f'{sha256_of(archive)}  debian-test.tar.gz\n'
+
+    before = snapshot_tree(workdir)
+    predicted = run_module('layer', {'layers': layers}, check=True, diff=True)
+    assert predicted['changed'] is True and predicted['transferred'] is False and snapshot_tree(workdir) == before
+    assert [layer['changed'] for layer in predicted['layers']] == [True, True]
+    assert predicted['diff'][0]['after'] == line
+
+    real = run_module('layer', {'layers': layers}, extra=('-vvv',))
+    assert real['changed'] is True and real['transferred'] is True, real
+    assert [(layer['changed'], layer.get('transferred')) for layer in real['layers']] == [(True, True), (True, None)]
+    assert real['actions'] == predicted['actions']
+    # A first converge: one run that finds the archive missing, the transfer, one run that writes both layers.
+    assert module_runs(real['_stdout']) == 2 and archive_transfers(real['_stdout'], 'debian-test.tar.gz') == 1
+    assert (base / 'lower1-base' / 'etc' / 'debian_version').read_text() == '13.2\n'
+    assert (base / '.lower1-base.sha256').read_text() == line
+    assert (base / 'lower2-file' / 'file01.txt').read_text() == 'Texto\n'
+    assert (kept / 'debian-test.tar.gz').read_bytes() == archive.read_bytes()
+    assert sorted(os.listdir(base)) == ['.lower1-base.sha256', 'lower1-base', 'lower2-file']
+
+    tree = snapshot_tree(workdir)
+    for check in (False, True):
+        again = run_module('layer', {'layers': layers}, check=check, extra=('-vvv',))
+        assert again['changed'] is False and again['transferred'] is False and again['actions'] == []
+        assert module_runs(again['_stdout']) == 1 and archive_transfers(again['_stdout'], 'debian-test.tar.gz') == 0
+    assert snapshot_tree(workdir) == tree
+
+    # Both removed in one task (reset.yml), then the base comes back from the kept copy: one run, nothing sent.
+    gone = run_module('layer', {'layers': [{'path': layer['path']} for layer in layers], 'state': 'absent'})
+    assert gone['changed'] is True and sorted(os.listdir(base)) == []
+    assert [layer['removed']['files'] for layer in gone['layers']] == [2, 1]
+    assert run_module('layer', {'layers': [{'path': layer['path']} for layer in layers], 'state': 'absent'})['changed'] is False
+    back = run_module('layer', {'layers': layers}, extra=('-vvv',))
+    assert back['changed'] is True and back['transferred'] is False and module_runs(back['_stdout']) == 1
+    assert snapshot_tree(workdir) == tree
+
+
+def test_check_mode_without_the_archive_on_the_controller_predicts_it_and_asks_the_host_for_the_rest(run_module, workdir):
+    base = workdir / 'overlay'
+    layers = [{'path': str(base / 'lower1-base'), 'archive': str(workdir / 'not-built-yet.tar.gz')},
+              {'path': str(base / 'lower2-file'), 'files': TALK_FILES}]
+    before = snapshot_tree(workdir)
+    predicted = run_module('layer', {'layers': layers}, check=True)
+    assert predicted['changed'] is True and predicted['failed'] is False and snapshot_tree(workdir) == before
+    assert predicted['layers'][0]['changed'] is True and 'not on the controller yet' in predicted['layers'][0]['msg']
+    assert predicted['layers'][1]['actions'][-1] == f'create {base}/lower2-file/file01.txt'
+    # The layers that were sent are named by their place in the task, not in what was sent.
+    layers[1]['files'] = [{'path': '/a', 'content': 'x', 'mode': 'u+rwx'}]
+    refused = run_module('layer', {'layers': layers}, check=True)
+    assert refused['failed'] is True and refused['msg'].startswith('layers[1].files[0].mode'), refused['msg']
+    # A real run cannot do without it.
+    missing = run_module('layer', {'layers': layers[:1]})
+    assert missing['failed'] is True and 'layers[0].archive' in missing['msg'] and 'was not found on the controller' in missing['msg']
     assert snapshot_tree(workdir) == before
