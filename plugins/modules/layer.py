@@ -1323,7 +1323,7 @@ class Request:
 
 
 def layer_params(option: str, spec: dict, params) -> tuple[dict | None, list[str]]:
-    """The options of one layer of O(layers), typed as AnsibleModule types the module's own (path, bool), with a
+    """The options of one layer of O(layers), typed as AnsibleModule types the module's own (bool), with a
     message naming layers[N].key for a value of the wrong type; None when the layer has no usable path."""
     options = dict(state=params['state'], path=None, files=spec.get('files'), archive=None, checksum=None,
                    keep_archive_in=None, remote_src=False, archive_name=None,
@@ -1337,7 +1337,7 @@ def layer_params(option: str, spec: dict, params) -> tuple[dict | None, list[str
         if not isinstance(spec[key], str):
             problems.append(f'{option}.{key} must be a path, as a string; got {_kind(spec[key])}.')
             continue
-        options[key] = os.path.expanduser(os.path.expandvars(spec[key]))
+        options[key] = spec[key]      # as written: an absolute path (request_problems says so), no ~ or $VAR
     for key in ('checksum', 'archive_name'):
         if spec.get(key) is None:
             continue
