@@ -265,8 +265,8 @@ CLOCK_TICKS = os.sysconf('SC_CLK_TCK')
 def machine_cpu_seconds() -> tuple[float, float]:
     """(busy, iowait): CPU seconds this machine's cores have been busy since boot, and idle with a disk I/O
     outstanding - /proc/stat's first line (user and nice include the guests'; the time a hypervisor stole is neither)."""
-    user, nice, system, _idle, iowait, irq, softirq = (int(value) for value in
-                                                        Path('/proc/stat').read_text(encoding='utf-8').split('\n', 1)[0].split()[1:8])
+    first_line = Path('/proc/stat').read_text(encoding='utf-8').split('\n', 1)[0]
+    user, nice, system, _idle, iowait, irq, softirq = (int(value) for value in first_line.split()[1:8])
     return (user + nice + system + irq + softirq) / CLOCK_TICKS, iowait / CLOCK_TICKS
 
 
@@ -581,7 +581,7 @@ def measure_scaling_at(runner: Runner, device: str, count: int, runs: int, say: 
             runner.ansible('warm-up-ping', ['ansible', '-i', str(runner.lab.inventory), 'all', '-m', 'ansible.builtin.ping'],
                            control_dir=control_dir)
             keep('ping_warm', runner.ansible('ping-warm', ['ansible', '-i', str(runner.lab.inventory), 'all', '-m',
-                                                                    'ansible.builtin.ping'], control_dir=control_dir)[0])
+                                                           'ansible.builtin.ping'], control_dir=control_dir)[0])
             seconds, timing = runner.playbook('rerun-warm', 'site.yml', control_dir=control_dir)
             require('rerun (warm SSH)', timing, count, changed=False)
             keep('rerun_warm', seconds)

@@ -221,7 +221,7 @@ def test_check_on_fresh_hosts_predicts_the_converge_exactly(fresh):
     assert not os.path.exists(fresh.cache_dir), 'check mode built the controller cache'
     predicted = check.changed()
     for host in HOSTS:
-        assert (host, 'Put the base into /overlay/lower1-base') in predicted, check.explain()
+        assert (host, 'Put the base into /overlay/lower1-base and lower2-file above it') in predicted, check.explain()
         assert (host, 'Run the container in its own namespaces') in predicted, check.explain()
         assert (host, 'Run the confined container with memory, pids and CPU limits') in predicted, check.explain()
 
@@ -242,7 +242,7 @@ def test_second_run_changes_nothing_and_skips_the_transfer(converged):
 
     assert_nothing_changed(again)
     # A host holding the same checksum gets no copy: one layer task that compares the record and sends nothing.
-    bases = [entry for entry in again.results if entry['task'] == 'Put the base into /overlay/lower1-base']
+    bases = [entry for entry in again.results if entry['task'] == 'Put the base into /overlay/lower1-base and lower2-file above it']
     assert {entry['host']: entry['status'] for entry in bases} == dict.fromkeys(HOSTS, 'ok')
     assert not any(entry['result']['changed'] or entry['result']['transferred'] for entry in bases), again.explain()
 
@@ -405,7 +405,7 @@ def test_site_after_reset_reuses_the_hosts_copy_of_the_archive(converged):
 
     assert_ok(site)
     # The seat's own copy of the archive is unpacked again: nothing is sent.
-    bases = [entry for entry in site.results if entry['task'] == 'Put the base into /overlay/lower1-base']
+    bases = [entry for entry in site.results if entry['task'] == 'Put the base into /overlay/lower1-base and lower2-file above it']
     assert {entry['host']: entry['status'] for entry in bases} == dict.fromkeys(HOSTS, 'ok')
     assert all(entry['result']['changed'] and not entry['result']['transferred'] for entry in bases), site.explain()
     assert all(host in {h for h, _task in site.changed()} for host in HOSTS)
