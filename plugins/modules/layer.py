@@ -427,6 +427,14 @@ def _kind(value) -> str:
     return type(value).__name__
 
 
+def unknown_keys(option: str, item: dict, keys, what: str) -> list[str]:
+    """The problem of a dictionary ``option`` with keys outside ``keys`` (what ``what`` takes), or none."""
+    unknown = sorted(str(key) for key in item if key not in keys)
+    if not unknown:
+        return []
+    return [f'{option} has unknown key{"s" if len(unknown) > 1 else ""} {", ".join(unknown)}; {what} takes {", ".join(keys)}.']
+
+
 def files_problems(value, name='files'):
     """(problems, items): ``files`` must be a list of dictionaries with the keys of FILE_KEYS; every wrong type or
     shape is named files[N] (``name``[N]) with what was expected. Items come back as (option, item) with defaults filled in."""
@@ -442,10 +450,7 @@ def files_problems(value, name='files'):
             problems.append(f'{option} must be a dictionary with path and content, such as '
                             f'{{path: /file01.txt, content: "Texto\\n"}}; got {_kind(item)}.')
             continue
-        unknown = sorted(str(key) for key in item if key not in FILE_KEYS)
-        if unknown:
-            problems.append(f'{option} has unknown key{"s" if len(unknown) > 1 else ""} {", ".join(unknown)}; '
-                            f'a file takes {", ".join(FILE_KEYS)}.')
+        problems.extend(unknown_keys(option, item, FILE_KEYS, 'a file'))
         parsed = dict(FILE_DEFAULTS)
         for key in FILE_KEYS:
             if key not in item or (item[key] is None and key in FILE_DEFAULTS):
@@ -1371,10 +1376,7 @@ def layers_requests(params) -> tuple[list[str], list[Request]]:
             problems.append(f'{option} must be a dictionary with path and files or archive, such as '
                             f'{{path: /overlay/lower2-file, files: {FILES_EXAMPLE}}}; got {_kind(spec)}.')
             continue
-        unknown = sorted(str(key) for key in spec if key not in LAYER_KEYS)
-        if unknown:
-            problems.append(f'{option} has unknown key{"s" if len(unknown) > 1 else ""} {", ".join(unknown)}; '
-                            f'a layer takes {", ".join(LAYER_KEYS)}.')
+        problems.extend(unknown_keys(option, spec, LAYER_KEYS, 'a layer'))
         spec_params, type_problems = layer_params(option, spec, params)
         problems.extend(type_problems)
         if spec_params is None:
