@@ -65,6 +65,14 @@ def renumber(value, sent):
     return value
 
 
+def renumber_messages(result, sent):
+    """``result``'s msg and problems with the module's layers[K] renumbered as the task's (see renumber); returns it."""
+    for key in ('msg', 'problems'):
+        if key in result:
+            result[key] = renumber(result[key], sent)
+    return result
+
+
 class ActionModule(ActionBase):
 
     # False, although it may send the archive: True would make every task of the module - a rerun's, a layer of files -
@@ -168,10 +176,7 @@ class ActionModule(ActionBase):
             module_args['layers'] = [specs[index] for index in sent]
             asked = self._execute_module(module_name=MODULE, module_args=module_args, task_vars=task_vars)
         if asked.get('failed'):
-            for key in ('msg', 'problems'):
-                if key in asked:
-                    asked[key] = renumber(asked[key], sent)
-            return asked
+            return renumber_messages(asked, sent)
         transfers = [sent[index] for index in asked.pop('needs_transfer', [])]
         if transfers:
             asked = self._send_and_run(module_args, [specs[index] for index in transfers], task_vars)
@@ -180,9 +185,7 @@ class ActionModule(ActionBase):
                 if sent.index(index) < len(asked.get('layers', [])):
                     asked['layers'][sent.index(index)]['transferred'] = True
             asked['transferred'] = True
-        for key in ('msg', 'problems'):
-            if key in asked:
-                asked[key] = renumber(asked[key], sent)
+        renumber_messages(asked, sent)
         if predicted and not asked.get('failed'):
             merged = dict(zip(sent, asked.get('layers', [])))
             merged.update(predicted)
