@@ -94,24 +94,24 @@ def port_problems(option: str, texts) -> tuple[list[PublishedPort], list[str]]:
     return sorted(ports), problems
 
 
-def bridge_problem(bridge: str) -> str | None:
+def bridge_problem(bridge: str, option: str = 'bridge') -> str | None:
     if not BRIDGE_PATTERN.fullmatch(bridge or ''):
-        return (f'bridge must be 1 to 15 lower-case letters, digits or underscores, starting with a letter (an '
+        return (f'{option} must be 1 to 15 lower-case letters, digits or underscores, starting with a letter (an '
                 f'interface name that is also an nftables word), got {bridge!r}.')
     return None
 
 
-def parse_subnet(text: str) -> ipaddress.IPv4Network:
-    """Raises ValueError with the reason."""
+def parse_subnet(text: str, option: str = 'subnet') -> ipaddress.IPv4Network:
+    """Raises ValueError with the reason, naming ``option``."""
     try:
         subnet = ipaddress.IPv4Network(str(text), strict=True)
     except ValueError as error:
-        raise ValueError(f'subnet {text!r} is not an IPv4 network like {DEFAULT_SUBNET}: {error}') from None
+        raise ValueError(f'{option} {text!r} is not an IPv4 network like {DEFAULT_SUBNET}: {error}') from None
     if not MIN_PREFIX <= subnet.prefixlen <= MAX_PREFIX:
-        raise ValueError(f'subnet {text!r}: the prefix must be /{MIN_PREFIX} to /{MAX_PREFIX} (room for the bridge and '
+        raise ValueError(f'{option} {text!r}: the prefix must be /{MIN_PREFIX} to /{MAX_PREFIX} (room for the bridge and '
                          f'containers)')
     if subnet.is_loopback or subnet.is_multicast or subnet.is_link_local or subnet.is_unspecified:
-        raise ValueError(f'subnet {text!r} is a loopback, multicast, link-local or unspecified range')
+        raise ValueError(f'{option} {text!r} is a loopback, multicast, link-local or unspecified range')
     return subnet
 
 

@@ -1,5 +1,5 @@
-"""container_network's pure logic: every problem of a request at once, each naming its option, and the argument
-spec's defaults (the role's defaults and the docs name the same). The kernel-touching part runs for real in
+"""container_network's pure logic (bridge_network's, which the module wraps): every problem of a request at once,
+each naming its option, and the argument spec's defaults (the role's defaults and the docs name the same). The kernel-touching part runs for real in
 tests/system/test_network.py."""
 
 from __future__ import annotations
@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
-from ansible_collections.unboxed.lab.plugins.module_utils import container, netdev, process
+from ansible_collections.unboxed.lab.plugins.module_utils import bridge_network, container, netdev, process
 from ansible_collections.unboxed.lab.plugins.modules import container_network
 
 
 def params(**overrides):
-    validated = ArgumentSpecValidator(container_network.argument_spec()).validate(dict(name='web'))
+    validated = ArgumentSpecValidator(bridge_network.argument_spec()).validate(dict(name='web'))
     assert not validated.error_messages
     return dict(validated.validated_parameters, **overrides)
 
@@ -34,14 +34,14 @@ def params(**overrides):
     (dict(bridge='X', subnet='nonsense', published_ports=['1:2:3:4']), ['bridge', 'subnet', 'published_ports']),
 ])
 def test_request_problems(overrides, expected):
-    problems = container_network.request_problems(params(**overrides))
+    problems = bridge_network.request_problems(params(**overrides))
     assert len(problems) == len(expected), problems
     for problem, start in zip(problems, expected):
         assert start in problem, problems
 
 
 def test_defaults_are_netdev_s():
-    spec = container_network.argument_spec()
+    spec = bridge_network.argument_spec()
     assert spec['bridge']['default'] == netdev.DEFAULT_BRIDGE
     assert spec['subnet']['default'] == netdev.DEFAULT_SUBNET
     assert spec['network_dir']['default'] == netdev.NETWORK_DIR
