@@ -564,5 +564,3 @@ class Network:
             self.present()
         else:
             self.absent()
-
-
