@@ -54,13 +54,17 @@ attributes:
     support: full
     details:
       - Predicts exactly which entries would be added, updated and removed; writes nothing and takes no lock.
-      - In a C(--check) run of a whole playbook the tasks that make the remap user's ranges and the layers have not
-        run either - a missing O(user) or range is a warning and the range M(unboxed.lab.remap_account) would choose is
-        assumed; a missing O(src) is a warning and a whole copy is predicted. A real run fails while they are missing.
+      - With O(create_user=true) the account is predicted from the same plan the real run follows - the user, its lines
+        and so the range and the copies' directory - with no warning.
+      - Without it, in a C(--check) run of a whole playbook the task that makes the remap user's ranges has not run
+        either - a missing O(user) or range is a warning and the range M(unboxed.lab.remap_account) would choose is
+        assumed. A missing O(src) (the layers, made earlier in the play) is a warning and a whole copy is predicted. A
+        real run fails while they are missing.
   diff_mode:
     support: full
     details:
-      - One summary per copy - how many entries would be added, updated, removed, with a few names of each.
+      - One summary per copy - how many entries would be added, updated, removed, with a few names of each - and, when
+        O(create_user=true) changes the account, the user and its lines before and after.
   platform:
     platforms: posix
 options:
@@ -68,10 +72,27 @@ options:
     description:
       - The remap user, as dockerd's C(--userns-remap=USER) (C(dockremap) for V(default)). Its B(first) line in
         C(/etc/subuid) and C(/etc/subgid) gives the range; its start names the copies' directory.
-      - M(unboxed.lab.remap_account) creates such a user and its lines.
+      - It must exist with its ranges, as dockerd fails to start for a named remap user without them - unless
+        O(create_user=true).
       - With O(state=absent) a user that is gone is no error - the copies are found by their records instead.
     type: str
     required: true
+  create_user:
+    description:
+      - Make O(user) and its ranges when they are missing, as C(dockerd --userns-remap=default) creates C(dockremap) when
+        it starts - in the same run as the copies. The same code as M(unboxed.lab.remap_account) with its defaults - a
+        system user (C(useradd --system --user-group)), and 65536 IDs from the lowest start from 100000 that no line of
+        C(/etc/subuid) or C(/etc/subgid) uses, the same start in both files. A user or a line that exists is kept as it
+        is; RV(account) says what was made. O(user) must not be root.
+      - Everything is planned first - the account, then the copies - so a request that fails on the seat (a missing
+        O(src), a copy this module did not make) fails before the account is made.
+      - With O(state=absent), after the copies, the lines and the user this collection made are removed (the record
+        C(/var/lib/unboxed/remap/USER.account.json) says which, as M(unboxed.lab.remap_account) O(state=absent)) -
+        nothing that was there before. A user still running processes cannot be removed - stop the containers first.
+      - V(false) (the default), as dockerd with a named user (C(--userns-remap=USER)) never creates one. A missing user
+        or range is then an error saying so.
+    type: bool
+    default: false
   src:
     description:
       - The layer directories to copy, each by absolute path (C(/overlay/lower1-base)). Their last path components
@@ -99,7 +120,7 @@ options:
     description:
       - V(present) makes and updates the copies and O(directories).
       - V(absent) removes the copies this module made (those with a record) and O(directories), refusing while a
-        mount uses one. Nothing of the sources is touched.
+        mount uses one, then with O(create_user=true) what it made of the account. Nothing of the sources is touched.
     type: str
     choices: [present, absent]
     default: present
@@ -122,12 +143,18 @@ seealso:
 """
 
 EXAMPLES = r"""
-- name: Shift the talk's layers into the range of unboxed-remap, as dockerd --userns-remap does
+- name: Make unboxed-remap and its ranges and shift the talk's layers into them, as dockerd --userns-remap=default does
   unboxed.lab.layer_remap:
     user: unboxed-remap
+    create_user: true
     src: [/overlay/lower2-file, /overlay/lower1-base]
     directories: [/overlay-userns/upper, /overlay-userns/work]
   register: remapped
+
+- name: Install newuidmap and newgidmap when missing
+  ansible.builtin.apt:
+    name: uidmap
+  when: not remapped.newuidmap
 
 - name: Mount them for the remapped container
   unboxed.lab.overlay_mount:
@@ -136,9 +163,10 @@ EXAMPLES = r"""
     upperdir: /overlay-userns/upper
     workdir: /overlay-userns/work
 
-- name: Remove the copies again (after the overlay is unmounted)
+- name: Remove the copies, then the user and its lines (after the container stopped and the overlay is unmounted)
   unboxed.lab.layer_remap:
     user: unboxed-remap
+    create_user: true
     src: [/overlay/lower2-file, /overlay/lower1-base]
     directories: [/overlay-userns/upper, /overlay-userns/work]
     state: absent
@@ -176,6 +204,19 @@ directories:
   returned: always
   type: list
   elements: dict
+account:
+  description:
+    - With O(create_user=true), the account - C(name), C(changed) (this run made the user or a line, or removed them),
+      C(created) (what this collection made and keeps in its record - C(user), C(subuid), C(subgid)) and C(commands)
+      (those of the account, also first in RV(commands)). Null without O(create_user).
+  returned: always
+  type: dict
+  sample: {name: unboxed-remap, changed: false, created: {user: true, subuid: "unboxed-remap:100000:65536",
+           subgid: "unboxed-remap:100000:65536"}, commands: []}
+newuidmap:
+  description: Whether newuidmap and newgidmap (package uidmap), which a remapped container needs, are installed.
+  returned: always
+  type: bool
 commands:
   description: The equivalent shell commands, for reading (see the notes).
   returned: always
@@ -190,7 +231,6 @@ import contextlib
 import errno
 import json
 import os
-import pwd
 import stat
 
 from ansible.module_utils.basic import AnsibleModule
@@ -200,9 +240,10 @@ from ansible_collections.unboxed.lab.plugins.module_utils import idmap
 from ansible_collections.unboxed.lab.plugins.module_utils import locking
 from ansible_collections.unboxed.lab.plugins.module_utils import mountinfo
 from ansible_collections.unboxed.lab.plugins.module_utils import paths
+from ansible_collections.unboxed.lab.plugins.module_utils import remap_user
 
-SUBUID = '/etc/subuid'
-SUBGID = '/etc/subgid'
+SUBUID = remap_user.FILES['subuid']
+SUBGID = remap_user.FILES['subgid']
 RECORD_SUFFIX = '.unboxed-remap.json'
 STAGING_SUFFIX = '.unboxed-staging'
 RECORD_VERSION = 1
@@ -218,13 +259,17 @@ def argument_spec():
         root=dict(type='path', default='/var/lib/unboxed/remap'),
         directories=dict(type='list', elements='path', default=[]),
         state=dict(type='str', choices=['present', 'absent'], default='present'),
+        create_user=dict(type='bool', default=False),
         lock_timeout=dict(type='int', default=60),
     )
 
 
 def request_problems(params) -> list[str]:
     """Everything wrong with the request that is known before reading a layer."""
-    problems = [problem for problem in [idmap.name_problem('user', params['user'])] if problem]
+    if params['create_user']:
+        problems = remap_user.name_problems('user', params['user'])
+    else:
+        problems = [problem for problem in [idmap.name_problem('user', params['user'])] if problem]
     root = params['root']
     problems.extend(filter(None, [paths.usable_directory_problem('root', root)]))
     if params['lock_timeout'] < 0:
@@ -264,55 +309,42 @@ def request_problems(params) -> list[str]:
     return problems
 
 
-def read_lines(path: str):
-    try:
-        with open(path, encoding='utf-8', errors='surrogateescape') as handle:
-            lines, _problems = idmap.parse_subid(handle.read())
-    except FileNotFoundError:
-        return []
-    return lines
+def range_problem(name: str, uid_line, gid_line) -> str | None:
+    """Why the user's first ranges cannot map a container (None when they can)."""
+    missing = [path for path, line in ((SUBUID, uid_line), (SUBGID, gid_line)) if line is None]
+    if missing:
+        return (f'user: {name} has no range in {" nor in ".join(missing)}, so no container ID can be mapped for it. Set '
+                f'create_user: true to add them here, or add a line {name}:START:COUNT (unboxed.lab.remap_account does).')
+    if uid_line.count != gid_line.count:
+        return (f'user: {name} has {uid_line.count} uids ({SUBUID} line {uid_line.number}) but {gid_line.count} '
+                f'gids ({SUBGID} line {gid_line.number}); give both ranges the same size.')
+    if uid_line.count < 1:
+        return f'user: the range of {name} in {SUBUID} is empty.'
+    return None
 
 
 def user_range(name: str):
-    """(uid line, gid line, problem) of the user's first range in each file."""
-    try:
-        uid = pwd.getpwnam(name).pw_uid
-    except KeyError:
-        return None, None, (f'user: there is no user {name} on this host. Create it and its ranges in {SUBUID} and {SUBGID} '
-                            f'first (unboxed.lab.remap_account, as dockerd creates dockremap).')
-    uid_line = idmap.first_range(read_lines(SUBUID), name, uid)
-    gid_line = idmap.first_range(read_lines(SUBGID), name, uid)
-    missing = [path for path, line in ((SUBUID, uid_line), (SUBGID, gid_line)) if line is None]
-    if missing:
-        return None, None, (f'user: {name} has no range in {" nor in ".join(missing)}, so no container ID can be mapped '
-                            f'for it. Add a line {name}:START:COUNT (unboxed.lab.remap_account does).')
-    if uid_line.count != gid_line.count:
-        return None, None, (f'user: {name} has {uid_line.count} uids ({SUBUID} line {uid_line.number}) but {gid_line.count} '
-                            f'gids ({SUBGID} line {gid_line.number}); give both ranges the same size.')
-    if uid_line.count < 1:
-        return None, None, f'user: the range of {name} in {SUBUID} is empty.'
-    return uid_line, gid_line, None
+    """(uid line, gid line, problem) of the user's first range in each file, as the seat has them now."""
+    uid = remap_user.user_uid(name)
+    if uid is None:
+        return None, None, (f'user: there is no user {name} on this host. Set create_user: true to create it and its '
+                            f'ranges in {SUBUID} and {SUBGID} here, as dockerd --userns-remap=default creates dockremap, '
+                            f'or create it first (unboxed.lab.remap_account).')
+    lines = {path: idmap.first_range(idmap.parse_subid(remap_user.read_text(path))[0], name, uid) for path in (SUBUID, SUBGID)}
+    problem = range_problem(name, lines[SUBUID], lines[SUBGID])
+    return (None, None, problem) if problem else (lines[SUBUID], lines[SUBGID], None)
 
 
 def predicted_range(name: str):
-    """(uid line, gid line) that remap_account would add for a user that has no range yet (or does not exist yet),
-    with its defaults; None when the user's ranges exist (their problem is another one)."""
+    """(uid line, gid line) that create_user (and remap_account, the same code) would make for a user that has no
+    range yet (or does not exist yet), with Docker's defaults; None when nothing would be made."""
     try:
-        uid = pwd.getpwnam(name).pw_uid
-    except KeyError:
-        uid = None
-    texts = {}
-    for key, path in (('subuid', SUBUID), ('subgid', SUBGID)):
-        try:
-            with open(path, encoding='utf-8', errors='surrogateescape') as handle:
-                texts[key] = handle.read()
-        except FileNotFoundError:
-            texts[key] = ''
-    wanted = idmap.planned_lines(name, uid, texts, idmap.DEFAULT_COUNT, idmap.DEFAULT_FIRST)
-    if uid is not None and not any(wanted.values()):
+        account = remap_user.plan_present(name, option='user')
+    except remap_user.AccountError:
         return None
-    lines = {key: idmap.first_range(idmap.parse_subid(texts[key] + '\n' + (wanted[key] or ''))[0], name, uid)
-             for key in texts}
+    if not account.changed:
+        return None
+    lines = account.first_lines()
     return lines['subuid'], lines['subgid']
 
 
@@ -677,8 +709,42 @@ def locked(module, copies):
         module.fail_json(msg=locking.timeout_message('a shifted copy', error), changed=False)
 
 
-def present(module, uid_line, gid_line):
+def account_and_range(module):
+    """(account plan or None, uid line, gid line): with create_user the account as this run makes it (check mode
+    predicts from the same plan); without, the user's ranges as the seat has them."""
     params = module.params
+    name = params['user']
+    if params['create_user']:
+        account = remap_user.plan_present(name, option='user')
+        lines = account.first_lines()
+        problem = range_problem(name, lines['subuid'], lines['subgid'])
+        if problem:
+            module.fail_json(msg=problem, changed=False)
+        return account, lines['subuid'], lines['subgid']
+    uid_line, gid_line, problem = user_range(name)
+    if problem and module.check_mode:
+        predicted = predicted_range(name)
+        if predicted is not None:
+            uid_line, gid_line = predicted
+            problem = None
+            module.warn(f'user: {name} or its ranges do not exist yet: check mode assumes an earlier task of this run '
+                        f'(unboxed.lab.remap_account) makes them, with the range {uid_line.start}-{uid_line.end - 1} it '
+                        f'would choose.')
+    if problem:
+        module.fail_json(msg=problem, changed=False)
+    return None, uid_line, gid_line
+
+
+def account_summary(module, account) -> dict | None:
+    if account is None:
+        return None
+    said = remap_user.present_result(module, account)
+    return {key: said[key] for key in ('name', 'changed', 'created', 'commands')}
+
+
+def present(module) -> dict:
+    params = module.params
+    account, uid_line, gid_line = account_and_range(module)
     base = os.path.join(paths.normalize(params['root']), f'{uid_line.start}.{gid_line.start}')
     copies = [Copy(paths.normalize(source), base, uid_line, gid_line, predict_missing=module.check_mode)
               for source in params['src']]
@@ -686,8 +752,9 @@ def present(module, uid_line, gid_line):
     if missing:
         module.warn(f'src {", ".join(missing)} does not exist: check mode assumes an earlier task of this run makes it '
                     f'and predicts a whole copy; a real run fails if it is still missing.')
+    account_commands = account.commands() if account is not None else []
     result = dict(uid_start=uid_line.start, gid_start=gid_line.start, count=uid_line.count, copies=[], directories=[],
-                  commands=[])
+                  commands=[], account=account_summary(module, account), newuidmap=remap_user.newuidmap_installed(module))
     with locked(module, copies):
         problems = [problem for copy_ in copies for problem in copy_.problems()]
         actions = directory_actions(params['directories'], uid_line.start, gid_line.start)
@@ -697,11 +764,13 @@ def present(module, uid_line, gid_line):
             module.fail_json(msg=' '.join(problems), problems=problems, **result)
         result['copies'] = [copy_.summary() for copy_ in copies]
         result['directories'] = actions
-        result['commands'] = [line for copy_ in copies for line in copy_.commands() if copy_.changed]
+        result['commands'] = account_commands + [line for copy_ in copies for line in copy_.commands() if copy_.changed]
         result['commands'] += [cmd.shell_join(['install', '-d', '-o', str(uid_line.start), '-g', str(gid_line.start), '-m', '0755',
                                                action['path']]) for action in actions if action['action'] != 'none']
-        result['diff'] = [copy_.diff() for copy_ in copies if copy_.changed]
-        changed = any(copy_.changed for copy_ in copies) or any(action['action'] != 'none' for action in actions)
+        result['diff'] = ([account.diff()] if account is not None and account.changed else []) + \
+            [copy_.diff() for copy_ in copies if copy_.changed]
+        changed = any(copy_.changed for copy_ in copies) or any(action['action'] != 'none' for action in actions) or \
+            (account is not None and account.changed)
         for copy_ in copies:
             if copy_.changed and os.path.isdir(copy_.dest):
                 problem = mounted_problem('src copy', copy_.dest)
@@ -713,13 +782,18 @@ def present(module, uid_line, gid_line):
                     copy_.plan = idmap.plan({}, {}, [])
                     copy_.leftovers, copy_.complete = False, True
         result['copies'] = [copy_.summary() for copy_ in copies]
-        result['commands'] = [line for copy_ in copies for line in copy_.commands() if copy_.changed]
+        result['commands'] = account_commands + [line for copy_ in copies for line in copy_.commands() if copy_.changed]
         result['commands'] += [cmd.shell_join(['install', '-d', '-o', str(uid_line.start), '-g', str(gid_line.start), '-m', '0755',
                                                action['path']]) for action in actions if action['action'] != 'none']
-        result['diff'] = [copy_.diff() for copy_ in copies if copy_.changed]
-        changed = any(copy_.changed for copy_ in copies) or any(action['action'] != 'none' for action in actions)
+        result['diff'] = ([account.diff()] if account is not None and account.changed else []) + \
+            [copy_.diff() for copy_ in copies if copy_.changed]
+        changed = any(copy_.changed for copy_ in copies) or any(action['action'] != 'none' for action in actions) or \
+            (account is not None and account.changed)
         if module.check_mode or not changed:
-            module.exit_json(changed=changed, **result)
+            return dict(changed=changed, **result)
+        if account is not None and account.changed:
+            # Everything planned before the first change: a bad source or a copy not ours left the seat as it was.
+            remap_user.apply_present(module, account)
         for copy_ in copies:
             if not copy_.changed:
                 continue
@@ -739,11 +813,32 @@ def present(module, uid_line, gid_line):
                     os.chmod(action['path'], 0o755)
             except OSError as error:
                 module.fail_json(msg=f'Could not make directories {action["path"]}: {error.strerror or error}.', changed=True, **result)
-    module.exit_json(changed=True, **result)
+    return dict(changed=True, **result)
 
 
-def absent(module, uid_line, gid_line):
+def absent(module) -> dict:
+    """The copies this module made and the directories; with create_user then the account, as far as this collection
+    made it (remap_account state=absent, the same code)."""
+    result = absent_copies(module)
+    if not module.params['create_user']:
+        return result
+    try:
+        account = remap_user.absent(module, module.params['user'])
+    except remap_user.AccountError as error:
+        # The copies are gone already: say so beside the account's failure.
+        raise remap_user.AccountError(error.msg, **{**error.result, 'copies': result['copies'], 'directories': result['directories'],
+                                                    'changed': result['changed'] or error.result.get('changed', False)}) from error
+    result['account'] = {key: account[key] for key in ('name', 'changed', 'created', 'commands')}
+    result['commands'] = result['commands'] + account['commands']
+    if account['changed']:
+        result['diff'] = [result['diff'], account['diff']]
+    result['changed'] = result['changed'] or account['changed']
+    return result
+
+
+def absent_copies(module) -> dict:
     params = module.params
+    uid_line, gid_line, _problem = user_range(params['user'])
     root = paths.normalize(params['root'])
     names = [os.path.basename(paths.normalize(source)) for source in params['src']]
     if uid_line is not None:
@@ -763,7 +858,8 @@ def absent(module, uid_line, gid_line):
                   copies=[{'dest': dest, 'action': 'remove'} for dest, _record, _staging in targets],
                   directories=[{'path': directory, 'action': 'remove'} for directory in directories],
                   commands=[cmd.shell_join(['rm', '-rf', '--one-file-system', path]) for path in
-                            [dest for dest, _record, _staging in targets] + directories])
+                            [dest for dest, _record, _staging in targets] + directories],
+                  account=None, newuidmap=remap_user.newuidmap_installed(module))
     problems = [problem for problem in
                 [mounted_problem('copy', dest) for dest, _record, _staging in targets if os.path.lexists(dest)] +
                 [mounted_problem('directories', directory) for directory in directories] +
@@ -773,7 +869,7 @@ def absent(module, uid_line, gid_line):
     changed = bool(targets or directories)
     result['diff'] = {'before': {'paths': [dest for dest, _r, _s in targets] + directories}, 'after': {'paths': []}}
     if module.check_mode or not changed:
-        module.exit_json(changed=changed, **result)
+        return dict(changed=changed, **result)
     try:
         for dest, record, staging in targets:
             for path in (dest, staging):
@@ -791,28 +887,24 @@ def absent(module, uid_line, gid_line):
                 os.unlink(directory)
     except OSError as error:
         module.fail_json(msg=f'Could not remove {error.filename}: {error.strerror or error}.', changed=True, **result)
-    module.exit_json(changed=True, **result)
+    return dict(changed=True, **result)
 
 
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    problems = request_problems(module.params)
+    params = module.params
+    problems = request_problems(params)
     if problems:
         module.fail_json(msg=' '.join(problems), problems=problems)
-    uid_line, gid_line, problem = user_range(module.params['user'])
-    if module.params['state'] == 'absent':
-        absent(module, uid_line, gid_line)
-    if problem and module.check_mode:
-        predicted = predicted_range(module.params['user'])
-        if predicted is not None:
-            uid_line, gid_line = predicted
-            problem = None
-            module.warn(f'user: {module.params["user"]} or its ranges do not exist yet: check mode assumes an earlier '
-                        f'task of this run (unboxed.lab.remap_account) makes them, with the range {uid_line.start}-'
-                        f'{uid_line.end - 1} it would choose.')
-    if problem:
-        module.fail_json(msg=problem)
-    present(module, uid_line, gid_line)
+    # The account's lock first, then the copies' (remap_account takes the first only): no two runs wait on each other.
+    account_lock = remap_user.locked(module, params['lock_timeout'], f'unboxed.lab.layer_remap state={params["state"]}') \
+        if params['create_user'] else contextlib.nullcontext()
+    try:
+        with account_lock:
+            result = absent(module) if params['state'] == 'absent' else present(module)
+    except remap_user.AccountError as error:
+        module.fail_json(msg=error.msg, **error.result)
+    module.exit_json(**result)
 
 
 if __name__ == '__main__':

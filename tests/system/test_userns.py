@@ -25,6 +25,7 @@ from conftest import BIN, REPO, ansible_env, kill_module_after, make_busybox_roo
 pytestmark = pytest.mark.root
 
 USER = 'unboxed-t-userns'          # made and removed by these tests through remap_account
+CREATED_USER = 'unboxed-t-created'  # made and removed by layer_remap's create_user
 PLAIN_USER = 'unboxed-t-norange'   # a real user with no range, made with useradd and removed again
 SUBID_FILES = ('/etc/subuid', '/etc/subgid')
 
@@ -469,6 +470,112 @@ def test_remap_account_takes_the_first_free_range_and_removes_only_its_own(run_m
             text = read(path)
             with open(path, 'w', encoding='utf-8') as handle:
                 handle.write(''.join(kept + '\n' for kept in text.splitlines() if kept != line))
+
+
+def create_args(workdir, tree, user=CREATED_USER, **more):
+    args = {'user': user, 'create_user': True, 'src': [str(tree)], 'root': str(workdir / 'remap'),
+            'directories': [str(workdir / 'userns' / 'upper')]}
+    args.update(more)
+    return args
+
+
+@contextlib.contextmanager
+def account_cleanup(run_module, name):
+    """Whatever a test leaves of the account, taken back by remap_account (the same code, the same record)."""
+    try:
+        yield
+    finally:
+        run_module('remap_account', {'name': name, 'state': 'absent'})
+
+
+def test_layer_remap_creates_the_remap_user_in_its_own_run_and_removes_it(run_module, workdir, tree):
+    """create_user: the account and the copies in one run, as dockerd --userns-remap=default makes dockremap; check mode
+    predicts it from the same plan (no warning); remap_account sees the same account; absent takes everything back."""
+    assert not user_exists(CREATED_USER), f'{CREATED_USER} is left over: userdel {CREATED_USER}, remove its subid lines'
+    args = create_args(workdir, tree)
+    before, source_before = subid_text(), snapshot(tree)
+    with account_cleanup(run_module, CREATED_USER):
+        predicted = run_module('layer_remap', args, check=True, diff=True)
+        assert predicted['changed'] is True and not predicted.get('warnings'), predicted
+        assert not user_exists(CREATED_USER) and subid_text() == before and not (workdir / 'remap').exists()
+        made = run_module('layer_remap', args, diff=True)
+        assert made['changed'] is True, made.get('msg')
+        for key in ('uid_start', 'gid_start', 'count', 'copies', 'directories', 'commands', 'account', 'newuidmap'):
+            assert made[key] == predicted[key], key
+        start = made['uid_start']
+        line = f'{CREATED_USER}:{start}:65536'
+        assert made['commands'][:3] == [
+            f'useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin {CREATED_USER}',
+            f'echo {line} >> /etc/subuid', f'echo {line} >> /etc/subgid']
+        assert made['account'] == {'name': CREATED_USER, 'changed': True, 'commands': made['commands'][:3],
+                                   'created': {'user': True, 'subuid': line, 'subgid': line}}
+        assert user_exists(CREATED_USER) and our_lines(CREATED_USER) == {path: [line] for path in SUBID_FILES}
+        dest = workdir / 'remap' / f'{start}.{start}' / 'lower1-base'
+        assert made['copies'][0]['dest'] == str(dest)
+        assert_shifted(source_before, snapshot(dest), start)
+        # remap_account is the same code and the same record: it finds the account made, and would change nothing.
+        seen = run_module('remap_account', {'name': CREATED_USER}, check=True)
+        assert seen['changed'] is False and (seen['uid_start'], seen['count']) == (start, 65536)
+        assert seen['created'] == made['account']['created']
+        for check in (True, False):
+            again = run_module('layer_remap', args, check=check)
+            assert again['changed'] is False and again['commands'] == [], again
+            assert again['account']['changed'] is False and again['uid_start'] == start
+        predicted_gone = run_module('layer_remap', dict(args, state='absent'), check=True, diff=True)
+        assert predicted_gone['changed'] is True and user_exists(CREATED_USER) and dest.exists()
+        gone = run_module('layer_remap', dict(args, state='absent'))
+        assert gone['changed'] is True and gone['commands'] == predicted_gone['commands']
+        assert gone['commands'][-1] == f'userdel {CREATED_USER}' and gone['account']['changed'] is True
+        assert not user_exists(CREATED_USER) and subid_text() == before
+        assert not (workdir / 'remap' / f'{start}.{start}').exists() and not (workdir / 'userns' / 'upper').exists()
+        assert snapshot(tree) == source_before
+        assert run_module('layer_remap', dict(args, state='absent'))['changed'] is False
+
+
+def test_create_user_keeps_a_user_made_before_and_removes_only_its_lines(run_module, workdir, tree):
+    with plain_user(), account_cleanup(run_module, PLAIN_USER):
+        args = create_args(workdir, tree, user=PLAIN_USER)
+        made = run_module('layer_remap', args)
+        assert made['changed'] is True and made['account']['created']['user'] is False, made
+        assert not any(command.startswith('useradd') for command in made['commands'])
+        assert our_lines(PLAIN_USER) == {path: [f'{PLAIN_USER}:{made["uid_start"]}:65536'] for path in SUBID_FILES}
+        gone = run_module('layer_remap', dict(args, state='absent'))
+        assert gone['changed'] is True and not any(command.startswith('userdel') for command in gone['commands'])
+        assert user_exists(PLAIN_USER) and our_lines(PLAIN_USER) == {path: [] for path in SUBID_FILES}
+
+
+def test_create_user_changes_nothing_when_the_request_fails(run_module, workdir, tree):
+    """Everything is planned before the first change: a request that fails on the seat makes no user and no line."""
+    assert not user_exists(CREATED_USER)
+    not_ours = workdir / 'not-ours'
+    expected_start = idmap.first_free([idmap.parse_subid(read(path))[0] for path in SUBID_FILES])
+    (not_ours / f'{expected_start}.{expected_start}' / 'lower1-base').mkdir(parents=True)
+    (not_ours / f'{expected_start}.{expected_start}' / 'lower1-base' / 'mine').write_text('x', encoding='utf-8')
+    cases = [
+        (create_args(workdir, tree, user='root'), 'user must not be root', False),
+        (create_args(workdir, tree, user='0'), 'user must not be root', False),
+        (create_args(workdir, workdir / 'missing'), f'src {workdir / "missing"} does not exist', True),
+        (create_args(workdir, tree, root=str(not_ours)), 'this module did not make it', False),
+    ]
+    before, tree_before = subid_text(), snapshot(workdir)
+    with account_cleanup(run_module, CREATED_USER):
+        for args, fragment, predicted in cases:
+            for check in (True, False):
+                result = run_module('layer_remap', args, check=check)
+                if check and predicted:
+                    # The layers made earlier in a --check run: assumed, with a warning; the real run below refuses.
+                    assert result.get('failed') is not True and result['changed'] is True and result.get('warnings'), result
+                else:
+                    assert result['failed'] is True and fragment in result['msg'], (fragment, result)
+                    assert result['changed'] is False, result
+                assert not user_exists(CREATED_USER) and subid_text() == before, args
+                assert snapshot(workdir) == tree_before, args
+
+
+def test_without_create_user_a_missing_user_is_an_error_that_says_how(run_module, workdir, tree):
+    result = run_module('layer_remap', dict(create_args(workdir, tree), create_user=False))
+    assert result['failed'] is True and not user_exists(CREATED_USER)
+    assert f'there is no user {CREATED_USER}' in result['msg'] and 'create_user: true' in result['msg'], result['msg']
 
 
 def ns_container_has_userns_remap():

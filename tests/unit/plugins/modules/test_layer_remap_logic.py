@@ -10,7 +10,7 @@ from ansible_collections.unboxed.lab.plugins.modules import layer_remap, remap_a
 
 def params(**overrides):
     value = {'user': 'unboxed-remap', 'src': ['/overlay/lower2-file', '/overlay/lower1-base'], 'root': '/var/lib/unboxed/remap',
-             'directories': ['/overlay-userns/upper'], 'state': 'present', 'lock_timeout': 60}
+             'directories': ['/overlay-userns/upper'], 'state': 'present', 'create_user': False, 'lock_timeout': 60}
     value.update(overrides)
     return value
 
