@@ -59,6 +59,8 @@ description:
   - With O(state=absent) and O(rootfs) given, the containers started by hand on O(rootfs) (those a start would adopt or
     replace, whatever their spec) are stopped too (RV(stopped_by_hand)).
   - Everything is validated before anything is touched, and each error names the option and the reason.
+  - B(Several containers, one task) (O(containers)) - as C(docker compose up), the containers of a slide are checked
+    together and started in one module run, each exactly as a task of its own would.
   - B(What this isolates.) Each namespace in O(namespaces) gives the container its own view of one kernel resource -
     C(pid) its own process tree (it is PID 1 and sees only its descendants), C(net) its own network stack (only a
     loopback interface, down), C(mount) its own mount table, C(uts) its own hostname, C(ipc) its own System V IPC and
@@ -121,8 +123,8 @@ options:
     description:
       - Name of the container. Names its state directory, so it must be safe as a file name (letters, digits, C(.),
         C(_), C(-); at most 64 characters).
+      - Required, unless O(containers) lists the containers (then each item has its own).
     type: str
-    required: true
   rootfs:
     description:
       - The directory that becomes the container's C(/), for example the merged directory of an overlay
@@ -326,6 +328,109 @@ options:
       - V(false) starts the container beside whatever runs on O(rootfs), as earlier versions did.
     type: bool
     default: true
+  containers:
+    description:
+      - Several containers in one module run, as C(docker compose up) starts the services of a compose file - each item
+        takes the options of one container (every option above but O(lock_timeout), which is the module's), with the
+        same defaults. Not with O(name) nor any other option of one container.
+      - Every item is checked before anything changes - the request, then each container's record, root file system
+        and processes, with every lock taken (in the order of the names) - and each problem names the item and its
+        option (C(containers[1].rootfs)). Then each is brought to its state, in the order of the list.
+      - The result lists each container's result in RV(containers), in order; the task is changed when any is. A
+        failure says which item failed and what the items before it did (they stay as they are now).
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: As O(name) - every item needs one, and each its own.
+        type: str
+        required: true
+      rootfs:
+        description: As O(rootfs).
+        type: path
+      command:
+        description: As O(command).
+        type: list
+        elements: str
+      namespaces:
+        description: As O(namespaces).
+        type: list
+        elements: str
+        choices: [pid, net, mount, uts, ipc, user, cgroup]
+        default: [pid, net, mount]
+      hostname:
+        description: As O(hostname).
+        type: str
+      mount_proc:
+        description: As O(mount_proc).
+        type: bool
+      root_method:
+        description: As O(root_method).
+        type: str
+        choices: [chroot, pivot_root]
+        default: pivot_root
+      env:
+        description: As O(env).
+        type: dict
+        default: {}
+      workdir:
+        description: As O(workdir).
+        type: str
+      state:
+        description: As O(state).
+        type: str
+        choices: [started, stopped, restarted, absent]
+        default: started
+      stop_timeout:
+        description: As O(stop_timeout).
+        type: int
+        default: 10
+      state_dir:
+        description: As O(state_dir).
+        type: path
+      preset:
+        description: As O(preset).
+        type: str
+        choices: [none, docker]
+        default: none
+      capabilities:
+        description: As O(capabilities).
+        type: list
+        elements: str
+      no_new_privs:
+        description: As O(no_new_privs).
+        type: bool
+      seccomp:
+        description: As O(seccomp).
+        type: str
+      memory:
+        description: As O(memory).
+        type: raw
+      pids_limit:
+        description: As O(pids_limit).
+        type: int
+      cpus:
+        description: As O(cpus).
+        type: raw
+      cpu_shares:
+        description: As O(cpu_shares).
+        type: int
+      cgroup_parent:
+        description: As O(cgroup_parent).
+        type: str
+      adopt:
+        description: As O(adopt).
+        type: bool
+        default: true
+      userns_remap:
+        description: As O(userns_remap).
+        type: str
+      volumes:
+        description: As O(volumes).
+        type: list
+        elements: str
+        default: []
+
 notes:
   - Requires root. Run the task with C(become=true).
   - Without C(pid) in O(namespaces), stopping signals only the command's process; processes it started may keep
@@ -444,6 +549,24 @@ EXAMPLES = r"""
   ansible.builtin.debug:
     msg: "uid_map {{ remapped.userns.uid_map }}; by hand: {{ remapped.shell_command }}"
 
+- name: Two containers in one module run, as docker compose up - every item checked before the first starts
+  unboxed.lab.ns_container:
+    containers:
+      - name: web
+        rootfs: /overlay/merged
+        command: [sh, -c, "while true; do sleep 1; done"]
+        namespaces: [pid, net, mount, uts, ipc]
+        hostname: web
+      - name: client
+        rootfs: /overlay/merged
+        command: [tail, -f, /dev/null]
+  become: true
+  register: services
+
+- name: Show what each did
+  ansible.builtin.debug:
+    msg: "{{ services.containers | map(attribute='msg') | list }}"
+
 - name: Stop it but keep its log
   unboxed.lab.ns_container:
     name: web
@@ -461,31 +584,31 @@ EXAMPLES = r"""
 RETURN = r"""
 name:
   description: The container's name.
-  returned: always
+  returned: without O(containers) (with it, in each item of RV(containers))
   type: str
   sample: talk
 state:
   description:
     - The container's state after the task. V(started) - its process runs; V(stopped) - its state directory is recorded
       but no process runs; V(absent) - nothing is recorded.
-  returned: always
+  returned: without O(containers) (with it, in each item of RV(containers))
   type: str
   sample: started
 pid:
   description: PID (as seen from the host) of the container's PID 1, or null when it does not run (also in check mode before a start).
-  returned: always
+  returned: without O(containers) (with it, in each item of RV(containers))
   type: int
   sample: 48211
 started_at:
   description: When the container's process started (UTC, ISO 8601), from its start time in C(/proc/PID/stat).
-  returned: always
+  returned: without O(containers) (with it, in each item of RV(containers))
   type: str
   sample: '2026-11-28T23:40:01Z'
 namespaces:
   description:
     - For each namespace type, the container's namespace inode, the host's (the module's own process), and whether
       they differ. Empty when no container process runs.
-  returned: always
+  returned: without O(containers) (with it, in each item of RV(containers))
   type: dict
   sample:
     pid: {inode: 4026532301, host_inode: 4026531836, isolated: true}
@@ -497,44 +620,44 @@ namespaces:
     cgroup: {inode: 4026531835, host_inode: 4026531835, isolated: false}
 rootfs:
   description: The container's root file system - as requested, else as recorded (with O(state=absent), of the container just removed).
-  returned: always
+  returned: without O(containers) (with it, in each item of RV(containers))
   type: str
   sample: /overlay/merged
 command:
   description: The container's command as an argument list, from the request or the record like RV(rootfs).
-  returned: always
+  returned: without O(containers) (with it, in each item of RV(containers))
   type: list
   elements: str
   sample: [tail, -f, /dev/null]
 hostname:
   description: The hostname set inside the container, or null.
-  returned: always
+  returned: without O(containers) (with it, in each item of RV(containers))
   type: str
   sample: web01
 root_method:
   description: How the root directory was set (V(chroot) or V(pivot_root)).
-  returned: always
+  returned: without O(containers) (with it, in each item of RV(containers))
   type: str
   sample: pivot_root
 log_path:
   description: The file that receives the container's standard output and error, and the module's start and stop lines.
-  returned: always
+  returned: without O(containers) (with it, in each item of RV(containers))
   type: str
   sample: /run/unboxed/containers/talk/container.log
 state_dir:
   description: The container's state directory.
-  returned: always
+  returned: without O(containers) (with it, in each item of RV(containers))
   type: str
   sample: /run/unboxed/containers/talk
 shell_command:
   description:
     - The equivalent shell command, as typed in the talk. Shown with program names as found in C(PATH); the module runs
       the same argument list with absolute paths.
-  returned: always
+  returned: without O(containers) (with it, in each item of RV(containers))
   type: str
   sample: unshare --fork --pid --net --mount-proc=/overlay/merged/proc chroot /overlay/merged tail -f /dev/null
 msg:
-  description: What the task did, or would do in check mode, and why.
+  description: What the task did, or would do in check mode, and why; with O(containers), each container's in turn.
   returned: always
   type: str
   sample: "Restarted: command, env changed."
@@ -543,7 +666,7 @@ cgroup:
     - The container's cgroups - in use while it runs, else those a start would make - or null when it has none (no limit
       asked for). C(layout) is the host's (V(unified) - v2 only, V(hybrid) - v1 controllers beside v2, V(legacy)); each
       of C(hierarchies) has its version, its path (as C(/proc/PID/cgroup) shows it), its directory and its controllers.
-  returned: always
+  returned: without O(containers) (with it, in each item of RV(containers))
   type: dict
   sample:
     layout: hybrid
@@ -557,7 +680,7 @@ usage:
     - What the running container's cgroups count - memory in use and its peak (bytes), processes, OOM kills, CPU
       periods throttled and the time throttled. Each is null where this host cannot tell (no such controller, or the
       container is not running or has no cgroups).
-  returned: always
+  returned: without O(containers) (with it, in each item of RV(containers))
   type: dict
   contains:
     memory_current:
@@ -585,7 +708,7 @@ setup_commands:
     - The shell commands that make the container's cgroups by hand before the launch, as a student types them - the
       directories, the limits, then C(echo $$ > .../cgroup.procs) so that what the shell starts next is inside. Empty
       when the container has no cgroups.
-  returned: always
+  returned: without O(containers) (with it, in each item of RV(containers))
   type: list
   elements: str
   sample:
@@ -598,7 +721,7 @@ confinement:
       knows when nothing is dropped); C(cap_eff) - the effective set of its PID 1, read from C(/proc/PID/status)
       (null when it does not run); C(no_new_privs) and C(seccomp) - as asked; C(seccomp_mode) - the C(Seccomp) line of
       C(/proc/PID/status) (2 - a filter is loaded, 0 - none; null when it does not run).
-  returned: always
+  returned: without O(containers) (with it, in each item of RV(containers))
   type: dict
   contains:
     capabilities:
@@ -629,14 +752,14 @@ action:
     - What the task did (or would do in check mode) - V(started), V(restarted), V(adopted) (a container started by hand
       is recorded as this one), V(replaced) (started, after stopping a wrong one started by hand), V(tracked) (found
       again after an interrupted run), V(stopped), V(removed), V(cleaned) - or null when nothing changed.
-  returned: always
+  returned: without O(containers) (with it, in each item of RV(containers))
   type: str
   sample: adopted
 userns:
   description:
     - The running container's ID mappings as C(/proc/PID/uid_map) and C(gid_map) show them (padding removed), or null
       when it has no user namespace of its own (or does not run).
-  returned: always
+  returned: without O(containers) (with it, in each item of RV(containers))
   type: dict
   contains:
     uid_map:
@@ -650,13 +773,13 @@ replaced:
   description:
     - The containers started by hand on O(rootfs) that were stopped (in check mode - would be) to start or adopt this
       one - their PID, command line, and why, the first difference from the spec in words a student understands.
-  returned: always
+  returned: without O(containers) (with it, in each item of RV(containers))
   type: list
   elements: dict
   sample: [{pid: 4242, command: [tail, -f, /dev/null], why: "shares the seat's network namespace (no --net)"}]
 stopped_by_hand:
   description: With O(state=absent) and O(rootfs), the containers started by hand there that were stopped (or would be), as in RV(replaced).
-  returned: always
+  returned: without O(containers) (with it, in each item of RV(containers))
   type: list
   elements: dict
   sample: [{pid: 4242, command: [tail, -f, /dev/null], why: started by hand on /overlay/merged, stopped with state=absent}]
@@ -665,8 +788,28 @@ stop_signal:
   returned: when the task stopped a running container (not in check mode)
   type: str
   sample: SIGKILL
+containers:
+  description:
+    - With O(containers), the result of each container, in the order of the list - each a dictionary with the keys a
+      task of one container returns (RV(name), RV(state), RV(pid), RV(msg), RV(action), RV(shell_command)...) and
+      C(changed). C(--diff) shows each container's diff in turn.
+    - When an item fails, the results of the items before it, then the failed item's (C(failed), C(msg) and what is
+      known of it); the items after it were not touched.
+  returned: with O(containers)
+  type: list
+  elements: dict
+  sample:
+    - {name: web, changed: true, state: started, pid: 4242, action: started, msg: "Started: no container was recorded."}
+    - {name: client, changed: false, state: started, pid: 4250, action: null,
+       msg: "Nothing to do: it runs with this spec (PID 4250)."}
+failed_index:
+  description: With O(containers), the place in the list of the container that failed.
+  returned: when an item of O(containers) failed
+  type: int
+  sample: 1
 """
 
+import contextlib
 import os
 import pwd
 import signal
@@ -696,9 +839,10 @@ KILL_TIMEOUT = 10.0
 POLL_INTERVAL = 0.02
 
 
-def argument_spec():
+def container_options(name_required: bool = True) -> dict:
+    """The options of one container: the module's own, and those of each item of O(containers)."""
     return dict(
-        name=dict(type='str', required=True),
+        name=dict(type='str', required=name_required),
         rootfs=dict(type='path'),
         command=dict(type='list', elements='str'),
         namespaces=dict(type='list', elements='str', choices=list(ns_utils.NAMESPACE_TYPES),
@@ -711,7 +855,6 @@ def argument_spec():
         state=dict(type='str', choices=list(STATES), default='started'),
         stop_timeout=dict(type='int', default=10),
         state_dir=dict(type='path'),
-        lock_timeout=dict(type='int', default=60),
         preset=dict(type='str', choices=list(PRESETS), default='none'),
         capabilities=dict(type='list', elements='str'),
         no_new_privs=dict(type='bool'),
@@ -727,9 +870,32 @@ def argument_spec():
     )
 
 
+def argument_spec():
+    """One container's options (name then not required), or several containers as O(containers) - each item the
+    options of one container - and what is module-wide."""
+    spec = container_options(name_required=False)
+    spec.update(
+        containers=dict(type='list', elements='dict', options=container_options()),
+        lock_timeout=dict(type='int', default=60),
+    )
+    return spec
+
+
 def constraints():
-    """What AnsibleModule checks for us: a container to start needs its root file system and its command."""
-    return dict(required_if=[('state', 'started', ('rootfs', 'command')), ('state', 'restarted', ('rootfs', 'command'))])
+    """What AnsibleModule checks for us: one container (name) or several (containers), not both - the options of one
+    container go into each item of containers. What a start needs (rootfs, command) request_problems() says, naming
+    the item."""
+    return dict(required_one_of=[('name', 'containers')],
+                mutually_exclusive=[('containers', option) for option in container_options()])
+
+
+class ContainerFailure(Exception):
+    """A container that cannot be (or was not) brought to its state: the message, and the result's fields."""
+
+    def __init__(self, msg: str, **fields):
+        super().__init__(msg)
+        self.msg = msg
+        self.fields = fields
 
 
 def effective_mount_proc(params) -> bool:
@@ -782,8 +948,18 @@ def confinement_problems(params) -> list[str]:
     return problems
 
 
-def request_problems(params) -> list[str]:
-    """Problems visible from the request alone, before looking at any file or process. Pure."""
+def request_problems(params, prefix: str = '') -> list[str]:
+    """Problems visible from the request alone, before looking at any file or process, each naming its option as
+    ``prefix`` + option ('containers[N].' for an item of O(containers)). Pure."""
+    return [prefix + problem for problem in container_problems(params)]
+
+
+# What a start needs, in the words of the message that says it is missing.
+NEEDED_TO_START = {'rootfs': 'its root file system (the directory that becomes its /, such as /overlay/merged)',
+                   'command': 'its PID 1, as an argument list such as [tail, -f, /dev/null]'}
+
+
+def container_problems(params) -> list[str]:
     problems = []
     problem = container.name_problem(params['name'])
     if problem:
@@ -796,7 +972,7 @@ def request_problems(params) -> list[str]:
             problems.append(problem)
     if params['stop_timeout'] < 0:
         problems.append(f'stop_timeout must be 0 or more seconds, got {params["stop_timeout"]}.')
-    if params['lock_timeout'] < 0:
+    if params.get('lock_timeout') is not None and params['lock_timeout'] < 0:
         problems.append(f'lock_timeout must be 0 or more seconds, got {params["lock_timeout"]}.')
     if params['state'] not in ('started', 'restarted'):
         if params['rootfs'] is not None:
@@ -806,6 +982,10 @@ def request_problems(params) -> list[str]:
                 problems.append(problem)
         return problems
 
+    missing = [option for option in NEEDED_TO_START if params[option] is None]
+    if missing:
+        return problems + [f'{option} is missing: state={params["state"]} starts the container, which needs '
+                           f'{NEEDED_TO_START[option]}.' for option in missing]
     namespaces = set(params['namespaces'])
     rootfs = params['rootfs']
     problem = paths.root_directory_problem('rootfs', rootfs)
@@ -1027,10 +1207,13 @@ def adoptable(spec: container.ContainerSpec) -> bool:
 class NsContainer:
     """read the recorded and live state -> compare with the request -> act only on the difference."""
 
-    def __init__(self, module):
+    def __init__(self, module, params: dict, label: str = ''):
         self.module = module
-        self.params = module.params
+        # One container's options: the module's own, or one item of O(containers) (with the module-wide lock_timeout).
+        self.params = params
         self.name = self.params['name']
+        # Said before each warning and failure of an item of O(containers) ('containers[1] (client): '), else ''.
+        self.label = label
         self.state_dir = None
         self.log_path = None
         self.desired = None
@@ -1248,10 +1431,10 @@ class NsContainer:
                                                            bounding_mask=self.bounding_mask())
         self.adopted, self.to_replace, left = container.adoption_plan(candidates)
         for candidate in left:
-            self.module.warn(f'PID {candidate.rooted.pid} ({cmd.shell_join(list(candidate.rooted.cmdline))}) is another '
+            self.warn(f'PID {candidate.rooted.pid} ({cmd.shell_join(list(candidate.rooted.cmdline))}) is another '
                              f'container on {self.desired.rootfs} ({candidate.mismatch}); it was left alone.')
         if bystanders and (self.to_replace or self.adopted is None):
-            self.module.warn(f'{self.desired.rootfs} is also the root of processes that are no containers, left alone: '
+            self.warn(f'{self.desired.rootfs} is also the root of processes that are no containers, left alone: '
                              + ', '.join(f'PID {entry.pid} ({entry.comm})' for entry in bystanders)
                              + ' - a chroot shell, say; they keep the overlay busy until they end.')
 
@@ -1290,7 +1473,7 @@ class NsContainer:
             self.fail(f'PID {identity.pid}, a container started by hand ({cmd.shell_join(list(found.rooted.cmdline))}), is still running '
                       f'{KILL_TIMEOUT:.0f} s after SIGKILL; it is probably stuck in uninterruptible sleep (state D in ps).')
         if found.launcher is not None and not process.wait_until_not_running(found.launcher, KILL_TIMEOUT):
-            self.module.warn(f'unshare (PID {found.launcher.pid}), which started PID {identity.pid}, still runs.')
+            self.warn(f'unshare (PID {found.launcher.pid}), which started PID {identity.pid}, still runs.')
         self.log(f'PID {identity.pid} ended after {name}')
 
     def replace_found(self):
@@ -1473,15 +1656,18 @@ class NsContainer:
         except FileNotFoundError:
             pass
         except OSError:
-            self.module.warn(f'{self.state_dir} was kept: it holds files the module did not create '
+            self.warn(f'{self.state_dir} was kept: it holds files the module did not create '
                              f'({", ".join(sorted(os.listdir(self.state_dir)))}).')
         # The result still names what was removed (rootfs, command...): the spec stays, the record is gone.
         self.recorded_state = None
 
     # ---- result --------------------------------------------------------------------------------------------------
 
+    def warn(self, text: str):
+        self.module.warn(self.label + text)
+
     def fail(self, msg, **kwargs):
-        self.module.fail_json(msg=msg, **self.result(changed=self.acted), **kwargs)
+        raise ContainerFailure(msg, **self.result(changed=self.acted), **kwargs)
 
     def result(self, changed, status=None, show_process=True):
         spec = self.desired or self.recorded
@@ -1545,69 +1731,76 @@ class NsContainer:
 
     # ---- states --------------------------------------------------------------------------------------------------
 
-    def run(self):
-        params = self.params
-        problems = request_problems(params)
+    def run(self) -> dict:
+        """One container on its own: validate, lock, read, compare, act; the result (ContainerFailure when it fails)."""
+        problems = request_problems(self.params)
         if problems:
-            self.module.fail_json(msg=' '.join(problems), problems=problems)
+            raise ContainerFailure(' '.join(problems), problems=problems)
+        with contextlib.ExitStack() as locks:
+            self.lock(locks)
+            self.plan()
+            return self.act()
+
+    def lock(self, locks: contextlib.ExitStack):
+        """One run at a time per container, from reading the record to writing it: two runs at once would both see
+        "not running" and start two containers. Check mode only reads: it takes no lock and creates no lock file."""
         if self.module.check_mode:
-            # Check mode only reads: it takes no lock and creates no lock file.
-            self.converge()
             return
         try:
-            # One run at a time per container, from reading the record to writing it: two runs at once would both
-            # see "not running" and start two containers.
-            with locking.exclusive('container', self.name, timeout=params['lock_timeout'],
-                                   note=f'unboxed.lab.ns_container state={params["state"]}'):
-                self.converge()
+            locks.enter_context(locking.exclusive('container', self.name, timeout=self.params['lock_timeout'],
+                                                  note=f'unboxed.lab.ns_container state={self.params["state"]}'))
         except locking.LockTimeout as error:
-            self.module.fail_json(msg=locking.timeout_message(f'container {self.name}', error) +
-                                  ' (lock_timeout sets how long to wait.)', changed=False, name=self.name)
+            raise ContainerFailure(locking.timeout_message(f'container {self.name}', error) +
+                                   ' (lock_timeout sets how long to wait.)', changed=False, name=self.name)
 
-    def converge(self):
-        """read the recorded and live state -> compare with the request -> act only on the difference -> exit."""
+    def plan(self):
+        """Read the recorded and live state and refuse what cannot be done, before anything is changed."""
         params = self.params
         self.load()
         problem = state_dir_problem(self.state_dir)
         if problem:
-            self.module.fail_json(msg=problem, problems=[problem])
-        if params['state'] in ('started', 'restarted'):
-            remap = None
-            if params['userns_remap'] is not None:
-                remap, problems = read_remap(params['userns_remap'])
-                problems += self.remap_program_problems()
-                if problems and self.module.check_mode:
-                    # In a --check run of a whole playbook the tasks that make the remap user, its ranges and
-                    # newuidmap (role userns) have not run either: predict the start, say what a real run needs.
-                    self.module.warn(' '.join(problems) + ' Check mode assumes an earlier task of this run makes '
-                                     'them; a real run fails if they are still missing.')
-                    remap, problems = None, []
-                if problems:
-                    self.module.fail_json(msg=' '.join(problems), problems=problems)
-            self.desired = desired_spec(params, remap)
-            not_built = rootfs_not_built(self.desired.rootfs)
-            if self.module.check_mode and not_built:
-                # In a --check run of a whole playbook the task that builds or mounts the rootfs has not run either.
-                self.module.warn(f'rootfs {self.desired.rootfs} {not_built}: check mode assumes an earlier task of this '
-                                 f'run builds or mounts it; a real run fails if it is still not a root file system.')
-                problems = []
-            else:
-                problems = filesystem_problems(self.desired, self.state_dir)
-            if not (self.running and not container.spec_changes(self.recorded, self.desired)) or \
-                    params['state'] == 'restarted':
-                # Read when the container may be started: a running one keeps the filter it was started with.
-                problems += confine.seccomp_problems('seccomp', self.desired.confinement)
-            problems += self.plan_cgroup()
-            if problems and self.running:
-                problems.append(f'Container {self.name} (PID {self.identity.pid}) still runs, on the root file system '
-                                f'that was at {self.desired.rootfs} when it started; it was left alone.')
+            raise ContainerFailure(problem, problems=[problem])
+        if params['state'] not in ('started', 'restarted'):
+            return
+        remap = None
+        if params['userns_remap'] is not None:
+            remap, problems = read_remap(params['userns_remap'])
+            problems += self.remap_program_problems()
+            if problems and self.module.check_mode:
+                # In a --check run of a whole playbook the tasks that make the remap user, its ranges and
+                # newuidmap (role userns) have not run either: predict the start, say what a real run needs.
+                self.warn(' '.join(problems) + ' Check mode assumes an earlier task of this run makes '
+                          'them; a real run fails if they are still missing.')
+                remap, problems = None, []
             if problems:
-                self.module.fail_json(msg=' '.join(problems), problems=problems)
-            if self.state_file_error:
-                self.module.fail_json(msg=f'{self.state_file_error}. The module cannot tell which process is container '
-                                          f'{self.name}, so it starts nothing; check with ps, then remove the file '
-                                          f'(state: absent removes it).')
+                raise ContainerFailure(' '.join(problems), problems=problems)
+        self.desired = desired_spec(params, remap)
+        not_built = rootfs_not_built(self.desired.rootfs)
+        if self.module.check_mode and not_built:
+            # In a --check run of a whole playbook the task that builds or mounts the rootfs has not run either.
+            self.warn(f'rootfs {self.desired.rootfs} {not_built}: check mode assumes an earlier task of this '
+                      f'run builds or mounts it; a real run fails if it is still not a root file system.')
+            problems = []
+        else:
+            problems = filesystem_problems(self.desired, self.state_dir)
+        if not (self.running and not container.spec_changes(self.recorded, self.desired)) or \
+                params['state'] == 'restarted':
+            # Read when the container may be started: a running one keeps the filter it was started with.
+            problems += confine.seccomp_problems('seccomp', self.desired.confinement)
+        problems += self.plan_cgroup()
+        if problems and self.running:
+            problems.append(f'Container {self.name} (PID {self.identity.pid}) still runs, on the root file system '
+                            f'that was at {self.desired.rootfs} when it started; it was left alone.')
+        if problems:
+            raise ContainerFailure(' '.join(problems), problems=problems)
+        if self.state_file_error:
+            raise ContainerFailure(f'{self.state_file_error}. The module cannot tell which process is container '
+                                   f'{self.name}, so it starts nothing; check with ps, then remove the file '
+                                   f'(state: absent removes it).')
 
+    def act(self) -> dict:
+        """Act only on the difference between the request and what plan() read; the result."""
+        params = self.params
         before = diff_view(self.current_status(), self.identity.pid if self.running else None, self.recorded)
         action = getattr(self, f'state_{params["state"]}')()
         if self.stop_signal == 'SIGKILL':
@@ -1628,7 +1821,7 @@ class NsContainer:
         if self.module._diff:
             result['diff'] = {'before': before, 'after': after,
                               'before_header': f'container {self.name}', 'after_header': f'container {self.name}'}
-        self.module.exit_json(**result)
+        return result
 
     def plan_cgroup(self) -> list[str]:
         """The cgroups the request needs on this host (read only), or the problems that prevent them."""
@@ -1735,7 +1928,7 @@ class NsContainer:
             self.reason = f'nothing is recorded in {self.state_dir}' + self.by_hand_note()
             return 'remove' if self.stopped_by_hand else None
         if self.state_file_error:
-            self.module.warn(f'{self.state_file_error}; no process was signalled, since none can be identified.')
+            self.warn(f'{self.state_file_error}; no process was signalled, since none can be identified.')
         self.reason = (f'{self.found_note()}{self.state_dir}, and the process running as PID {self.identity.pid}'
                        if self.running else f'{self.state_dir} (no process was running)') + self.by_hand_note()
         if not self.module.check_mode:
@@ -1783,9 +1976,98 @@ def exit_explanation(code) -> str:
     return f' (exit code {code})'
 
 
+def containers_problems(params) -> list[str]:
+    """Problems of O(containers) seen from the request alone: each item's, named containers[N].option, then what the
+    items ask together - each container once (its name, its state directory). Pure."""
+    items = params['containers']
+    problems = []
+    if params['lock_timeout'] < 0:
+        problems.append(f'lock_timeout must be 0 or more seconds, got {params["lock_timeout"]}.')
+    if not items:
+        problems.append('containers is empty: list at least one container (name, rootfs, command), as the services '
+                        'of a compose file.')
+    seen_names, seen_dirs = {}, {}
+    for index, item in enumerate(items):
+        option = f'containers[{index}]'
+        item_problems = request_problems(item, prefix=f'{option}.')
+        problems.extend(item_problems)
+        if item['name'] in seen_names:
+            problems.append(f'{option}.name "{item["name"]}" is the name of {seen_names[item["name"]]} again: list each '
+                            f'container once.')
+            continue
+        seen_names[item['name']] = option
+        if item_problems:
+            continue
+        state_dir = state_dir_of(item)
+        if state_dir in seen_dirs:
+            problems.append(f'{option}.state_dir {state_dir} is the state directory of {seen_dirs[state_dir]} too: each '
+                            f'container needs its own.')
+        seen_dirs.setdefault(state_dir, option)
+    return problems
+
+
+def item_label(index: int, name: str) -> str:
+    return f'containers[{index}] ({name})'
+
+
+def run_containers(module):
+    """O(containers), as docker compose up: every item validated, every lock taken and every container read and
+    checked before the first change; then each brought to its state, in order."""
+    problems = containers_problems(module.params)
+    if problems:
+        module.fail_json(msg=' '.join(problems), problems=problems)
+    runs = [NsContainer(module, dict(item, lock_timeout=module.params['lock_timeout']),
+                        label=f'{item_label(index, item["name"])}: ')
+            for index, item in enumerate(module.params['containers'])]
+    results = []
+    current = None
+    with contextlib.ExitStack() as locks:
+        try:
+            # Every lock in one order (by name), so that two runs with overlapping containers never wait for each other.
+            for current in sorted(runs, key=lambda run: run.name):
+                current.lock(locks)
+            for current in runs:
+                current.plan()
+            for current in runs:
+                results.append(current.act())
+        except ContainerFailure as failure:
+            module.fail_json(**containers_failure(runs.index(current), current.name, failure, results))
+    diffs = [result.pop('diff') for result in results if 'diff' in result]
+    changed = any(result['changed'] for result in results)
+    summary = ' '.join(f'{result["name"]}: {result["msg"]}' for result in results)
+    extra = {'diff': diffs} if diffs else {}
+    module.exit_json(changed=changed, msg=summary, containers=results, **extra)
+
+
+def containers_failure(index: int, name: str, failure: ContainerFailure, results: list) -> dict:
+    """The failed task's result: which item failed and why, and what the items before it did (in check mode - would
+    do)."""
+    if results:
+        before = 'Before it: ' + ' '.join(f'{item_label(done, result["name"])}: {result["msg"]}'
+                                           for done, result in enumerate(results))
+    else:
+        before = 'No container was changed before it.'
+    failed = dict(failure.fields, name=name, failed=True, msg=failure.msg)
+    changed = any(result['changed'] for result in results) or bool(failure.fields.get('changed'))
+    return dict(msg=f'{item_label(index, name)}: {failure.msg} {before}', changed=changed, failed_index=index,
+                containers=results + [failed], problems=[f'{item_label(index, name)}: {problem}'
+                                                         for problem in failure.fields.get('problems', [])])
+
+
+def run_container(module):
+    try:
+        result = NsContainer(module, module.params).run()
+    except ContainerFailure as failure:
+        module.fail_json(msg=failure.msg, **failure.fields)
+    module.exit_json(**result)
+
+
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True, **constraints())
-    NsContainer(module).run()
+    if module.params['containers'] is None:
+        run_container(module)
+    else:
+        run_containers(module)
 
 
 if __name__ == '__main__':

@@ -435,7 +435,7 @@ def _rootfs_without_proc(tmp_path, rootfs):
     (lambda tmp, root: dict(state_dir=os.path.join(root, 'tmp', 'state')), 'lies inside rootfs'),
     (lambda tmp, root: dict(rootfs=_rootfs_without_proc(tmp, root)), 'mount_proc needs a directory {root}/proc'),
     (lambda tmp, root: dict(namespaces=['pid', 'mnt']), 'namespaces'),
-    (lambda tmp, root: dict(rootfs=None), 'missing: rootfs'),
+    (lambda tmp, root: dict(rootfs=None), 'rootfs is missing: state=started'),
     # Family 4 of issue 10: `$` accepted a trailing newline; a state directory "NAME\n" was created.
     (lambda tmp, root: dict(name='talk\n', state_dir=None), 'name "talk\\n" is not a safe container name'),
     (lambda tmp, root: dict(name='talk\n', state='absent', state_dir=None), 'name "talk\\n" is not a safe container name'),
@@ -1026,3 +1026,111 @@ def test_adopt_false_and_absent_with_rootfs(run_module, containers, rootfs):
     assert removed['changed'] is True and [entry['pid'] for entry in removed['stopped_by_hand']] == [pid]
     assert not process.is_running(identity) and container.processes_rooted_at(rootfs) == []
     assert run_module('ns_container', containers.args(args['name'], state='absent', rootfs=rootfs))['changed'] is False
+
+
+# ---- several containers in one run (containers, as docker compose up) ---------------------------------------------
+
+def items_of(containers, *names, **overrides):
+    """The items of a containers task: each container's own arguments (lock_timeout is the module's)."""
+    return [containers.args(name, **overrides) for name in names]
+
+
+def test_containers_start_in_one_run_rerun_and_check_mode_agree(run_module, containers, rootfs):
+    web, client = containers.new_name(), containers.new_name()
+    items = items_of(containers, web, client)
+    items[0].update(namespaces=['pid', 'net', 'mount', 'uts'], hostname='web')
+    before = (our_processes(rootfs), snapshot_tree(rootfs))
+
+    predicted = run_module('ns_container', {'containers': items}, check=True, diff=True)
+    assert not predicted.get('failed') and predicted['changed'] is True, predicted.get('msg')
+    assert [item['action'] for item in predicted['containers']] == ['started', 'started']
+    assert (our_processes(rootfs), snapshot_tree(rootfs)) == before
+    assert not any(os.path.exists(item['state_dir']) for item in items)
+    assert predicted['_stdout'].count('container pytest') >= 2, predicted['_stdout']   # a diff per container
+
+    started = run_module('ns_container', {'containers': items})
+    assert not started.get('failed') and started['changed'] is True, started.get('msg')
+    assert [(item['name'], item['action'], item['changed']) for item in started['containers']] == \
+        [(web, 'started', True), (client, 'started', True)]
+    pids = [item['pid'] for item in started['containers']]
+    assert all(process.is_running(containers.identity(item['state_dir'])) for item in items)
+    assert [containers.identity(item['state_dir']).pid for item in items] == pids
+    assert inside(pids[0], 'hostname').strip() == 'web'
+    assert started['msg'] == f'{web}: Started: no container was recorded. {client}: Started: no container was recorded.'
+
+    for check in (True, False):
+        again = run_module('ns_container', {'containers': items}, check=check)
+        assert not again.get('failed') and again['changed'] is False, again.get('msg')
+        assert [item['pid'] for item in again['containers']] == pids
+        assert all(item['action'] is None for item in again['containers'])
+
+    # One item changed: only that container restarts, in the same one run; check mode says exactly that.
+    items[1]['env'] = {'GREETING': 'hello'}
+    predicted = run_module('ns_container', {'containers': items}, check=True)
+    changed = run_module('ns_container', {'containers': items})
+    assert [item['changed'] for item in predicted['containers']] == [item['changed'] for item in changed['containers']] \
+        == [False, True]
+    assert changed['containers'][0]['pid'] == pids[0] and changed['containers'][1]['pid'] != pids[1]
+
+    # Both removed in one run.
+    gone = run_module('ns_container', {'containers': [dict(item, state='absent') for item in items]})
+    assert gone['changed'] is True and [item['action'] for item in gone['containers']] == ['removed', 'removed']
+    assert not any(os.path.exists(item['state_dir']) for item in items) and our_processes(rootfs) == []
+
+
+@pytest.mark.parametrize('make_items, fragments', [
+    (lambda containers, tmp, root: [containers.args(containers.new_name()),
+                                    containers.args(containers.new_name(), hostname='client')],
+     ['containers[1].hostname "client" needs "uts" in namespaces']),
+    (lambda containers, tmp, root: [containers.args(containers.new_name(), rootfs='relative'),
+                                    containers.args(containers.new_name(), stop_timeout=-1)],
+     ['containers[0].rootfs must be an absolute path', 'containers[1].stop_timeout must be 0 or more seconds']),
+    (lambda containers, tmp, root: [containers.args('pytestsame'), containers.args('pytestsame', state_dir=str(tmp / 'b'))],
+     ['containers[1].name "pytestsame" is the name of containers[0] again']),
+    (lambda containers, tmp, root: [containers.args(containers.new_name()),
+                                    containers.args(containers.new_name(), command=None)],
+     ['containers[1].command is missing: state=started']),
+    # Seen only on the host: the first item is not started either (every item is read before the first change).
+    (lambda containers, tmp, root: [containers.args(containers.new_name()),
+                                    containers.args(containers.new_name(), command=['/opt/app/server'])],
+     ['containers[1] (pytest', 'command: /opt/app/server not found inside {root}', 'No container was changed before it']),
+    (lambda containers, tmp, root: [containers.args(containers.new_name()), containers.args(containers.new_name()),
+                                    containers.args(containers.new_name(), workdir='/nowhere')],
+     ['containers[2] (pytest', 'workdir /nowhere is not a directory inside {root}']),
+], ids=['hostname-without-uts', 'two-items-two-problems', 'same-name-twice', 'missing-command', 'program-missing',
+        'missing-workdir'])
+def test_containers_bad_item_is_named_and_nothing_changes(run_module, containers, rootfs, tmp_path, make_items, fragments):
+    items = make_items(containers, tmp_path, rootfs)
+    processes, tree = our_processes(rootfs), snapshot_tree(rootfs)
+    for check in (True, False):
+        result = run_module('ns_container', {'containers': items}, check=check)
+        assert result.get('failed') is True and result['changed'] is False, result.get('msg')
+        for fragment in fragments:
+            assert fragment.format(tmp=tmp_path, root=rootfs) in result['msg'], result['msg']
+        assert not any(os.path.exists(item['state_dir']) for item in items)
+        assert our_processes(rootfs) == processes
+        assert snapshot_tree(rootfs) == tree
+
+
+def test_containers_and_the_options_of_one_container_do_not_mix(run_module, containers, rootfs):
+    name = containers.new_name()
+    result = run_module('ns_container', {'containers': items_of(containers, name), 'rootfs': rootfs})
+    assert result.get('failed') is True and 'mutually exclusive: containers|rootfs' in result['msg'], result['msg']
+    result = run_module('ns_container', {'containers': [dict(containers.args(name), lock_timeout=5)]})
+    assert result.get('failed') is True and 'containers.lock_timeout' in result['msg'], result['msg']
+    assert our_processes(rootfs) == []
+
+
+def test_containers_a_failed_start_says_what_the_items_before_it_did(run_module, containers, rootfs):
+    first, second, third = containers.new_name(), containers.new_name(), containers.new_name()
+    items = items_of(containers, first, second, third)
+    items[1]['command'] = ['sh', '-c', 'echo "no config found" >&2; exit 3']
+    result = run_module('ns_container', {'containers': items})
+    assert result.get('failed') is True and result['changed'] is True and result['failed_index'] == 1, result
+    assert result['msg'].startswith(f'containers[1] ({second}): Could not start container {second}'), result['msg']
+    assert '(exit code 3)' in result['msg'] and 'no config found' in result['msg']
+    assert f'Before it: containers[0] ({first}): Started: no container was recorded.' in result['msg']
+    assert [item['name'] for item in result['containers']] == [first, second]
+    assert result['containers'][0]['action'] == 'started' and result['containers'][1]['failed'] is True
+    assert process.is_running(containers.identity(items[0]['state_dir']))
+    assert not os.path.exists(items[2]['state_dir'])

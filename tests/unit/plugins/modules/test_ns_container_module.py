@@ -268,15 +268,86 @@ def test_the_probe_tries_every_unshare_option_of_the_launch_but_mounts_nothing(o
 
 
 @pytest.mark.parametrize('args, error', [
-    ({'name': 'talk'}, 'state is started but all of the following are missing: rootfs, command'),
-    ({'name': 'talk', 'state': 'restarted', 'rootfs': '/overlay/merged'},
-     'state is restarted but all of the following are missing: command'),
+    ({'name': 'talk'}, None),
     ({'name': 'talk', 'state': 'absent'}, None),
-    ({'name': 'talk', 'rootfs': '/overlay/merged', 'command': ['tail', '-f', '/dev/null']}, None),
+    ({'containers': [{'name': 'web'}, {'name': 'client', 'state': 'absent'}]}, None),
+    ({}, 'one of the following is required: name, containers'),
+    ({'name': 'talk', 'containers': [{'name': 'web'}]}, 'parameters are mutually exclusive: containers|name'),
+    ({'rootfs': '/r', 'containers': [{'name': 'web'}]}, 'parameters are mutually exclusive: containers|rootfs'),
+    ({'containers': [{'rootfs': '/r'}]}, 'missing required arguments: name found in containers'),
+    ({'containers': [{'name': 'web', 'lock_timeout': 5}]}, 'containers.lock_timeout'),
 ])
-def test_argument_spec_declares_what_a_start_needs(args, error):
+def test_argument_spec_one_container_or_several(args, error):
     result = ArgumentSpecValidator(ns_container.argument_spec(), **ns_container.constraints()).validate(args)
-    assert result.error_messages == ([error] if error else [])
+    if error is None:
+        assert result.error_messages == []
+    else:
+        assert any(error in message for message in result.error_messages), result.error_messages
+
+
+@pytest.mark.parametrize('overrides, expected', [
+    (dict(rootfs=None, command=None), ['rootfs is missing: state=started', 'command is missing: state=started']),
+    (dict(state='restarted', command=None), ['command is missing: state=restarted']),
+    (dict(state='absent', rootfs=None, command=None), []),
+    (dict(state='stopped', command=None), []),
+])
+def test_what_a_start_needs_is_named(overrides, expected):
+    problems = ns_container.request_problems(params(**overrides))
+    assert [problem[:len(fragment)] for problem, fragment in zip(problems, expected)] == expected
+    assert len(problems) == len(expected), problems
+
+
+def validated_containers(items, **top):
+    """module.params of a task with containers, as AnsibleModule validates them (defaults of each item filled)."""
+    result = ArgumentSpecValidator(ns_container.argument_spec(), **ns_container.constraints()).validate(
+        dict(top, containers=items))
+    assert result.error_messages == []
+    return result.validated_parameters
+
+
+WEB = dict(name='web', rootfs='/overlay/merged', command=['tail', '-f', '/dev/null'])
+
+
+def test_good_containers_have_no_problem_and_each_item_has_every_default():
+    validated = validated_containers([WEB, dict(WEB, name='client', namespaces=['pid', 'net', 'mount', 'uts'],
+                                                hostname='client')])
+    assert ns_container.containers_problems(validated) == []
+    web = validated['containers'][0]
+    assert web['state'] == 'started' and web['namespaces'] == ['pid', 'net', 'mount'] and web['stop_timeout'] == 10
+    assert 'lock_timeout' not in web and validated['lock_timeout'] == 60
+
+
+@pytest.mark.parametrize('items, top, expected', [
+    ([WEB, dict(WEB, name='client', rootfs='relative')], {}, ['containers[1].rootfs must be an absolute path']),
+    ([dict(WEB, hostname='web'), dict(WEB, name='../x')], {},
+     ['containers[0].hostname "web" needs "uts" in namespaces', 'containers[1].name "../x" is not a safe container name']),
+    ([dict(WEB, command=None), WEB], {}, ['containers[0].command is missing: state=started',
+                                          'containers[1].name "web" is the name of containers[0] again']),
+    ([WEB, dict(WEB, name='client', state_dir='/run/unboxed/containers/web')], {},
+     ['containers[1].state_dir /run/unboxed/containers/web is the state directory of containers[0] too']),
+    ([], {}, ['containers is empty']),
+    ([WEB], {'lock_timeout': -1}, ['lock_timeout must be 0 or more seconds']),
+    ([dict(WEB, state='absent', rootfs=None, command=None, stop_timeout=-2)], {},
+     ['containers[0].stop_timeout must be 0 or more seconds']),
+])
+def test_bad_containers_name_the_item_and_the_option(items, top, expected):
+    problems = ns_container.containers_problems(validated_containers(items, **top))
+    assert [problem[:len(fragment)] for problem, fragment in zip(problems, expected)] == expected
+    assert len(problems) == len(expected), problems
+
+
+def test_a_failure_says_which_item_failed_and_what_the_earlier_did():
+    done = [{'name': 'web', 'changed': True, 'msg': 'Started: no container was recorded.'}]
+    failure = ns_container.ContainerFailure('rootfs /x does not exist.', problems=['rootfs /x does not exist.'])
+    result = ns_container.containers_failure(1, 'client', failure, done)
+    assert result['msg'] == ('containers[1] (client): rootfs /x does not exist. Before it: containers[0] (web): '
+                             'Started: no container was recorded.')
+    assert result['changed'] is True and result['failed_index'] == 1
+    assert result['containers'][1] == {'name': 'client', 'failed': True, 'msg': 'rootfs /x does not exist.',
+                                       'problems': ['rootfs /x does not exist.']}
+    assert result['problems'] == ['containers[1] (client): rootfs /x does not exist.']
+    first = ns_container.containers_failure(0, 'web', failure, [])
+    assert first['changed'] is False and first['msg'].endswith('No container was changed before it.')
 
 
 # ---- confinement and limits in the request -------------------------------------------------------------------------
