@@ -72,7 +72,7 @@ options:
     description:
       - The remap user, as dockerd's C(--userns-remap=USER) (C(dockremap) for V(default)). Its B(first) line in
         C(/etc/subuid) and C(/etc/subgid) gives the range; its start names the copies' directory.
-      - It must exist with its ranges, as dockerd fails to start for a named remap user without them - unless
+      - It must exist with its ranges, as dockerd expects of a named remap user (C(--userns-remap=NAME)) - unless
         O(create_user=true).
       - With O(state=absent) a user that is gone is no error - the copies are found by their records instead.
     type: str
