@@ -328,6 +328,53 @@ options:
       - V(false) starts the container beside whatever runs on O(rootfs), as earlier versions did.
     type: bool
     default: true
+  network:
+    description:
+      - Attach the container to a bridge in this same module run, as C(docker run --network bridge -p 8080:80) does -
+        the bridge, a veth pair (its other end the container's C(eth0)), an address, a default route, IP forwarding, NAT
+        and the O(network.published_ports) - with the code of M(unboxed.lab.container_network), which does the same for
+        a container that runs already (C(docker network connect)). Network mode C(bridge); without this option a
+        container with C(net) in O(namespaces) has only C(lo) (mode C(none)).
+      - Needs C(net) in O(namespaces).
+      - With O(state=started) or O(state=restarted), the container is attached once it runs; a rerun finds it running and
+        attached and changes nothing. A container that was restarted (a new network namespace) is plumbed again, with
+        the same address.
+      - With O(state=stopped) or O(state=absent), its address, veth pair and published ports are freed, as Docker frees
+        them when a container goes; the bridge and the other containers stay (M(unboxed.lab.container_network) with
+        O(unboxed.lab.container_network#module:state=absent) and no name removes the bridge).
+      - An attachment that fails (a subnet that overlaps the seat's routes, a host port another container publishes,
+        nftables not installed - the message then says C(install nftables)) fails the task with the attachment's
+        message, which says that the container runs; the next run attaches it.
+    type: dict
+    suboptions:
+      bridge:
+        description:
+          - The bridge, Docker's C(docker0), as O(unboxed.lab.container_network#module:bridge) - made when missing, with
+            the first address of O(network.subnet).
+        type: str
+        default: unboxed0
+      subnet:
+        description: The bridge's IPv4 subnet, as O(unboxed.lab.container_network#module:subnet).
+        type: str
+        default: 10.47.0.0/24
+      address:
+        description:
+          - The container's address in the subnet, as O(unboxed.lab.container_network#module:address). Omitted, it
+            keeps the address it has on this bridge, or gets the lowest free one.
+        type: str
+      published_ports:
+        description:
+          - Ports published on the seat in C(docker run -p) syntax (C([8080:80])), as
+            O(unboxed.lab.container_network#module:published_ports).
+        type: list
+        elements: str
+        default: []
+      network_dir:
+        description:
+          - Where the records of the bridges are kept, as O(unboxed.lab.container_network#module:network_dir) - the same
+            directory for every container of a bridge.
+        type: path
+        default: /var/lib/unboxed/networks
   containers:
     description:
       - Several containers in one module run, as C(docker compose up) starts the services of a compose file - each item
@@ -430,7 +477,38 @@ options:
         type: list
         elements: str
         default: []
-
+      network:
+        description: As O(network).
+        type: dict
+        suboptions:
+          bridge:
+            description:
+              - The bridge, Docker's C(docker0), as O(unboxed.lab.container_network#module:bridge) - made when missing, with
+                the first address of O(network.subnet).
+            type: str
+            default: unboxed0
+          subnet:
+            description: The bridge's IPv4 subnet, as O(unboxed.lab.container_network#module:subnet).
+            type: str
+            default: 10.47.0.0/24
+          address:
+            description:
+              - The container's address in the subnet, as O(unboxed.lab.container_network#module:address). Omitted, it
+                keeps the address it has on this bridge, or gets the lowest free one.
+            type: str
+          published_ports:
+            description:
+              - Ports published on the seat in C(docker run -p) syntax (C([8080:80])), as
+                O(unboxed.lab.container_network#module:published_ports).
+            type: list
+            elements: str
+            default: []
+          network_dir:
+            description:
+              - Where the records of the bridges are kept, as O(unboxed.lab.container_network#module:network_dir) - the same
+                directory for every container of a bridge.
+            type: path
+            default: /var/lib/unboxed/networks
 notes:
   - Requires root. Run the task with C(become=true).
   - Without C(pid) in O(namespaces), stopping signals only the command's process; processes it started may keep
@@ -548,6 +626,22 @@ EXAMPLES = r"""
 - name: Show the mapping
   ansible.builtin.debug:
     msg: "uid_map {{ remapped.userns.uid_map }}; by hand: {{ remapped.shell_command }}"
+
+- name: docker run -d --name web --network bridge -p 8080:80 - started and attached in one module run
+  unboxed.lab.ns_container:
+    name: web
+    rootfs: /overlay/merged
+    command: [sh, -c, "while true; do sleep 1; done"]
+    namespaces: [pid, net, mount, uts, ipc]
+    network:
+      bridge: unboxed0
+      published_ports: ['8080:80']
+  become: true
+  register: web_on_bridge
+
+- name: Show its address and what to type
+  ansible.builtin.debug:
+    msg: "{{ [web_on_bridge.network.address] + web_on_bridge.commands }}"
 
 - name: Two containers in one module run, as docker compose up - every item checked before the first starts
   unboxed.lab.ns_container:
@@ -788,6 +882,66 @@ stop_signal:
   returned: when the task stopped a running container (not in check mode)
   type: str
   sample: SIGKILL
+network:
+  description:
+    - With O(network), the attachment's result - as M(unboxed.lab.container_network) returns it - after the container's
+      start (or stop).
+  returned: when O(network) is given (with O(containers), in the items that have it)
+  type: dict
+  contains:
+    changed:
+      description: Whether the attachment changed anything.
+      type: bool
+    msg:
+      description: What it did, in words (also at the end of RV(msg)).
+      type: str
+    address:
+      description: The container's address with its prefix length; null once detached.
+      type: str
+    bridge:
+      description: The bridge.
+      type: str
+    gateway:
+      description: The bridge's address, the container's default gateway.
+      type: str
+    subnet:
+      description: The bridge's subnet.
+      type: str
+    ports:
+      description: The published ports, normalized (C(8080:80/tcp)).
+      type: list
+      elements: str
+    host_veth:
+      description: The host end of the container's veth pair.
+      type: str
+    pid:
+      description: The PID whose network namespace was plumbed; null in check mode before a start.
+      type: int
+    commands:
+      description: The shell commands of the attachment (when nothing changes, the whole plumbing).
+      type: list
+      elements: str
+  sample:
+    changed: true
+    msg: Attached web to unboxed0 as 10.47.0.2/24, publishing 8080:80/tcp.
+    address: 10.47.0.2/24
+    bridge: unboxed0
+    gateway: 10.47.0.1
+    subnet: 10.47.0.0/24
+    ports: [8080:80/tcp]
+    host_veth: vweb-1a2b3c
+    pid: 4242
+    commands: [ip link add name vweb-1a2b3c type veth peer name eth0 netns 4242]
+commands:
+  description:
+    - The whole container by hand, in order - RV(setup_commands), RV(shell_command), then with O(network) the
+      attachment's commands (RV(network.commands)).
+  returned: without O(containers) (with it, in each item of RV(containers))
+  type: list
+  elements: str
+  sample:
+    - unshare --fork --pid --net --mount --uts --ipc --mount-proc=/overlay/merged/proc chroot /overlay/merged tail -f /dev/null
+    - ip link add name vweb-1a2b3c type veth peer name eth0 netns 4242
 containers:
   description:
     - With O(containers), the result of each container, in the order of the list - each a dictionary with the keys a
@@ -810,6 +964,7 @@ failed_index:
 """
 
 import contextlib
+import copy
 import os
 import pwd
 import signal
@@ -818,6 +973,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.unboxed.lab.plugins.module_utils import bridge_network
 from ansible_collections.unboxed.lab.plugins.module_utils import cgroups
 from ansible_collections.unboxed.lab.plugins.module_utils import command as cmd
 from ansible_collections.unboxed.lab.plugins.module_utils import confine
@@ -826,6 +982,7 @@ from ansible_collections.unboxed.lab.plugins.module_utils import environ
 from ansible_collections.unboxed.lab.plugins.module_utils import idmap
 from ansible_collections.unboxed.lab.plugins.module_utils import locking
 from ansible_collections.unboxed.lab.plugins.module_utils import namespaces as ns_utils
+from ansible_collections.unboxed.lab.plugins.module_utils import netdev
 from ansible_collections.unboxed.lab.plugins.module_utils import paths
 from ansible_collections.unboxed.lab.plugins.module_utils import process
 
@@ -837,6 +994,14 @@ START_TIMEOUT = 15.0
 # How long a SIGKILLed process may take to disappear (it must first leave uninterruptible sleep).
 KILL_TIMEOUT = 10.0
 POLL_INTERVAL = 0.02
+
+
+def network_options() -> dict:
+    """The suboptions of O(network): the attach options of container_network (bridge_network's, one source for both),
+    and where the records are kept."""
+    options = copy.deepcopy(bridge_network.OPTION_SPEC)
+    options.update(network_dir=dict(type='path', default=netdev.NETWORK_DIR))
+    return options
 
 
 def container_options(name_required: bool = True) -> dict:
@@ -867,6 +1032,7 @@ def container_options(name_required: bool = True) -> dict:
         adopt=dict(type='bool', default=True),
         userns_remap=dict(type='str'),
         volumes=dict(type='list', elements='str', default=[]),
+        network=dict(type='dict', options=network_options()),
     )
 
 
@@ -895,7 +1061,7 @@ class ContainerFailure(Exception):
     def __init__(self, msg: str, **fields):
         super().__init__(msg)
         self.msg = msg
-        self.fields = fields
+        self.fields = {key: value for key, value in fields.items() if key != 'msg'}
 
 
 def effective_mount_proc(params) -> bool:
@@ -974,6 +1140,7 @@ def container_problems(params) -> list[str]:
         problems.append(f'stop_timeout must be 0 or more seconds, got {params["stop_timeout"]}.')
     if params.get('lock_timeout') is not None and params['lock_timeout'] < 0:
         problems.append(f'lock_timeout must be 0 or more seconds, got {params["lock_timeout"]}.')
+    problems.extend(network_problems(params))
     if params['state'] not in ('started', 'restarted'):
         if params['rootfs'] is not None:
             # state=absent with rootfs: the containers started by hand there are stopped too (adopt).
@@ -1038,6 +1205,26 @@ def container_problems(params) -> list[str]:
     problem = cgroups.cgroup_parent_problem(params['cgroup_parent'])
     if problem:
         problems.append(problem)
+    return problems
+
+
+def network_problems(params) -> list[str]:
+    """What is wrong with O(network) as written: the attach options (bridge_network says, naming network.OPTION), where
+    the records go, and a network namespace of its own to attach."""
+    network = params.get('network')
+    if network is None:
+        return []
+    attach = {option: network[option] for option in bridge_network.OPTION_SPEC}
+    problems = bridge_network.request_problems(attach, prefix='network.')
+    if network.get('network_dir'):
+        problem = paths.absolute_path_problem('network.network_dir', network['network_dir']) or \
+            paths.system_directory_problem('network.network_dir', network['network_dir'])
+        if problem:
+            problems.append(problem)
+    if params['state'] in ('started', 'restarted') and 'net' not in params['namespaces']:
+        problems.append('network needs "net" in namespaces: a container without a network namespace of its own shares '
+                        'the seat\'s (network mode host) and has nothing to attach to a bridge. Add "net" to namespaces, '
+                        'or leave network out.')
     return problems
 
 
@@ -1432,11 +1619,11 @@ class NsContainer:
         self.adopted, self.to_replace, left = container.adoption_plan(candidates)
         for candidate in left:
             self.warn(f'PID {candidate.rooted.pid} ({cmd.shell_join(list(candidate.rooted.cmdline))}) is another '
-                             f'container on {self.desired.rootfs} ({candidate.mismatch}); it was left alone.')
+                      f'container on {self.desired.rootfs} ({candidate.mismatch}); it was left alone.')
         if bystanders and (self.to_replace or self.adopted is None):
             self.warn(f'{self.desired.rootfs} is also the root of processes that are no containers, left alone: '
-                             + ', '.join(f'PID {entry.pid} ({entry.comm})' for entry in bystanders)
-                             + ' - a chroot shell, say; they keep the overlay busy until they end.')
+                      + ', '.join(f'PID {entry.pid} ({entry.comm})' for entry in bystanders)
+                      + ' - a chroot shell, say; they keep the overlay busy until they end.')
 
     def adopt(self):
         """Record a container started by hand as this one: PID 1 and start time, its unshare as the launcher."""
@@ -1657,7 +1844,7 @@ class NsContainer:
             pass
         except OSError:
             self.warn(f'{self.state_dir} was kept: it holds files the module did not create '
-                             f'({", ".join(sorted(os.listdir(self.state_dir)))}).')
+                      f'({", ".join(sorted(os.listdir(self.state_dir)))}).')
         # The result still names what was removed (rootfs, command...): the spec stays, the record is gone.
         self.recorded_state = None
 
@@ -1821,7 +2008,46 @@ class NsContainer:
         if self.module._diff:
             result['diff'] = {'before': before, 'after': after,
                               'before_header': f'container {self.name}', 'after_header': f'container {self.name}'}
+        result['commands'] = list(result['setup_commands']) + ([result['shell_command']] if result['shell_command'] else [])
+        if self.params.get('network') is not None:
+            self.connect(action, result)
         return result
+
+    def connect(self, action, result: dict):
+        """O(network), in this same run: attach the container (docker run --network bridge -p), or with state=stopped
+        or absent detach its address (Docker frees it when the container goes); the bridge stays. The attach's result
+        goes under ``network``, its commands after the container's."""
+        network = self.params['network']
+        attach = self.params['state'] in ('started', 'restarted')
+        params = {option: network[option] for option in bridge_network.OPTION_SPEC}
+        params.update(name=self.name, state='present' if attach else 'absent', state_dir=self.state_dir,
+                      network_dir=network['network_dir'], lock_timeout=self.params['lock_timeout'])
+        # In check mode a start (or restart) is only predicted: the container gets a new network namespace in the
+        # real run, so the attachment is predicted as a first one.
+        starting = self.module.check_mode and action in ('start', 'restart', 'replace')
+        try:
+            attached = bridge_network.Network(self.module, params, prefix='network.').run(expect_started=starting)
+        except bridge_network.NetworkError as error:
+            fields = {key: value for key, value in result.items() if key != 'msg'}
+            fields.update(changed=result['changed'] or bool(error.result.get('changed')), network=error.result)
+            raise ContainerFailure(self.network_failure(result, attach, error), **fields)
+        network_diff = attached.pop('diff', None)
+        if network_diff is not None and 'diff' in result:
+            result['diff'] = [result['diff'], dict(network_diff, before_header=f'network {network["bridge"]}',
+                                                   after_header=f'network {network["bridge"]}')]
+        result['network'] = attached
+        result['changed'] = result['changed'] or attached['changed']
+        result['msg'] = f'{result["msg"]} {attached["msg"]}'
+        result['commands'] += attached['commands']
+
+    def network_failure(self, result: dict, attach: bool, error) -> str:
+        """The message of a failed attach (or detach): the attach's own, and what became of the container."""
+        bridge = self.params['network']['bridge']
+        if not attach:
+            return f'{result["msg"]} Detaching it from {bridge} failed: {error.msg}'
+        runs = 'would run' if self.module.check_mode and result['pid'] is None else f'runs (PID {result["pid"]})'
+        return (f'{result["msg"]} Container {self.name} {runs}, but it is not attached to {bridge} (network): '
+                f'{error.msg}')
 
     def plan_cgroup(self) -> list[str]:
         """The cgroups the request needs on this host (read only), or the problems that prevent them."""
@@ -2003,6 +2229,24 @@ def containers_problems(params) -> list[str]:
             problems.append(f'{option}.state_dir {state_dir} is the state directory of {seen_dirs[state_dir]} too: each '
                             f'container needs its own.')
         seen_dirs.setdefault(state_dir, option)
+    return problems + published_port_clashes(items)
+
+
+def published_port_clashes(items) -> list[str]:
+    """Two items publishing the same host port: the second attach would be refused after the first container started.
+    Said before anything starts (and in check mode, whose attachments are each predicted alone)."""
+    problems, published = [], []
+    for index, item in enumerate(items):
+        network = item.get('network')
+        if network is None or item['state'] not in ('started', 'restarted'):
+            continue
+        ports = netdev.port_problems(f'containers[{index}].network.published_ports', network['published_ports'])[0]
+        for port in ports:
+            clash = next(((other, where) for other, where in published if other.clashes_with(port)), None)
+            if clash:
+                problems.append(f'containers[{index}].network.published_ports: {port} takes the host port of {clash[0]}, '
+                                f'published by {clash[1]}: each host port is published once.')
+        published += [(port, f'containers[{index}]') for port in ports]
     return problems
 
 
@@ -2032,7 +2276,10 @@ def run_containers(module):
                 results.append(current.act())
         except ContainerFailure as failure:
             module.fail_json(**containers_failure(runs.index(current), current.name, failure, results))
-    diffs = [result.pop('diff') for result in results if 'diff' in result]
+    diffs = []
+    for result in results:
+        diff = result.pop('diff', None)
+        diffs.extend(diff if isinstance(diff, list) else [diff] if diff else [])
     changed = any(result['changed'] for result in results)
     summary = ' '.join(f'{result["name"]}: {result["msg"]}' for result in results)
     extra = {'diff': diffs} if diffs else {}
@@ -2043,8 +2290,8 @@ def containers_failure(index: int, name: str, failure: ContainerFailure, results
     """The failed task's result: which item failed and why, and what the items before it did (in check mode - would
     do)."""
     if results:
-        before = 'Before it: ' + ' '.join(f'{item_label(done, result["name"])}: {result["msg"]}'
-                                           for done, result in enumerate(results))
+        done = ' '.join(f'{item_label(place, result["name"])}: {result["msg"]}' for place, result in enumerate(results))
+        before = f'Before it: {done}'
     else:
         before = 'No container was changed before it.'
     failed = dict(failure.fields, name=name, failed=True, msg=failure.msg)

@@ -1134,3 +1134,146 @@ def test_containers_a_failed_start_says_what_the_items_before_it_did(run_module,
     assert result['containers'][0]['action'] == 'started' and result['containers'][1]['failed'] is True
     assert process.is_running(containers.identity(items[0]['state_dir']))
     assert not os.path.exists(items[2]['state_dir'])
+
+
+# ---- network: docker run --network bridge -p, in the container's own run -------------------------------------------
+# A seat of its own (a named network namespace, test_network's Seat): every link, address and nftables rule is made
+# there, never on this machine's own network.
+
+from test_network import Seat, http_get, nc_get, netns_run, seat  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
+
+WEB_HTTPD = ['httpd', '-f', '-p', '80', '-h', '/www']
+
+
+def seat_args(seat, name, command=TALK_COMMAND, **network):
+    """One container of the seat, attached with network (its records in the seat's own directory)."""
+    if name not in seat.containers:
+        seat.containers.append(name)
+    return {'name': name, 'rootfs': seat.rootfs, 'command': list(command), 'state_dir': seat.state_dir(name),
+            'stop_timeout': STOP_TIMEOUT, 'network': dict(network, network_dir=seat.network_dir)}
+
+
+def test_network_attaches_in_the_containers_own_run(seat):
+    args = seat_args(seat, 'web', WEB_HTTPD, published_ports=['8080:80'])
+    predicted = seat.run('ns_container', args, check=True, diff=True)
+    assert not predicted['failed'] and predicted['changed'] and predicted['pid'] is None, predicted['msg']
+    assert predicted['network']['address'] == '10.47.0.2/24' and predicted['network']['changed']
+    assert 'unboxed0' not in seat.links() and not os.path.exists(seat.network_dir)
+    # The start is predicted in the same run: no "does not run" warning from the attachment.
+    assert predicted.get('warnings', []) == [], predicted['warnings']
+    assert 'network unboxed0' in predicted['_stdout'] and 'container web' in predicted['_stdout']   # both diffs
+
+    started = seat.run('ns_container', args)
+    assert not started['failed'] and started['changed'] and started['action'] == 'started', started['msg']
+    # The prediction's commands, with the PID it could not know.
+    assert started['network']['commands'] == [line.replace(' PID', f' {started["pid"]}').replace('=PID', f'={started["pid"]}')
+                                              for line in predicted['network']['commands']]
+    assert started['network']['address'] == '10.47.0.2/24' and started['network']['pid'] == started['pid']
+    assert started['commands'] == [started['shell_command']] + started['network']['commands']
+    assert started['msg'] == 'Started: no container was recorded. Attached web to unboxed0 as 10.47.0.2/24, publishing 8080:80/tcp.'
+    assert http_get(seat.name, '127.0.0.1', 8080) == 'hello from web\n'
+    assert seat.links()[started['network']['host_veth']]['master'] == 'unboxed0'
+
+    # Rerun: it runs and is attached - nothing changes, and check mode agrees.
+    for check in (True, False):
+        again = seat.run('ns_container', args, check=check)
+        assert not again['failed'] and again['changed'] is False, again['msg']
+        assert again['pid'] == started['pid'] and not again['network']['changed']
+
+    # A changed spec restarts it: a new network namespace, plumbed again with the same address; check mode predicts it.
+    changed = dict(args, env={'GREETING': 'hello'})
+    predicted = seat.run('ns_container', changed, check=True)
+    assert predicted['changed'] and predicted['network']['changed'], predicted['msg']
+    restarted = seat.run('ns_container', changed)
+    assert restarted['action'] == 'restarted' and restarted['network']['changed'], restarted['msg']
+    assert restarted['network']['address'] == '10.47.0.2/24' and restarted['pid'] != started['pid']
+    assert http_get(seat.name, '127.0.0.1', 8080) == 'hello from web\n'
+
+    # state=absent frees its address, veth and port (docker rm); the bridge stays.
+    for check in (True, False):
+        removed = seat.run('ns_container', dict(changed, state='absent'), check=check)
+        assert not removed['failed'] and removed['changed'], removed['msg']
+        assert removed['msg'].endswith('Detached web from unboxed0.'), removed['msg']
+    links = seat.links()
+    assert 'unboxed0' in links and restarted['network']['host_veth'] not in links
+    assert 'dnat' not in seat.ruleset()
+    with open(os.path.join(seat.network_dir, 'bridge-unboxed0.json'), encoding='utf-8') as handle:
+        assert json.load(handle)['containers'] == {}
+    assert not seat.run('ns_container', dict(changed, state='absent'))['changed']
+
+
+def test_containers_with_network_start_and_attach_in_one_run(seat):
+    items = [seat_args(seat, 'web', WEB_HTTPD, published_ports=['8080:80']), seat_args(seat, 'client')]
+    predicted = seat.run('ns_container', {'containers': items}, check=True)
+    assert not predicted['failed'] and predicted['changed'], predicted['msg']
+    assert [item['network']['changed'] for item in predicted['containers']] == [True, True]
+    assert 'unboxed0' not in seat.links()
+
+    started = seat.run('ns_container', {'containers': items})
+    assert not started['failed'] and started['changed'], started['msg']
+    # Each attachment is predicted alone (on the seat as it is): what changes is exact, the client's address not.
+    assert [(item['changed'], item['network']['changed']) for item in started['containers']] == \
+        [(item['changed'], item['network']['changed']) for item in predicted['containers']]
+    assert [item['network']['address'] for item in started['containers']] == ['10.47.0.2/24', '10.47.0.3/24']
+    fetched = seat.exec('client', nc_get('10.47.0.2', 80))
+    assert fetched['stdout'].endswith('hello from web'), fetched
+    assert http_get(seat.name, '127.0.0.1', 8080) == 'hello from web\n'
+
+    for check in (True, False):
+        again = seat.run('ns_container', {'containers': items}, check=check)
+        assert not again['failed'] and again['changed'] is False, again['msg']
+
+    # The client stopped (docker stop): its address is freed, the web container keeps its own.
+    stopped = seat.run('ns_container', {'containers': [items[0], dict(items[1], state='stopped')]})
+    assert [item['changed'] for item in stopped['containers']] == [False, True], stopped['msg']
+    assert stopped['containers'][1]['network']['address'] is None
+    assert [name for name in seat.links() if name.startswith('vclient-')] == []
+
+
+def test_network_bad_input_is_named_and_nothing_changes(seat):
+    seat.run('ns_container', seat_args(seat, 'web', WEB_HTTPD, published_ports=['8080:80']))
+    cases = [
+        (dict(seat_args(seat, 'other'), namespaces=['pid', 'mount']), 'network needs "net" in namespaces'),
+        (seat_args(seat, 'other', published_ports=['8080']), 'network.published_ports'),
+        (seat_args(seat, 'other', subnet='10.47.0.0/33'), 'network.subnet'),
+        (seat_args(seat, 'other', address='10.48.0.5'), 'network.address 10.48.0.5 is outside the subnet'),
+        (seat_args(seat, 'other', bridge='Bad-Name'), 'network.bridge'),
+        ({'containers': [seat_args(seat, 'other'), seat_args(seat, 'more', published_ports=['70000:80'])]},
+         'containers[1].network.published_ports'),
+        ({'containers': [seat_args(seat, 'other', published_ports=['9090:80']),
+                         seat_args(seat, 'more', published_ports=['127.0.0.1:9090:81'])]},
+         'containers[1].network.published_ports: 127.0.0.1:9090:81/tcp takes the host port of 9090:80/tcp, published by containers[0]'),
+    ]
+    for args, fragment in cases:
+        before = seat.snapshot()
+        refused = seat.run('ns_container', args)
+        assert refused['failed'] and fragment in refused['msg'], (args, refused['msg'])
+        assert seat.snapshot() == before
+        assert not os.path.exists(seat.state_dir('other')) and not os.path.exists(seat.state_dir('more'))
+
+
+def test_an_attach_that_fails_says_the_container_runs(seat):
+    seat.run('ns_container', seat_args(seat, 'web', WEB_HTTPD, published_ports=['8080:80']))
+    refused = seat.run('ns_container', seat_args(seat, 'client', published_ports=['8080:81']))
+    assert refused['failed'] and refused['changed'], refused['msg']
+    assert 'published_ports: host port 8080/tcp is already published by container web' in refused['msg']
+    assert f'Container client runs (PID {refused["pid"]}), but it is not attached to unboxed0' in refused['msg']
+    assert process.is_running(process.identity_of(refused['pid']))
+    # Fixed, the next run attaches it without restarting it.
+    fixed = seat.run('ns_container', seat_args(seat, 'client', published_ports=['8081:81']))
+    assert fixed['changed'] and fixed['pid'] == refused['pid'] and fixed['network']['address'] == '10.47.0.3/24'
+
+
+def test_no_nft_says_install_nftables_and_the_container_runs(seat):
+    """The role's retry path: nft hidden (/dev/null bound over it in a mount namespace of the run's own)."""
+    nft_path = os.path.realpath(subprocess.run(['which', 'nft'], capture_output=True, text=True, check=True).stdout.strip())
+    hide = ['unshare', '--mount', '--propagation', 'private', 'sh', '-c', 'mount --bind /dev/null "$0" && exec "$@"',
+            nft_path]
+    args = {'containers': [seat_args(seat, 'web', WEB_HTTPD, published_ports=['8080:80']), seat_args(seat, 'client')]}
+    result = seat.run_module('ns_container', args, prefix=['ip', 'netns', 'exec', seat.name] + hide)
+    assert result['failed'] and 'install nftables' in result['msg'], result['msg']
+    assert result['msg'].startswith('containers[0] (web): Started') and 'Container web runs (PID' in result['msg']
+    assert 'unboxed0' not in seat.links()
+    healed = seat.run('ns_container', args)
+    assert not healed['failed'] and [item['action'] for item in healed['containers']] == [None, 'started'], healed['msg']
+    assert healed['containers'][0]['network']['changed'] and http_get(seat.name, '127.0.0.1', 8080) == 'hello from web\n'

@@ -410,3 +410,54 @@ def test_limits_are_normalized_into_the_spec():
     assert (spec.memory, spec.pids_limit, spec.cpus, spec.cpu_shares) == (64 * 1024 * 1024, 64, '0.5', 1024)
     assert container.spec_changes(spec, ns_container.desired_spec(params(memory='65536k', pids_limit=64, cpus='0.5',
                                                                          cpu_shares=1024))) == []
+
+
+# ---- network: the attach options, validated as container_network validates them ------------------------------------
+
+NETWORK = dict(bridge='unboxed0', subnet='10.47.0.0/24', address=None, published_ports=[],
+               network_dir='/var/lib/unboxed/networks')
+
+
+@pytest.mark.parametrize('overrides, network, fragment', [
+    (dict(namespaces=['pid', 'mount']), {}, 'network needs "net" in namespaces'),
+    (dict(), dict(bridge='Bad-Name'), 'network.bridge'),
+    (dict(), dict(subnet='10.47.0.0/33'), 'network.subnet'),
+    (dict(), dict(address='10.48.0.5'), 'network.address 10.48.0.5 is outside the subnet'),
+    (dict(), dict(published_ports=['8080']), 'network.published_ports'),
+    (dict(), dict(published_ports=['9000:80', '9000:81']), 'take the same host port'),
+    (dict(), dict(network_dir='networks'), 'network.network_dir must be an absolute path'),
+    (dict(), dict(network_dir='/etc/networks'), 'network.network_dir'),
+])
+def test_bad_network_names_the_suboption(overrides, network, fragment):
+    problems = ns_container.request_problems(params(network=dict(NETWORK, **network), **overrides))
+    assert any(fragment in problem for problem in problems), problems
+
+
+def test_network_is_validated_with_the_item_prefix_and_not_needed_to_stop():
+    assert ns_container.request_problems(params(network=dict(NETWORK))) == []
+    # Stopping or removing detaches: no net namespace asked for then.
+    assert ns_container.request_problems(params(state='absent', namespaces=['pid', 'mount'], network=dict(NETWORK))) == []
+    problems = ns_container.request_problems(params(network=dict(NETWORK, address='10.47.0.1')), prefix='containers[2].')
+    assert problems and problems[0].startswith('containers[2].network.address 10.47.0.1'), problems
+
+
+def test_the_network_suboptions_are_bridge_networks_and_where_the_records_go():
+    from ansible_collections.unboxed.lab.plugins.module_utils import bridge_network
+    options = ns_container.argument_spec()['network']['options']
+    assert set(options) == set(bridge_network.OPTION_SPEC) | {'network_dir'}
+    assert ns_container.argument_spec()['containers']['options']['network']['options'] == options
+
+
+@pytest.mark.parametrize('ports, expected', [
+    ([['8080:80'], ['8081:80']], []),
+    ([['8080:80'], ['8080:80/udp']], []),
+    ([['8080:80'], ['127.0.0.1:8080:81']], ['containers[1].network.published_ports: 127.0.0.1:8080:81/tcp takes the host port '
+                                           'of 8080:80/tcp, published by containers[0]']),
+    ([['8080:80'], None, ['8080:80']], ['containers[2].network.published_ports: 8080:80/tcp takes']),
+])
+def test_two_items_publishing_one_host_port_are_refused_before_anything_starts(ports, expected):
+    items = [dict(WEB, name=f'c{index}', network=None if item_ports is None else dict(NETWORK, published_ports=item_ports))
+             for index, item_ports in enumerate(ports)]
+    problems = ns_container.containers_problems(validated_containers(items))
+    assert [problem[:len(fragment)] for problem, fragment in zip(problems, expected)] == expected
+    assert len(problems) == len(expected), problems
