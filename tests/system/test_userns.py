@@ -28,6 +28,9 @@ USER = 'unboxed-t-userns'          # made and removed by these tests through rem
 CREATED_USER = 'unboxed-t-created'  # made and removed by layer_remap's create_user
 PLAIN_USER = 'unboxed-t-norange'   # a real user with no range, made with useradd and removed again
 SUBID_FILES = ('/etc/subuid', '/etc/subgid')
+# The seat's own root-only file, as the role binds it (debconf's password store, 0600 root:root on every Debian seat):
+# read to /dev/null, never shown.
+SEAT_SECRET = '/var/cache/debconf/passwords.dat'
 
 
 def read(path):
@@ -258,16 +261,15 @@ def test_a_changed_source_is_copied_again_in_part_and_check_mode_predicts_it(run
 
 def test_root_in_the_user_namespace_owns_the_copy_and_cannot_read_the_seats_secret(run_module, open_workdir, remap):
     """The kernel's own view: a process in a user namespace mapped as --userns-remap maps it, chrooted into the shifted
-    copy, is uid 0 and owns / and /bin/busybox there; a 0600 root file of the seat bind-mounted in is unreadable."""
+    copy, is uid 0 and owns / and /bin/busybox there; the seat's root-only SEAT_SECRET bind-mounted in is unreadable.
+    Read to /dev/null: its content never reaches this test's output."""
     workdir = open_workdir
     tree = make_tree(str(workdir / 'layers' / 'lower1-base'))
     start = remap['uid_start']
     root = workdir / 'remap'
     assert run_module('layer_remap', remap_args(remap, [tree], root))['changed'] is True
     dest = str(root / f'{start}.{start}' / 'lower1-base')
-    secret = workdir / 'seat-secret'
-    secret.write_text('the seat root only\n', encoding='utf-8')
-    os.chmod(secret, 0o600)
+    secret = SEAT_SECRET
     open(os.path.join(dest, 'secret'), 'w', encoding='utf-8').close()   # the bind mount's target, in the copy only
     os.chown(os.path.join(dest, 'secret'), start, start)
     stage = textwrap.dedent(f'''
@@ -283,7 +285,7 @@ def test_root_in_the_user_namespace_owns_the_copy_and_cannot_read_the_seats_secr
         if libc.mount({str(secret).encode()!r}, {os.path.join(dest, "secret").encode()!r}, None, 0x1000, None) != 0:
             sys.exit("bind: " + os.strerror(ctypes.get_errno()))
         os.chroot({dest!r}); os.chdir("/")
-        os.execv("/bin/busybox", ["sh", "-c", "id -u; stat -c %u / /bin/busybox; cat /secret; echo rc=$?"])
+        os.execv("/bin/busybox", ["sh", "-c", "id -u; stat -c %u / /bin/busybox; cat /secret > /dev/null; echo rc=$?"])
     ''')
     child = subprocess.Popen([sys.executable, '-c', stage], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
@@ -303,6 +305,9 @@ def test_root_in_the_user_namespace_owns_the_copy_and_cannot_read_the_seats_secr
     assert out.split('\n')[:3] == ['0', '0', '0'], (out, err)
     assert 'Permission denied' in err and 'rc=1' in out, (out, err)
     # On the seat the same file stays readable by root, and the copy's owner is the range's start.
+    with open(SEAT_SECRET, 'rb') as handle:
+        handle.read(1)
+    assert stat.S_IMODE(os.stat(SEAT_SECRET).st_mode) & 0o077 == 0      # root's alone: no group or other bits
     assert os.stat(os.path.join(dest, 'bin', 'busybox')).st_uid == start
 
 
@@ -584,7 +589,8 @@ def ns_container_has_userns_remap():
 
 
 def test_a_remapped_container_on_the_shifted_overlay(run_module, open_workdir, remap):
-    """ns_container's userns_remap on the shifted copy: root inside, the range's start outside, the secret unreadable."""
+    """ns_container's userns_remap on the shifted copy: root inside, the range's start outside, the seat's root-only
+    file bound read-only and unreadable - as the role binds it; a companion without the remap reads it. Never printed."""
     workdir = open_workdir
     tree = make_tree(str(workdir / 'layers' / 'lower1-base'))
     try:
@@ -604,14 +610,18 @@ def test_a_remapped_container_on_the_shifted_overlay(run_module, open_workdir, r
     made = run_module('layer_remap', remap_args(remap, [tree], root, directories=[str(upper), str(work)]))
     assert run_module('overlay_mount', {'path': str(merged), 'lowerdirs': [made['copies'][0]['dest']],
                                         'upperdir': str(upper), 'workdir': str(work)})['failed'] is False
-    secret = workdir / 'seat-secret'
-    secret.write_text('root only\n', encoding='utf-8')
-    os.chmod(secret, 0o600)
     name = f'usernstest-{os.getpid()}'
     state_dir = str(workdir / 'containers')
+    shadow_before = os.stat(SEAT_SECRET)
     started = run_module('ns_container', {'name': name, 'rootfs': str(merged), 'command': ['tail', '-f', '/dev/null'],
                                           'namespaces': ['pid', 'mount', 'uts', 'ipc', 'net'], 'userns_remap': USER,
-                                          'volumes': [f'{secret}:/seat-secret:ro'], 'state_dir': state_dir})
+                                          'volumes': [f'{SEAT_SECRET}:/seat-secret:ro'], 'state_dir': state_dir})
+    companion_root = make_busybox_rootfs(str(workdir / 'companion'))
+    companion = f'usernstest-companion-{os.getpid()}'
+    companion_state_dir = str(workdir / 'companion-state')      # state_dir is one container's own directory
+    started_companion = run_module('ns_container', {
+        'name': companion, 'rootfs': companion_root, 'command': ['sleep', '600'], 'namespaces': ['pid', 'mount', 'uts', 'ipc', 'net'],
+        'volumes': [f'{SEAT_SECRET}:/seat-secret:ro'], 'state_dir': companion_state_dir})
     try:
         assert started['failed'] is False, started.get('msg')
         pid = started['pid']
@@ -621,15 +631,27 @@ def test_a_remapped_container_on_the_shifted_overlay(run_module, open_workdir, r
         assert started['userns']['uid_map'].split() == ['0', str(start), '65536']
         # As docker exec and the role's verify do: nsenter becomes the user namespace's root (uid 0 inside).
         inside = subprocess.run(['nsenter', '--target', str(pid), '--all', '--root', '--wd', 'sh', '-c',
-                                 'id -u; stat -c %u /bin/busybox; cat /seat-secret'],
+                                 'id -u; stat -c %u /bin/busybox; cat /seat-secret > /dev/null && echo read'],
                                 capture_output=True, text=True, check=False, timeout=60)
         assert inside.stdout.splitlines()[:2] == ['0', '0'], (inside.stdout, inside.stderr)
         assert 'Permission denied' in inside.stderr and inside.returncode == 1
         # docker exec by ns_exec: it becomes the user namespace's root too.
-        by_ns_exec = run_module('ns_exec', {'name': name, 'command': ['sh', '-c', 'id -u; cat /seat-secret'],
+        by_ns_exec = run_module('ns_exec', {'name': name, 'command': ['sh', '-c', 'id -u; cat /seat-secret > /dev/null && echo read'],
                                             'state_dir': state_dir})
-        assert by_ns_exec['stdout'].splitlines()[:1] == ['0'], by_ns_exec
+        assert by_ns_exec['stdout'].splitlines() == ['0'], by_ns_exec
         assert 'Permission denied' in by_ns_exec['stderr'] and by_ns_exec['rc'] == 1
+        # The companion, root without the remap, reads it - as docker run -v /etc/shadow:/shadow does with that file.
+        assert started_companion['failed'] is False, started_companion.get('msg')
+        read_by_root = run_module('ns_exec', {'name': companion, 'command': ['sh', '-c', 'cat /seat-secret > /dev/null && echo read'],
+                                              'state_dir': companion_state_dir})
+        assert read_by_root['rc'] == 0 and read_by_root['stdout'].splitlines() == ['read'], read_by_root
+        # Bound read-only: not even the companion's root can change the seat's file.
+        written = run_module('ns_exec', {'name': companion, 'command': ['sh', '-c', ': >> /seat-secret'],
+                                         'state_dir': companion_state_dir})
+        assert written['rc'] != 0 and 'Read-only file system' in written['stderr'], written
     finally:
         run_module('ns_container', {'name': name, 'state': 'absent', 'state_dir': state_dir})
+        run_module('ns_container', {'name': companion, 'state': 'absent', 'state_dir': companion_state_dir})
+        after = os.stat(SEAT_SECRET)
+        assert (after.st_mode, after.st_uid, after.st_gid) == (shadow_before.st_mode, shadow_before.st_uid, shadow_before.st_gid)
         run_module('overlay_mount', {'path': str(merged), 'state': 'unmounted'})
