@@ -1145,7 +1145,7 @@ from test_network import Seat, http_get, nc_get, netns_run, seat  # noqa: E402,F
 WEB_HTTPD = ['httpd', '-f', '-p', '80', '-h', '/www']
 
 
-def seat_args(seat, name, command=TALK_COMMAND, **network):
+def seat_args(seat, name, command=tuple(TALK_COMMAND), **network):
     """One container of the seat, attached with network (its records in the seat's own directory)."""
     if name not in seat.containers:
         seat.containers.append(name)

@@ -451,8 +451,8 @@ def test_the_network_suboptions_are_bridge_networks_and_where_the_records_go():
 @pytest.mark.parametrize('ports, expected', [
     ([['8080:80'], ['8081:80']], []),
     ([['8080:80'], ['8080:80/udp']], []),
-    ([['8080:80'], ['127.0.0.1:8080:81']], ['containers[1].network.published_ports: 127.0.0.1:8080:81/tcp takes the host port '
-                                           'of 8080:80/tcp, published by containers[0]']),
+    ([['8080:80'], ['127.0.0.1:8080:81']],
+     ['containers[1].network.published_ports: 127.0.0.1:8080:81/tcp takes the host port of 8080:80/tcp, published by containers[0]']),
     ([['8080:80'], None, ['8080:80']], ['containers[2].network.published_ports: 8080:80/tcp takes']),
 ])
 def test_two_items_publishing_one_host_port_are_refused_before_anything_starts(ports, expected):
