@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 
 import pytest
 
@@ -535,6 +536,39 @@ def test_layer_remap_creates_the_remap_user_in_its_own_run_and_removes_it(run_mo
         assert not (workdir / 'remap' / f'{start}.{start}').exists() and not (workdir / 'userns' / 'upper').exists()
         assert snapshot(tree) == source_before
         assert run_module('layer_remap', dict(args, state='absent'))['changed'] is False
+
+
+def test_two_concurrent_runs_make_one_account_and_one_copy(run_module, workdir, tree, tmp_path):
+    """Two real ansible runs at once with create_user for the same new user: the account's lock makes one of them create
+    it, the other finds it made - one user, one line per file, one copy, nothing duplicated."""
+    from conftest import ModuleRunner
+    assert not user_exists(CREATED_USER)
+    args = create_args(workdir, tree)
+    before = subid_text()
+    runners = [ModuleRunner(str(tmp_path / name)) for name in ('first', 'second')]
+    for runner in runners:
+        os.makedirs(runner.tmp_dir)
+    results = [None, None]
+
+    def run(index):
+        results[index] = runners[index]('layer_remap', args)
+
+    with account_cleanup(run_module, CREATED_USER):
+        threads = [threading.Thread(target=run, args=(index,)) for index in (0, 1)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=300)
+        assert all(result is not None and result['failed'] is False for result in results), results
+        assert sorted(result['account']['changed'] for result in results) == [False, True], results
+        assert results[0]['uid_start'] == results[1]['uid_start']
+        start = results[0]['uid_start']
+        assert our_lines(CREATED_USER) == {path: [f'{CREATED_USER}:{start}:65536'] for path in SUBID_FILES}
+        assert sum(1 for line in read('/etc/passwd').splitlines() if line.split(':')[0] == CREATED_USER) == 1
+        assert_shifted(snapshot(tree), snapshot(workdir / 'remap' / f'{start}.{start}' / 'lower1-base'), start)
+        assert run_module('layer_remap', args)['changed'] is False
+        assert run_module('layer_remap', dict(args, state='absent'))['changed'] is True
+    assert not user_exists(CREATED_USER) and subid_text() == before
 
 
 def test_create_user_keeps_a_user_made_before_and_removes_only_its_lines(run_module, workdir, tree):
