@@ -968,6 +968,7 @@ import copy
 import os
 import pwd
 import signal
+import socket
 import sys
 import time
 
@@ -994,6 +995,8 @@ START_TIMEOUT = 15.0
 # How long a SIGKILLed process may take to disappear (it must first leave uninterruptible sleep).
 KILL_TIMEOUT = 10.0
 POLL_INTERVAL = 0.02
+# How long a veth of the container's previous network namespace may take to go once that namespace has gone.
+STALE_LINK_TIMEOUT = 3.0
 
 
 def network_options() -> dict:
@@ -1989,6 +1992,7 @@ class NsContainer:
         """Act only on the difference between the request and what plan() read; the result."""
         params = self.params
         before = diff_view(self.current_status(), self.identity.pid if self.running else None, self.recorded)
+        detached = self.detach() if params.get('network') is not None and params['state'] in ('stopped', 'absent') else None
         action = getattr(self, f'state_{params["state"]}')()
         if self.stop_signal == 'SIGKILL':
             self.reason += f'; SIGTERM did not end it, SIGKILL did after {self.params["stop_timeout"]} s'
@@ -2009,28 +2013,65 @@ class NsContainer:
             result['diff'] = {'before': before, 'after': after,
                               'before_header': f'container {self.name}', 'after_header': f'container {self.name}'}
         result['commands'] = list(result['setup_commands']) + ([result['shell_command']] if result['shell_command'] else [])
-        if self.params.get('network') is not None:
+        if detached is not None:
+            self.add_network(result, detached)
+        elif params.get('network') is not None:
             self.connect(action, result)
         return result
 
-    def connect(self, action, result: dict):
-        """O(network), in this same run: attach the container (docker run --network bridge -p), or with state=stopped
-        or absent detach its address (Docker frees it when the container goes); the bridge stays. The attach's result
-        goes under ``network``, its commands after the container's."""
+    def network_params(self, state: str) -> dict:
+        """container_network's options for this container's O(network)."""
         network = self.params['network']
-        attach = self.params['state'] in ('started', 'restarted')
         params = {option: network[option] for option in bridge_network.OPTION_SPEC}
-        params.update(name=self.name, state='present' if attach else 'absent', state_dir=self.state_dir,
-                      network_dir=network['network_dir'], lock_timeout=self.params['lock_timeout'])
+        params.update(name=self.name, state=state, state_dir=self.state_dir, network_dir=network['network_dir'],
+                      lock_timeout=self.params['lock_timeout'])
+        return params
+
+    def detach(self) -> dict:
+        """state=stopped or absent with O(network): free the container's address, veth and published ports (Docker
+        frees them when the container goes) - before it is stopped, while its veth is there to delete: once its network
+        namespace goes, the kernel deletes the pair at a moment of its own. The bridge stays."""
+        try:
+            return bridge_network.Network(self.module, self.network_params('absent'), prefix='network.').run()
+        except bridge_network.NetworkError as error:
+            raise ContainerFailure(f'Detaching container {self.name} from {self.params["network"]["bridge"]} failed, and '
+                                   f'the container was left as it was: {error.msg}', name=self.name, network=error.result,
+                                   changed=bool(error.result.get('changed')))
+
+    def connect(self, action, result: dict):
+        """O(network), in this same run: attach the container once it runs (docker run --network bridge -p). The
+        attach's result goes under ``network``, its commands after the container's."""
+        if not self.module.check_mode and action in ('start', 'restart', 'replace'):
+            self.wait_for_stale_veth()
         # In check mode a start (or restart) is only predicted: the container gets a new network namespace in the
         # real run, so the attachment is predicted as a first one.
         starting = self.module.check_mode and action in ('start', 'restart', 'replace')
         try:
-            attached = bridge_network.Network(self.module, params, prefix='network.').run(expect_started=starting)
+            attached = bridge_network.Network(self.module, self.network_params('present'),
+                                              prefix='network.').run(expect_started=starting)
         except bridge_network.NetworkError as error:
             fields = {key: value for key, value in result.items() if key != 'msg'}
             fields.update(changed=result['changed'] or bool(error.result.get('changed')), network=error.result)
-            raise ContainerFailure(self.network_failure(result, attach, error), **fields)
+            raise ContainerFailure(self.network_failure(result, error), **fields)
+        self.add_network(result, attached)
+
+    def wait_for_stale_veth(self):
+        """A container started in this run has no veth yet: one of its name belongs to a network namespace that went
+        with the process before (stopped now, or killed), which the kernel deletes at a moment of its own. Wait for it
+        a little, so that the attachment does not race the kernel deleting it."""
+        host_veth = netdev.host_veth_name(self.params['network']['bridge'], self.name)
+        deadline = time.monotonic() + STALE_LINK_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                socket.if_nametoindex(host_veth)
+            except OSError:
+                return
+            time.sleep(POLL_INTERVAL)
+
+    def add_network(self, result: dict, attached: dict):
+        """The attachment's result under ``network``, its diff beside the container's, its message and commands after
+        the container's."""
+        network = self.params['network']
         network_diff = attached.pop('diff', None)
         if network_diff is not None and 'diff' in result:
             result['diff'] = [result['diff'], dict(network_diff, before_header=f'network {network["bridge"]}',
@@ -2040,11 +2081,9 @@ class NsContainer:
         result['msg'] = f'{result["msg"]} {attached["msg"]}'
         result['commands'] += attached['commands']
 
-    def network_failure(self, result: dict, attach: bool, error) -> str:
-        """The message of a failed attach (or detach): the attach's own, and what became of the container."""
+    def network_failure(self, result: dict, error) -> str:
+        """The message of a failed attach: the attach's own, and what became of the container."""
         bridge = self.params['network']['bridge']
-        if not attach:
-            return f'{result["msg"]} Detaching it from {bridge} failed: {error.msg}'
         runs = 'would run' if self.module.check_mode and result['pid'] is None else f'runs (PID {result["pid"]})'
         return (f'{result["msg"]} Container {self.name} {runs}, but it is not attached to {bridge} (network): '
                 f'{error.msg}')

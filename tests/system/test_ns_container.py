@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import BIN, REPO, ModuleRunner, ansible_env, snapshot_tree
+from conftest import BIN, REPO, ModuleRunner, ansible_env, kill_module_after, snapshot_tree
 from ansible_collections.unboxed.lab.plugins.module_utils import container
 from ansible_collections.unboxed.lab.plugins.module_utils import environ
 from ansible_collections.unboxed.lab.plugins.module_utils import locking
@@ -1277,3 +1277,52 @@ def test_no_nft_says_install_nftables_and_the_container_runs(seat):
     healed = seat.run('ns_container', args)
     assert not healed['failed'] and [item['action'] for item in healed['containers']] == [None, 'started'], healed['msg']
     assert healed['containers'][0]['network']['changed'] and http_get(seat.name, '127.0.0.1', 8080) == 'hello from web\n'
+
+
+def assert_each_container_once_and_attached(seat, items):
+    """Per item: one recorded, running PID 1 with its command and one unshare; one veth on the bridge; and the
+    published port answering."""
+    ours = our_processes(seat.rootfs)
+    for item in items:
+        identity = container.recorded_process(container.read_state(item['state_dir']))
+        assert process.is_running(identity), item['name']
+        assert [pid for pid, _start, cmdline in ours if list(cmdline) == item['command']] == [identity.pid], ours
+        assert [name for name in seat.links() if name.startswith(f'v{item["name"]}-')] != [], item['name']
+        assert len([name for name in seat.links() if name.startswith(f'v{item["name"]}-')]) == 1
+    assert len([pid for pid, _start, cmdline in ours if os.path.basename(cmdline[0]) == 'unshare']) == len(items), ours
+    assert http_get(seat.name, '127.0.0.1', 8080) == 'hello from web\n'
+
+
+def test_containers_with_network_killed_at_any_instant_are_healed_by_the_next_run(seat):
+    """The module's python SIGKILLed at instants spread across a first run of two containers with network (starts,
+    records, bridge, veths, table): the next run must finish the job - each container once, tracked and attached, with
+    the addresses in order - and the run after it change nothing."""
+    items = [seat_args(seat, 'web', WEB_HTTPD, published_ports=['8080:80']), seat_args(seat, 'client')]
+    args = {'containers': items}
+    removal = {'containers': [dict(item, state='absent') for item in items]}
+
+    def killed_run(delay):
+        argv = ['ip', 'netns', 'exec', seat.name, os.path.join(BIN, 'ansible'), 'localhost', '-i', 'localhost,',
+                '-c', 'local', '-e', f'ansible_python_interpreter={sys.executable}', '-m', 'unboxed.lab.ns_container',
+                '-a', json.dumps(args)]
+        run = subprocess.Popen(argv, cwd=REPO, env=ansible_env(seat.workdir), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        return kill_module_after(run, 'ns_container', delay)
+
+    module_time = killed_run(None)      # not killed: how long a first run takes
+    assert module_time, module_time
+    assert_each_container_once_and_attached(seat, items)
+    lives, unfinished = [], []
+    for fraction in (0.1, 0.25, 0.4, 0.55, 0.7, 0.85):
+        removed = seat.run('ns_container', removal)
+        assert not removed['failed'], removed['msg']
+        lives.append(killed_run(module_time * fraction))
+        healed = seat.run('ns_container', args)
+        assert not healed['failed'], (fraction, healed['msg'])
+        unfinished.append(healed['changed'])
+        assert [item['network']['address'] for item in healed['containers']] == ['10.47.0.2/24', '10.47.0.3/24']
+        assert_each_container_once_and_attached(seat, items)
+        assert seat.run('ns_container', args)['changed'] is False, fraction
+    # The early kills interrupted the run (the next one had work left).
+    assert all(unfinished[:3]), (unfinished, lives, module_time)
+    print('module time', module_time, 'killed after', lives, 'next run changed', unfinished)
