@@ -1326,3 +1326,37 @@ def test_containers_with_network_killed_at_any_instant_are_healed_by_the_next_ru
     # The early kills interrupted the run (the next one had work left).
     assert all(unfinished[:3]), (unfinished, lives, module_time)
     print('module time', module_time, 'killed after', lives, 'next run changed', unfinished)
+
+
+def test_two_runs_of_containers_in_opposite_orders_neither_wait_for_each_other(containers, rootfs, tmp_path):
+    """Two ansible runs at once, [x, y] and [y, x]. The test holds the lock of the first name (in sorted order) until both
+    modules wait, then lets them race: a module that took its own first lock (y) and then waited for x would deadlock
+    with the other (until lock_timeout); locks taken in one order (by name) never do. One run starts both, the other
+    finds both running. Three times: the race that would deadlock is won by either run."""
+    for attempt in range(3):
+        items = items_of(containers, containers.new_name(), containers.new_name())
+        first_lock = min(item['name'] for item in items)
+        runners = []
+        for index in range(2):
+            (tmp_path / f'opposite-{attempt}-{index}').mkdir()
+            runners.append(ModuleRunner(str(tmp_path / f'opposite-{attempt}-{index}')))
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            with locking.exclusive('container', first_lock, note='pytest: lets two runs race'):
+                futures = [pool.submit(runner, 'ns_container', {'containers': order, 'lock_timeout': 10})
+                           for runner, order in zip(runners, (items, items[::-1]))]
+                deadline = time.monotonic() + 120
+                while len(modules_of(tmp_path / f'opposite-{attempt}-')) < 2:
+                    assert time.monotonic() < deadline, 'the two modules never ran at the same time'
+                    time.sleep(0.01)
+                time.sleep(0.3)
+            released = time.monotonic()
+            results = [future.result() for future in futures]
+            waited = time.monotonic() - released
+        assert [result.get('failed', False) for result in results] == [False, False], [r.get('msg') for r in results]
+        assert sorted(result['changed'] for result in results) == [False, True]
+        assert waited < 10, waited
+        pids = {item['name']: item['pid'] for item in results[0]['containers']}
+        assert pids == {item['name']: item['pid'] for item in results[1]['containers']}
+        for item in items:
+            assert containers.identity(item['state_dir']).pid == pids[item['name']]
+        kill_our_containers(rootfs)
