@@ -612,12 +612,14 @@ class Overlay:
     ``params`` has overlay_mount's options (argument_spec(); a missing one, or one given as None, counts at its
     default; ``path`` is the mount point and must be given). ``prefix`` is put before the overlay's options in
     messages (ns_container's ``overlay.``) and ``path_option`` names the mount point (ns_container's ``rootfs``), as
-    request_problems does.
+    request_problems does. ``persist`` and ``fstab`` are overlay_mount's own: a caller whose ``params`` has no
+    ``persist`` key leaves every fstab alone (it neither reads nor writes one).
     """
 
     def __init__(self, module, params, prefix='', path_option='path'):
         self.module = module
         self.params = with_defaults(params)
+        self.manage_fstab = 'persist' in params
         self.prefix = prefix
         self.path_option = path_option
         self.expect_layers = False
@@ -693,7 +695,7 @@ class Overlay:
 
     def validate_host(self):
         """Everything that needs a look at the host, under the lock and before the first change."""
-        problems = fstab_problems(self.params['fstab'], self.desired, self.params['persist'])
+        problems = fstab_problems(self.params['fstab'], self.desired, self.params['persist']) if self.manage_fstab else []
         if self.params['state'] == 'mounted':
             problems += filesystem_problems(self.desired, self.params['create_dirs'], mountinfo.read_mountinfo(),
                                             self.prefix, self.path_option, self.expect_layers)
@@ -909,7 +911,8 @@ class Overlay:
                 entry = self.visible_overlay()
             mounted = False
             mount_diff_after = {'mounted': False}
-        self.ensure_fstab()
+        if self.manage_fstab:
+            self.ensure_fstab()
 
         changed = bool(self.actions)
         if mount_diff_before != mount_diff_after:
