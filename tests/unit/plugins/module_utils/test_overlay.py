@@ -146,8 +146,8 @@ def test_filesystem_problems_name_the_caller_s_options(tmp_path):
         f'own "work" and "index" entries may be there).',
     ]
     # Layers an earlier step of the run makes are no problem; the mount point and a file in a layer's place still are.
-    assert overlay.filesystem_problems(desired, False, [], PREFIX, ROOTFS, expect_layers=True) == [problems[1], problems[2],
-                                                                                                    problems[4]]
+    expected = [problems[1], problems[2], problems[4]]
+    assert overlay.filesystem_problems(desired, False, [], PREFIX, ROOTFS, expect_layers=True) == expected
 
 
 def test_overlay_error_keeps_the_result_without_its_message():

@@ -99,7 +99,7 @@ def test_layer_order_matters():
 
 def test_each_difference_is_named():
     found = overlay.differences(desired(upperdir='/overlay/upper2', workdir='/overlay/work2', options=['index=on']),
-                                      LIVE, no_defaults)
+                                LIVE, no_defaults)
     assert [item.split(' ', maxsplit=1)[0] for item in found] == ['upperdir', 'workdir', 'option']
 
 
