@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.unboxed.lab.plugins.module_utils import idmap
-from ansible_collections.unboxed.lab.plugins.modules import layer_remap, remap_account
+from ansible_collections.unboxed.lab.plugins.module_utils import layer_shift
+from ansible_collections.unboxed.lab.plugins.modules import remap_account
 
 
 def params(**overrides):
@@ -16,7 +17,7 @@ def params(**overrides):
 
 
 def test_the_slides_request_has_no_problem():
-    assert layer_remap.request_problems(params()) == []
+    assert layer_shift.request_problems(params()) == []
 
 
 @pytest.mark.parametrize('overrides, fragment', [
@@ -33,12 +34,12 @@ def test_the_slides_request_has_no_problem():
     ({'lock_timeout': -1}, 'lock_timeout must be 0 or more'),
 ])
 def test_each_bad_request_names_its_option(overrides, fragment):
-    problems = layer_remap.request_problems(params(**overrides))
+    problems = layer_shift.request_problems(params(**overrides))
     assert any(fragment in problem for problem in problems), problems
 
 
 def test_absent_takes_the_layers_only_for_their_names():
-    assert layer_remap.request_problems(params(state='absent', root='/overlay')) == []
+    assert layer_shift.request_problems(params(state='absent', root='/overlay')) == []
 
 
 def account(**overrides):
