@@ -375,6 +375,49 @@ options:
             directory for every container of a bridge.
         type: path
         default: /var/lib/unboxed/networks
+  overlay:
+    description:
+      - The container's layers, mounted as an overlay at O(rootfs) in this same module run before the container starts,
+        as C(docker run) mounts the image's layers and the container's own writable layer - with the code of
+        M(unboxed.lab.overlay_mount) (without its fstab - the overlay lives as long as the container is up).
+      - Needs O(rootfs), the mount point (the overlay's merged directory).
+      - With O(state=started) or O(state=restarted), the overlay is mounted first (a mount point with other layers is
+        mounted again, which is refused while a process uses them), then the container is started; a rerun finds the
+        overlay mounted and the container running and changes nothing. Check mode predicts both.
+      - With O(state=stopped) or O(state=absent), the container is stopped first, then its overlay is unmounted - as
+        Docker unmounts a container's layers when it stops (C(docker start) mounts them again). Only this container's
+        overlay is unmounted (the same O(overlay.upperdir), or without one the same lower layers); another one at
+        O(rootfs) is left mounted, with a warning. The upper and work directories and the layers are never removed.
+      - A O(rootfs) that is a mount point of another file system, or layers another live overlay uses, are refused with
+        M(unboxed.lab.overlay_mount)'s message naming the option (C(overlay.upperdir)); nothing is started.
+    type: dict
+    suboptions:
+      lowerdirs:
+        description:
+          - The image's layers, top layer first, as O(unboxed.lab.overlay_mount#module:lowerdirs).
+          - Needed to mount (O(state=started), O(state=restarted)); with a single lower layer, O(overlay.upperdir) is
+            needed too.
+        type: list
+        elements: path
+      upperdir:
+        description:
+          - The container's own writable layer, Docker's per-container rw layer, as
+            O(unboxed.lab.overlay_mount#module:upperdir). Never removed by this module - it is the container's data.
+        type: path
+      workdir:
+        description:
+          - overlayfs' work directory, empty, on the file system of O(overlay.upperdir), as
+            O(unboxed.lab.overlay_mount#module:workdir).
+        type: path
+      options:
+        description: Further mount options, one per item, as O(unboxed.lab.overlay_mount#module:options).
+        type: list
+        elements: str
+        default: []
+      create_dirs:
+        description: Create missing layer directories and the mount point, as O(unboxed.lab.overlay_mount#module:create_dirs).
+        type: bool
+        default: true
   containers:
     description:
       - Several containers in one module run, as C(docker compose up) starts the services of a compose file - each item
@@ -509,6 +552,36 @@ options:
                 directory for every container of a bridge.
             type: path
             default: /var/lib/unboxed/networks
+      overlay:
+        description: As O(overlay).
+        type: dict
+        suboptions:
+          lowerdirs:
+            description:
+              - The image's layers, top layer first, as O(unboxed.lab.overlay_mount#module:lowerdirs).
+              - Needed to mount (O(state=started), O(state=restarted)); with a single lower layer, O(containers[].overlay.upperdir) is
+                needed too.
+            type: list
+            elements: path
+          upperdir:
+            description:
+              - The container's own writable layer, Docker's per-container rw layer, as
+                O(unboxed.lab.overlay_mount#module:upperdir). Never removed by this module - it is the container's data.
+            type: path
+          workdir:
+            description:
+              - overlayfs' work directory, empty, on the file system of O(containers[].overlay.upperdir), as
+                O(unboxed.lab.overlay_mount#module:workdir).
+            type: path
+          options:
+            description: Further mount options, one per item, as O(unboxed.lab.overlay_mount#module:options).
+            type: list
+            elements: str
+            default: []
+          create_dirs:
+            description: Create missing layer directories and the mount point, as O(unboxed.lab.overlay_mount#module:create_dirs).
+            type: bool
+            default: true
 notes:
   - Requires root. Run the task with C(become=true).
   - Without C(pid) in O(namespaces), stopping signals only the command's process; processes it started may keep
@@ -660,6 +733,27 @@ EXAMPLES = r"""
 - name: Show what each did
   ansible.builtin.debug:
     msg: "{{ services.containers | map(attribute='msg') | list }}"
+
+- name: docker run on the image's layers - the container's overlay mounted at its rootfs, then started, in one module run
+  unboxed.lab.ns_container:
+    name: talk
+    rootfs: /overlay/merged
+    command: [tail, -f, /dev/null]
+    overlay:
+      lowerdirs: [/overlay/layer2, /overlay/layer1]
+      upperdir: /overlay/upper
+      workdir: /overlay/work
+  become: true
+
+- name: docker rm -f talk - stopped, then its overlay unmounted (upper and work, its data, stay)
+  unboxed.lab.ns_container:
+    name: talk
+    rootfs: /overlay/merged
+    overlay:
+      upperdir: /overlay/upper
+      workdir: /overlay/work
+    state: absent
+  become: true
 
 - name: Stop it but keep its log
   unboxed.lab.ns_container:
@@ -932,10 +1026,63 @@ network:
     host_veth: vweb-1a2b3c
     pid: 4242
     commands: [ip link add name vweb-1a2b3c type veth peer name eth0 netns 4242]
+overlay:
+  description:
+    - With O(overlay), the overlay's result - as M(unboxed.lab.overlay_mount) returns it - mounted before the
+      container's start, or unmounted after its stop.
+    - Null with O(state=stopped) or O(state=absent) when the overlay at O(rootfs) is not this container's (left mounted).
+  returned: when O(overlay) is given (with O(containers), in the items that have it)
+  type: dict
+  contains:
+    changed:
+      description: Whether the overlay was mounted, mounted again or unmounted.
+      type: bool
+    path:
+      description: The mount point, O(rootfs).
+      type: str
+    lowerdirs:
+      description: The lower layers, top first.
+      type: list
+      elements: str
+    upperdir:
+      description: The writable layer.
+      type: str
+    workdir:
+      description: The work directory.
+      type: str
+    options:
+      description: The mount options asked for.
+      type: list
+      elements: str
+    mounted:
+      description: Whether the overlay is mounted after the task.
+      type: bool
+    actions:
+      description: What was done (or would be in check mode), in words; empty when nothing was.
+      type: list
+      elements: str
+    command:
+      description: The equivalent C(mount -t overlay) command (C(umount) when unmounting).
+      type: str
+    current:
+      description: The overlay that was mounted at O(rootfs) before the task, or null.
+      type: dict
+  sample:
+    changed: true
+    path: /overlay/merged
+    lowerdirs: [/overlay/layer2, /overlay/layer1]
+    upperdir: /overlay/upper
+    workdir: /overlay/work
+    options: []
+    mounted: true
+    actions: [mount]
+    command: mount -t overlay overlay -o lowerdir=/overlay/layer2:/overlay/layer1,upperdir=/overlay/upper,workdir=/overlay/work /overlay/merged
+    current: null
 commands:
   description:
-    - The whole container by hand, in order - RV(setup_commands), RV(shell_command), then with O(network) the
-      attachment's commands (RV(network.commands)).
+    - The whole container by hand, in order - with O(overlay) the overlay's mount (RV(overlay.command)), then
+      RV(setup_commands), RV(shell_command), then with O(network) the attachment's commands (RV(network.commands)),
+      and with O(overlay) the overlay's unmount when a stop unmounted it.
   returned: without O(containers) (with it, in each item of RV(containers))
   type: list
   elements: str
@@ -982,8 +1129,10 @@ from ansible_collections.unboxed.lab.plugins.module_utils import container
 from ansible_collections.unboxed.lab.plugins.module_utils import environ
 from ansible_collections.unboxed.lab.plugins.module_utils import idmap
 from ansible_collections.unboxed.lab.plugins.module_utils import locking
+from ansible_collections.unboxed.lab.plugins.module_utils import mountinfo
 from ansible_collections.unboxed.lab.plugins.module_utils import namespaces as ns_utils
 from ansible_collections.unboxed.lab.plugins.module_utils import netdev
+from ansible_collections.unboxed.lab.plugins.module_utils import overlay as overlay_utils
 from ansible_collections.unboxed.lab.plugins.module_utils import paths
 from ansible_collections.unboxed.lab.plugins.module_utils import process
 
@@ -1036,6 +1185,7 @@ def container_options(name_required: bool = True) -> dict:
         userns_remap=dict(type='str'),
         volumes=dict(type='list', elements='str', default=[]),
         network=dict(type='dict', options=network_options()),
+        overlay=dict(type='dict', options=copy.deepcopy(overlay_utils.OPTION_SPEC)),
     )
 
 
@@ -1120,7 +1270,33 @@ def confinement_problems(params) -> list[str]:
 def request_problems(params, prefix: str = '') -> list[str]:
     """Problems visible from the request alone, before looking at any file or process, each naming its option as
     ``prefix`` + option ('containers[N].' for an item of O(containers)). Pure."""
-    return [prefix + problem for problem in container_problems(params)]
+    # rootfs is checked by the container and by the overlay mounted there: say each problem once.
+    return [prefix + problem for problem in dict.fromkeys(container_problems(params))]
+
+
+def mounting_overlay(params) -> bool:
+    """Whether this run mounts O(overlay) at O(rootfs) (before the start), rather than unmounting it (after the stop)."""
+    return params['state'] in ('started', 'restarted')
+
+
+def overlay_params(params) -> dict:
+    """overlay_mount's options for this container's O(overlay): mounted at O(rootfs) for a start, unmounted when the
+    container stops or goes (Docker unmounts a container's layers when it stops). No persist key: no fstab is touched."""
+    layers = params['overlay']
+    result = {option: layers.get(option) for option in overlay_utils.OPTION_SPEC}
+    result.update(path=params['rootfs'], state='mounted' if mounting_overlay(params) else 'unmounted',
+                  lock_timeout=params.get('lock_timeout'))
+    return result
+
+
+def overlay_problems(params) -> list[str]:
+    """What is wrong with O(overlay) as written: overlay.py says, naming overlay.OPTION and the mount point rootfs."""
+    if params.get('overlay') is None:
+        return []
+    if params['rootfs'] is None:
+        return ['overlay needs rootfs: the overlay is mounted at the container\'s root file system (as docker run mounts '
+                'the container\'s layers), give the directory to mount it at (e.g. /overlay/merged).']
+    return overlay_utils.request_problems(overlay_params(params), prefix='overlay.', path_option='rootfs')
 
 
 # What a start needs, in the words of the message that says it is missing.
@@ -1144,6 +1320,7 @@ def container_problems(params) -> list[str]:
     if params.get('lock_timeout') is not None and params['lock_timeout'] < 0:
         problems.append(f'lock_timeout must be 0 or more seconds, got {params["lock_timeout"]}.')
     problems.extend(network_problems(params))
+    problems.extend(overlay_problems(params))
     if params['state'] not in ('started', 'restarted'):
         if params['rootfs'] is not None:
             # state=absent with rootfs: the containers started by hand there are stopped too (adopt).
@@ -1397,8 +1574,13 @@ def adoptable(spec: container.ContainerSpec) -> bool:
 class NsContainer:
     """read the recorded and live state -> compare with the request -> act only on the difference."""
 
-    def __init__(self, module, params: dict, label: str = ''):
+    def __init__(self, module, params: dict, label: str = '', prefix: str = ''):
         self.module = module
+        # Put before the option names of messages that come from the APIs (overlay.py): 'containers[1].' or ''.
+        self.prefix = prefix
+        # O(overlay): its result in this run (overlay.py's), and whether the rootfs checks wait for its mount.
+        self.overlay_result = None
+        self.rootfs_checks_deferred = False
         # One container's options: the module's own, or one item of O(containers) (with the module-wide lock_timeout).
         self.params = params
         self.name = self.params['name']
@@ -1879,6 +2061,8 @@ class NsContainer:
         }
         result.update(self.confinement_result(spec, running))
         result['userns'] = self.userns_result() if running else None
+        if self.overlay_result is not None:
+            result['overlay'] = self.overlay_result
         result['replaced'] = list(self.replaced)
         result['stopped_by_hand'] = list(self.stopped_by_hand)
         if self.stop_signal:
@@ -1966,7 +2150,12 @@ class NsContainer:
                 raise ContainerFailure(' '.join(problems), problems=problems)
         self.desired = desired_spec(params, remap)
         not_built = rootfs_not_built(self.desired.rootfs)
-        if self.module.check_mode and not_built:
+        if not_built and params.get('overlay') is not None:
+            # O(overlay) is mounted at rootfs in this run, before the start: the root file system is checked then
+            # (in check mode the mount is predicted, and the root is predicted from its layers).
+            self.rootfs_checks_deferred = True
+            problems = []
+        elif self.module.check_mode and not_built:
             # In a --check run of a whole playbook the task that builds or mounts the rootfs has not run either.
             self.warn(f'rootfs {self.desired.rootfs} {not_built}: check mode assumes an earlier task of this '
                       f'run builds or mounts it; a real run fails if it is still not a root file system.')
@@ -1993,6 +2182,8 @@ class NsContainer:
         params = self.params
         before = diff_view(self.current_status(), self.identity.pid if self.running else None, self.recorded)
         detached = self.detach() if params.get('network') is not None and params['state'] in ('stopped', 'absent') else None
+        if params.get('overlay') is not None and mounting_overlay(params):
+            self.mount_overlay()
         action = getattr(self, f'state_{params["state"]}')()
         if self.stop_signal == 'SIGKILL':
             self.reason += f'; SIGTERM did not end it, SIGKILL did after {self.params["stop_timeout"]} s'
@@ -2013,11 +2204,88 @@ class NsContainer:
             result['diff'] = {'before': before, 'after': after,
                               'before_header': f'container {self.name}', 'after_header': f'container {self.name}'}
         result['commands'] = list(result['setup_commands']) + ([result['shell_command']] if result['shell_command'] else [])
+        if params.get('overlay') is not None:
+            if not mounting_overlay(params):
+                self.unmount_overlay(result)
+            self.add_overlay(result)
         if detached is not None:
             self.add_network(result, detached)
         elif params.get('network') is not None:
             self.connect(action, result)
         return result
+
+    # ---- O(overlay): the container's layers, mounted at its rootfs (docker run) --------------------------------------
+
+    def overlay(self) -> overlay_utils.Overlay:
+        params = overlay_params(self.params)
+        if not mounting_overlay(self.params):
+            # Its result's command is then the umount, and its layers are not read: they may be gone already.
+            params['lowerdirs'] = None
+        return overlay_utils.Overlay(self.module, params, prefix=f'{self.prefix}overlay.',
+                                     path_option=f'{self.prefix}rootfs')
+
+    def mount_overlay(self):
+        """O(overlay) mounted at rootfs before the start (docker run mounts the container's layers, then starts it); a
+        mounted overlay with these layers is left as it is. Then the root file system checks that waited for it."""
+        try:
+            self.overlay_result = self.overlay().run()
+        except overlay_utils.OverlayError as error:
+            raise ContainerFailure(f'{error.msg} Container {self.name} was left as it was (not started).',
+                                   **dict(self.result(changed=bool(error.result.get('changed'))), overlay=error.result))
+        if self.overlay_result['changed'] and not self.module.check_mode:
+            self.acted = True
+        if not self.rootfs_checks_deferred or self.module.check_mode:
+            return
+        problems = filesystem_problems(self.desired, self.state_dir)
+        if problems:
+            mounted = 'was mounted by this run and stays mounted' if self.overlay_result['changed'] else 'is mounted'
+            raise ContainerFailure(' '.join(problems) + f' The overlay at {self.desired.rootfs} {mounted} (state=absent '
+                                   f'unmounts it); container {self.name} was not started.', problems=problems,
+                                   **self.result(changed=self.overlay_result['changed']))
+
+    def unmount_overlay(self, result: dict):
+        """state=stopped or absent: the overlay at rootfs unmounted once the container is stopped, as Docker unmounts a
+        container's layers when it stops - only when it is this container's (its upperdir, or without one its lower
+        layers); its upper and work directories, the container's data, stay. Another overlay there is left alone."""
+        entry = mountinfo.find_mount(paths.normalize(self.params['rootfs']))
+        live = overlay_utils.overlay_from_entry(entry) if entry is not None and entry.fstype == 'overlay' else None
+        if live is not None and not self.overlay_is_ours(live):
+            self.warn(f'The overlay at {self.params["rootfs"]} is not this container\'s ({self.prefix}overlay: upperdir '
+                      f'{live["upperdir"]}, lower layers {live["lowerdirs"]}): it was left mounted.')
+            return
+        try:
+            self.overlay_result = self.overlay().run()
+        except overlay_utils.OverlayError as error:
+            done = f'{result["msg"]} ' if result.get('msg') else ''
+            raise ContainerFailure(f'{done}Unmounting the overlay at {self.params["rootfs"]} failed: {error.msg}',
+                                   **dict(result, changed=result['changed'] or bool(error.result.get('changed')),
+                                          overlay=error.result))
+
+    def overlay_is_ours(self, live: dict) -> bool:
+        layers = self.params['overlay']
+        if layers.get('upperdir'):
+            return live['upperdir'] == paths.normalize(layers['upperdir'])
+        return live['upperdir'] is None and live['lowerdirs'] == [paths.normalize(lower) for lower in layers['lowerdirs'] or []]
+
+    def add_overlay(self, result: dict):
+        """The overlay's result under ``overlay``, its diff beside the container's, its command in order: the mount
+        before the container's commands, the unmount after them."""
+        mounted = self.overlay_result
+        result['overlay'] = mounted
+        if mounted is None:
+            return
+        mounted = dict(mounted)
+        add_diffs(result, mounted.pop('diff', None), first=mounting_overlay(self.params))
+        result['overlay'] = mounted
+        result['changed'] = result['changed'] or mounted['changed']
+        rootfs = mounted['path']
+        if mounted['actions']:
+            done = '; '.join(mounted['actions'])
+            result['msg'] = f'{result["msg"]} Overlay at {rootfs}: {"would " if self.module.check_mode else ""}{done}.'
+        if mounting_overlay(self.params):
+            result['commands'] = [mounted['command']] + result['commands']
+        elif mounted['actions']:
+            result['commands'].append(mounted['command'])
 
     def network_params(self, state: str) -> dict:
         """container_network's options for this container's O(network)."""
@@ -2073,9 +2341,9 @@ class NsContainer:
         the container's."""
         network = self.params['network']
         network_diff = attached.pop('diff', None)
-        if network_diff is not None and 'diff' in result:
-            result['diff'] = [result['diff'], dict(network_diff, before_header=f'network {network["bridge"]}',
-                                                   after_header=f'network {network["bridge"]}')]
+        if network_diff is not None:
+            add_diffs(result, dict(network_diff, before_header=f'network {network["bridge"]}',
+                                   after_header=f'network {network["bridge"]}'))
         result['network'] = attached
         result['changed'] = result['changed'] or attached['changed']
         result['msg'] = f'{result["msg"]} {attached["msg"]}'
@@ -2215,6 +2483,15 @@ class NsContainer:
         return 'clean'
 
 
+def add_diffs(result: dict, extra, first: bool = False):
+    """A diff (or a list of them) of a step of the container's run, before or after the container's own (--diff)."""
+    if extra is None or 'diff' not in result:
+        return
+    extras = extra if isinstance(extra, list) else [extra]
+    current = result['diff'] if isinstance(result['diff'], list) else [result['diff']]
+    result['diff'] = extras + current if first else current + extras
+
+
 def recorded_cgroup(state: dict | None):
     """The cgroups a state file records (cgroups.Plan), or None; a record not written by cgroups.py is ignored."""
     data = (state or {}).get('cgroup')
@@ -2300,7 +2577,7 @@ def run_containers(module):
     if problems:
         module.fail_json(msg=' '.join(problems), problems=problems)
     runs = [NsContainer(module, dict(item, lock_timeout=module.params['lock_timeout']),
-                        label=f'{item_label(index, item["name"])}: ')
+                        label=f'{item_label(index, item["name"])}: ', prefix=f'containers[{index}].')
             for index, item in enumerate(module.params['containers'])]
     results = []
     current = None

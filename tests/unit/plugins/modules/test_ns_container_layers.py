@@ -1,0 +1,87 @@
+"""ns_container's O(overlay): validated by overlay.py with the container's option names, and its pure helpers."""
+
+from __future__ import annotations
+
+import pytest
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+
+from ansible_collections.unboxed.lab.plugins.module_utils import overlay as overlay_utils
+from ansible_collections.unboxed.lab.plugins.modules import ns_container
+
+
+def params(**overrides):
+    base = dict(name='talk', rootfs='/overlay/merged', command=['tail', '-f', '/dev/null'],
+                namespaces=['pid', 'net', 'mount'], hostname=None, mount_proc=None, root_method='chroot', env={},
+                workdir=None, state='started', stop_timeout=10, state_dir=None, lock_timeout=60, preset='none',
+                capabilities=None, no_new_privs=None, seccomp=None, memory=None, pids_limit=None, cpus=None,
+                cpu_shares=None, cgroup_parent=None, adopt=True, userns_remap=None, volumes=[])
+    base.update(overrides)
+    return base
+
+
+LAYERS = dict(lowerdirs=['/overlay/layer2', '/overlay/layer1'], upperdir='/overlay/upper', workdir='/overlay/work',
+              options=[], create_dirs=True)
+
+
+def test_the_overlay_suboptions_are_overlay_pys():
+    spec = ns_container.argument_spec()
+    assert spec['overlay']['options'] == overlay_utils.OPTION_SPEC
+    assert spec['containers']['options']['overlay']['options'] == overlay_utils.OPTION_SPEC
+    assert 'persist' not in spec['overlay']['options'] and 'fstab' not in spec['overlay']['options']
+
+
+def test_a_good_overlay_has_no_problem_to_start_or_to_remove():
+    assert ns_container.request_problems(params(overlay=dict(LAYERS))) == []
+    assert ns_container.request_problems(params(state='absent', command=None, overlay=dict(LAYERS, lowerdirs=None))) == []
+
+
+@pytest.mark.parametrize('overrides, layers, fragment', [
+    (dict(rootfs=None), {}, 'overlay needs rootfs'),
+    (dict(rootfs=None, state='absent'), {}, 'overlay needs rootfs'),
+    (dict(), dict(lowerdirs=[]), 'overlay.lowerdirs is empty'),
+    (dict(), dict(lowerdirs=['layer']), 'overlay.lowerdirs[0]'),
+    (dict(), dict(lowerdirs=['/overlay/l', '/overlay/l']), 'overlay.lowerdirs lists "/overlay/l" more than once'),
+    (dict(), dict(workdir=None), 'overlay.upperdir is set but overlay.workdir is empty'),
+    (dict(), dict(upperdir='/overlay/merged/upper'), 'overlay.upperdir "/overlay/merged/upper" is inside rootfs'),
+    (dict(), dict(workdir='/overlay/upper/work'), 'are inside one another'),
+    (dict(), dict(options=['upperdir=/x']), 'overlay.options item "upperdir=/x" sets a layer'),
+    (dict(), dict(lowerdirs=['/overlay/merged']), 'and rootfs "/overlay/merged" overlap'),
+    (dict(), dict(upperdir='/etc/upper'), 'overlay.upperdir'),
+])
+def test_bad_overlay_names_the_suboption(overrides, layers, fragment):
+    problems = ns_container.request_problems(params(overlay=dict(LAYERS, **layers), **overrides))
+    assert any(fragment in problem for problem in problems), problems
+
+
+def test_a_rootfs_problem_is_said_once():
+    problems = ns_container.request_problems(params(rootfs='/usr', overlay=dict(LAYERS)))
+    assert len([problem for problem in problems if problem.startswith('rootfs')]) == 1, problems
+
+
+def test_an_item_overlay_is_named_with_its_item():
+    items = [dict(name='web', rootfs='/overlay/merged', command=['tail', '-f', '/dev/null'],
+                  overlay=dict(lowerdirs=['relative'], upperdir='/overlay/upper', workdir='/overlay/work'))]
+    validated = ArgumentSpecValidator(ns_container.argument_spec(), **ns_container.constraints()).validate(
+        dict(containers=items))
+    assert validated.error_messages == []
+    problems = ns_container.containers_problems(validated.validated_parameters)
+    assert problems and problems[0].startswith('containers[0].overlay.lowerdirs[0]'), problems
+
+
+@pytest.mark.parametrize('state, mounted', [('started', 'mounted'), ('restarted', 'mounted'), ('stopped', 'unmounted'),
+                                            ('absent', 'unmounted')])
+def test_overlay_params_mount_for_a_start_and_unmount_for_a_stop(state, mounted):
+    result = ns_container.overlay_params(params(state=state, lock_timeout=7, overlay=dict(LAYERS)))
+    assert result == dict(LAYERS, path='/overlay/merged', state=mounted, lock_timeout=7)
+    # No persist key: overlay.py then leaves every fstab alone.
+    assert 'persist' not in result
+
+
+def test_diffs_go_before_or_after_the_containers():
+    result = {'diff': {'before': 'a'}}
+    ns_container.add_diffs(result, [{'before': 'mount'}], first=True)
+    ns_container.add_diffs(result, {'before': 'net'})
+    assert result['diff'] == [{'before': 'mount'}, {'before': 'a'}, {'before': 'net'}]
+    without = {}
+    ns_container.add_diffs(without, {'before': 'net'})
+    assert without == {}
