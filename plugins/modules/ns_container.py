@@ -307,6 +307,28 @@ options:
       - A missing user, range, file or program is an error naming this option; nothing is changed. Part of the spec
         (a change restarts the container).
     type: str
+  userns_remap_root:
+    description:
+      - With O(userns_remap) and O(overlay), where the shifted copies of O(overlay.lowerdirs) are kept - below
+        C(ROOT/UID.GID/), as Docker keeps a remapped daemon's layers in C(/var/lib/docker/UID.GID/) - as
+        O(unboxed.lab.layer_remap#module:root), with the code of M(unboxed.lab.layer_remap).
+      - Before the overlay is mounted, each lower layer is copied shifted into the remap user's range when its copy is
+        missing or out of date (a rerun finds them and copies nothing), and O(overlay.upperdir), O(overlay.workdir) and
+        O(rootfs) - with their common parent when it holds nothing else - are made (or given) to the mapped root
+        (C(UID:GID), 0755); the overlay then mounts the copies, and the container starts on them. Check mode predicts
+        the copies, the mount and the start.
+      - The copies belong to the remap user, shared by its containers, and are never removed by this module (not by
+        O(state=absent) either; M(unboxed.lab.layer_remap) with O(unboxed.lab.layer_remap#module:state=absent) removes
+        them).
+    type: path
+    default: /var/lib/unboxed/remap
+  userns_remap_create:
+    description:
+      - With O(userns_remap) and O(overlay), make the remap user and its subordinate ranges when missing, as
+        C(dockerd --userns-remap=default) makes C(dockremap) - as O(unboxed.lab.layer_remap#module:create_user).
+        V(false) - a missing user or range is an error naming O(userns_remap) (a warning in check mode).
+    type: bool
+    default: false
   volumes:
     description:
       - Bind mounts, in Docker's C(-v HOST:CONTAINER[:ro]) syntax (absolute paths, C(:ro) read-only, C(:rw) the default).
@@ -515,6 +537,14 @@ options:
       userns_remap:
         description: As O(userns_remap).
         type: str
+      userns_remap_root:
+        description: As O(userns_remap_root).
+        type: path
+        default: /var/lib/unboxed/remap
+      userns_remap_create:
+        description: As O(userns_remap_create).
+        type: bool
+        default: false
       volumes:
         description: As O(volumes).
         type: list
@@ -753,6 +783,20 @@ EXAMPLES = r"""
       upperdir: /overlay/upper
       workdir: /overlay/work
     state: absent
+  become: true
+
+- name: docker run on a --userns-remap daemon - layers shifted, overlay mounted, container started, in one module run
+  unboxed.lab.ns_container:
+    name: remapped
+    rootfs: /overlay/userns/merged
+    command: [tail, -f, /dev/null]
+    namespaces: [pid, mount]
+    userns_remap: dockremap
+    userns_remap_create: true
+    overlay:
+      lowerdirs: [/overlay/lower2-app, /overlay/lower1-base]
+      upperdir: /overlay/userns/upper
+      workdir: /overlay/userns/work
   become: true
 
 - name: Stop it but keep its log
@@ -1078,9 +1122,57 @@ overlay:
     actions: [mount]
     command: mount -t overlay overlay -o lowerdir=/overlay/layer2:/overlay/layer1,upperdir=/overlay/upper,workdir=/overlay/work /overlay/merged
     current: null
+remap_layers:
+  description:
+    - With O(userns_remap) and O(overlay), the shifted layers' result - as M(unboxed.lab.layer_remap) returns it - made
+      before the overlay is mounted.
+  returned: with O(userns_remap) and O(overlay) and O(state=started) or O(state=restarted) (with O(containers), in the items that have them)
+  type: dict
+  contains:
+    changed:
+      description: Whether a copy, a directory or the account was made or updated.
+      type: bool
+    uid_start:
+      description: The mapped root's uid on the seat (the first of the range).
+      type: int
+    gid_start:
+      description: The mapped root's gid on the seat.
+      type: int
+    count:
+      description: The size of the range.
+      type: int
+    copies:
+      description: One per lower layer, in the order of O(overlay.lowerdirs) - C(dest) is the shifted copy the overlay mounts.
+      type: list
+      elements: dict
+    directories:
+      description: The container's directories given to the mapped root, each with its C(action) (create, chown, none).
+      type: list
+      elements: dict
+    account:
+      description: With O(userns_remap_create), the account as M(unboxed.lab.remap_account) returns it; else null.
+      type: dict
+    newuidmap:
+      description: Whether newuidmap and newgidmap are installed.
+      type: bool
+    commands:
+      description: The shell commands of the copies, the directories and the account (first in RV(commands)).
+      type: list
+      elements: str
+  sample:
+    changed: false
+    uid_start: 165536
+    gid_start: 165536
+    count: 65536
+    copies: [{src: /overlay/lower1-base, dest: /var/lib/unboxed/remap/165536.165536/lower1-base}]
+    directories: [{path: /overlay/userns/upper, action: none}]
+    account: null
+    newuidmap: true
+    commands: []
 commands:
   description:
-    - The whole container by hand, in order - with O(overlay) the overlay's mount (RV(overlay.command)), then
+    - The whole container by hand, in order - with O(userns_remap) and O(overlay) the shifted layers' commands
+      (RV(remap_layers.commands)), with O(overlay) the overlay's mount (RV(overlay.command)), then
       RV(setup_commands), RV(shell_command), then with O(network) the attachment's commands (RV(network.commands)),
       and with O(overlay) the overlay's unmount when a stop unmounted it.
   returned: without O(containers) (with it, in each item of RV(containers))
@@ -1128,6 +1220,7 @@ from ansible_collections.unboxed.lab.plugins.module_utils import confine
 from ansible_collections.unboxed.lab.plugins.module_utils import container
 from ansible_collections.unboxed.lab.plugins.module_utils import environ
 from ansible_collections.unboxed.lab.plugins.module_utils import idmap
+from ansible_collections.unboxed.lab.plugins.module_utils import layer_shift
 from ansible_collections.unboxed.lab.plugins.module_utils import locking
 from ansible_collections.unboxed.lab.plugins.module_utils import mountinfo
 from ansible_collections.unboxed.lab.plugins.module_utils import namespaces as ns_utils
@@ -1183,6 +1276,8 @@ def container_options(name_required: bool = True) -> dict:
         cgroup_parent=dict(type='str'),
         adopt=dict(type='bool', default=True),
         userns_remap=dict(type='str'),
+        userns_remap_root=dict(type='path', default=layer_shift.argument_spec()['root']['default']),
+        userns_remap_create=dict(type='bool', default=False),
         volumes=dict(type='list', elements='str', default=[]),
         network=dict(type='dict', options=network_options()),
         overlay=dict(type='dict', options=copy.deepcopy(overlay_utils.OPTION_SPEC)),
@@ -1289,6 +1384,57 @@ def overlay_params(params) -> dict:
     return result
 
 
+# layer_remap's options as ns_container calls them, for the messages of layer_shift.
+SHIFT_NAMES = {'src': 'overlay.lowerdirs', 'user': 'userns_remap', 'root': 'userns_remap_root',
+               'create_user': 'userns_remap_create', 'directories': 'overlay directories'}
+
+
+def remapping_layers(params) -> bool:
+    """Whether this run shifts O(overlay.lowerdirs) into the remap user's range before mounting them (docker run on a
+    --userns-remap daemon)."""
+    return params.get('userns_remap') is not None and params.get('overlay') is not None and mounting_overlay(params)
+
+
+def container_directories(params) -> list[str]:
+    """The remapped container's own directories, made (or chowned) for the mapped root before the mount: upperdir,
+    workdir and rootfs - and their common parent first, when they share one that holds nothing else (it is then the
+    container's own directory, as Docker's /var/lib/docker/UID.GID/overlay2/ID; a shared one such as /tmp is never
+    given away)."""
+    layers = params['overlay']
+    own = [paths.normalize(directory) for directory in (layers.get('upperdir'), layers.get('workdir'), params['rootfs'])
+           if directory]
+    parents = {os.path.dirname(directory) for directory in own}
+    if len(own) == 3 and len(parents) == 1:
+        parent = parents.pop()
+        try:
+            others = set(os.listdir(parent)) - {os.path.basename(directory) for directory in own}
+        except FileNotFoundError:
+            others = set()
+        except OSError:
+            others = {None}
+        if not others:
+            own.insert(0, parent)
+    return own
+
+
+def shift_params(params, directories: list) -> dict:
+    """layer_remap's options (layer_shift's) for this container's remapped layers."""
+    return dict(user=params['userns_remap'], src=params['overlay'].get('lowerdirs'), root=params.get('userns_remap_root'),
+                directories=directories, create_user=bool(params.get('userns_remap_create')), state='present',
+                lock_timeout=params.get('lock_timeout'))
+
+
+def remap_layers_problems(params) -> list[str]:
+    """What is wrong with the remapped layers as written: layer_shift says, naming ns_container's options."""
+    if params.get('userns_remap_create') and (params.get('userns_remap') is None or params.get('overlay') is None):
+        return ['userns_remap_create needs userns_remap and overlay: the remap user is made (when missing) by the run that '
+                'shifts the overlay\'s layers into its range. Give both, or leave userns_remap_create out.']
+    if not remapping_layers(params) or not params['overlay'].get('lowerdirs'):
+        return []
+    # The container's directories are checked by overlay.py (overlay.upperdir, overlay.workdir, rootfs).
+    return layer_shift.request_problems(shift_params(params, []), names=SHIFT_NAMES)
+
+
 def overlay_problems(params) -> list[str]:
     """What is wrong with O(overlay) as written: overlay.py says, naming overlay.OPTION and the mount point rootfs."""
     if params.get('overlay') is None:
@@ -1321,6 +1467,7 @@ def container_problems(params) -> list[str]:
         problems.append(f'lock_timeout must be 0 or more seconds, got {params["lock_timeout"]}.')
     problems.extend(network_problems(params))
     problems.extend(overlay_problems(params))
+    problems.extend(remap_layers_problems(params))
     if params['state'] not in ('started', 'restarted'):
         if params['rootfs'] is not None:
             # state=absent with rootfs: the containers started by hand there are stopped too (adopt).
@@ -1581,6 +1728,9 @@ class NsContainer:
         # O(overlay): its result in this run (overlay.py's), and whether the rootfs checks wait for its mount.
         self.overlay_result = None
         self.rootfs_checks_deferred = False
+        # With userns_remap and O(overlay): layer_shift's result, and whether the remap user is read after it (made then).
+        self.remap_result = None
+        self.remap_deferred = False
         # One container's options: the module's own, or one item of O(containers) (with the module-wide lock_timeout).
         self.params = params
         self.name = self.params['name']
@@ -2063,6 +2213,8 @@ class NsContainer:
         result['userns'] = self.userns_result() if running else None
         if self.overlay_result is not None:
             result['overlay'] = self.overlay_result
+        if self.remap_result is not None:
+            result['remap_layers'] = self.remap_result
         result['replaced'] = list(self.replaced)
         result['stopped_by_hand'] = list(self.stopped_by_hand)
         if self.stop_signal:
@@ -2139,6 +2291,11 @@ class NsContainer:
         remap = None
         if params['userns_remap'] is not None:
             remap, problems = read_remap(params['userns_remap'])
+            if problems and remapping_layers(params):
+                # The layers are shifted in this run first: layer_shift makes the user (userns_remap_create) or says
+                # what is missing, naming userns_remap; the user is read again after it.
+                self.remap_deferred = True
+                remap, problems = None, []
             problems += self.remap_program_problems()
             if problems and self.module.check_mode:
                 # In a --check run of a whole playbook the tasks that make the remap user, its ranges and
@@ -2150,7 +2307,7 @@ class NsContainer:
                 raise ContainerFailure(' '.join(problems), problems=problems)
         self.desired = desired_spec(params, remap)
         not_built = rootfs_not_built(self.desired.rootfs)
-        if not_built and params.get('overlay') is not None:
+        if (not_built or self.remap_deferred) and params.get('overlay') is not None:
             # O(overlay) is mounted at rootfs in this run, before the start: the root file system is checked then
             # (in check mode the mount is predicted, and the root is predicted from its layers).
             self.rootfs_checks_deferred = True
@@ -2182,6 +2339,8 @@ class NsContainer:
         params = self.params
         before = diff_view(self.current_status(), self.identity.pid if self.running else None, self.recorded)
         detached = self.detach() if params.get('network') is not None and params['state'] in ('stopped', 'absent') else None
+        if remapping_layers(params):
+            self.shift_layers()
         if params.get('overlay') is not None and mounting_overlay(params):
             self.mount_overlay()
         action = getattr(self, f'state_{params["state"]}')()
@@ -2208,6 +2367,8 @@ class NsContainer:
             if not mounting_overlay(params):
                 self.unmount_overlay(result)
             self.add_overlay(result)
+        if self.remap_result is not None:
+            self.add_remap_layers(result)
         if detached is not None:
             self.add_network(result, detached)
         elif params.get('network') is not None:
@@ -2216,8 +2377,24 @@ class NsContainer:
 
     # ---- O(overlay): the container's layers, mounted at its rootfs (docker run) --------------------------------------
 
+    def shift_layers(self):
+        """userns_remap with O(overlay): the image's layers as shifted copies in the remap user's range (made when
+        missing, as a --userns-remap daemon keeps them), the container's own directories owned by the mapped root - then
+        the overlay mounts the copies."""
+        params = shift_params(self.params, container_directories(self.params))
+        try:
+            self.remap_result = layer_shift.Shift(self.module, params, prefix=self.prefix, names=SHIFT_NAMES).run()
+        except layer_shift.ShiftError as error:
+            fields = dict(self.result(changed=bool(error.result.get('changed'))), remap_layers=error.result)
+            raise ContainerFailure(f'{error.msg} Container {self.name} was left as it was (not started, its overlay not '
+                                   f'mounted).', **fields)
+        if self.remap_result['changed'] and not self.module.check_mode:
+            self.acted = True
+
     def overlay(self) -> overlay_utils.Overlay:
         params = overlay_params(self.params)
+        if self.remap_result is not None:
+            params['lowerdirs'] = [copy_['dest'] for copy_ in self.remap_result['copies']]
         if not mounting_overlay(self.params):
             # Its result's command is then the umount, and its layers are not read: they may be gone already.
             params['lowerdirs'] = None
@@ -2228,14 +2405,20 @@ class NsContainer:
         """O(overlay) mounted at rootfs before the start (docker run mounts the container's layers, then starts it); a
         mounted overlay with these layers is left as it is. Then the root file system checks that waited for it."""
         try:
-            self.overlay_result = self.overlay().run()
+            # Check mode: the shifted copies and the container's directories are predicted, not made.
+            self.overlay_result = self.overlay().run(expect_layers=self.remap_result is not None)
         except overlay_utils.OverlayError as error:
-            raise ContainerFailure(f'{error.msg} Container {self.name} was left as it was (not started).',
+            raise ContainerFailure(f'{error.msg}{self.remap_done()} Container {self.name} was left as it was (not started).',
                                    **dict(self.result(changed=bool(error.result.get('changed'))), overlay=error.result))
         if self.overlay_result['changed'] and not self.module.check_mode:
             self.acted = True
         if not self.rootfs_checks_deferred or self.module.check_mode:
             return
+        if self.remap_deferred:
+            remap, problems = read_remap(self.params['userns_remap'])
+            if problems:
+                raise ContainerFailure(' '.join(problems), problems=problems, **self.result(changed=self.acted))
+            self.desired = desired_spec(self.params, remap)
         problems = filesystem_problems(self.desired, self.state_dir)
         if problems:
             mounted = 'was mounted by this run and stays mounted' if self.overlay_result['changed'] else 'is mounted'
@@ -2265,7 +2448,36 @@ class NsContainer:
         layers = self.params['overlay']
         if layers.get('upperdir'):
             return live['upperdir'] == paths.normalize(layers['upperdir'])
-        return live['upperdir'] is None and live['lowerdirs'] == [paths.normalize(lower) for lower in layers['lowerdirs'] or []]
+        lowers = [paths.normalize(lower) for lower in layers['lowerdirs'] or []]
+        if self.params.get('userns_remap') is not None:
+            # Its layers are the shifted copies: ROOT/UID.GID/<last component of each lower layer>.
+            root = paths.normalize(self.params['userns_remap_root'])
+            return live['upperdir'] is None and [os.path.basename(lower) for lower in live['lowerdirs']] == \
+                [os.path.basename(lower) for lower in lowers] and \
+                all(paths.is_inside(lower, root) for lower in live['lowerdirs'])
+        return live['upperdir'] is None and live['lowerdirs'] == lowers
+
+    def remap_done(self) -> str:
+        """Said of a failure after the layers were shifted: what that did."""
+        if self.remap_result is None or not self.remap_result['changed']:
+            return ''
+        return (f' The layers were shifted into {self.params["userns_remap"]}\'s range before it '
+                f'({len(self.remap_result["copies"])} copies below {self.params["userns_remap_root"]}); they stay.')
+
+    def add_remap_layers(self, result: dict):
+        """layer_shift's result under ``remap_layers``, its diff and commands first: they come before the mount."""
+        shifted = dict(self.remap_result)
+        diff = shifted.pop('diff', None)
+        if self.module._diff and diff:
+            add_diffs(result, diff, first=True)
+        result['remap_layers'] = shifted
+        result['changed'] = result['changed'] or shifted['changed']
+        if shifted['changed']:
+            done = 'would be' if self.module.check_mode else 'were'
+            result['msg'] = (f'{result["msg"]} Layers shifted into {self.params["userns_remap"]}\'s range '
+                             f'({shifted["uid_start"]}:{shifted["gid_start"]}) below {self.params["userns_remap_root"]}, '
+                             f'and the container\'s directories, {done} made or updated.')
+        result['commands'] = list(shifted['commands']) + result['commands']
 
     def add_overlay(self, result: dict):
         """The overlay's result under ``overlay``, its diff beside the container's, its command in order: the mount

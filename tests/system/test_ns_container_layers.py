@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import itertools
 import os
+import pwd
 import subprocess
+import tempfile
 
 import pytest
 
-from conftest import snapshot_mounts, snapshot_tree
+from conftest import ModuleRunner, make_busybox_rootfs, require_root, snapshot_mounts, snapshot_tree, unmount_below
 from ansible_collections.unboxed.lab.plugins.module_utils import container
 from ansible_collections.unboxed.lab.plugins.module_utils import mountinfo
 from ansible_collections.unboxed.lab.plugins.module_utils import process
@@ -218,3 +220,121 @@ def test_a_bad_item_overlay_is_named_with_its_item(run_module, containers, layer
     assert result['failed'] is True and result['changed'] is False
     assert 'containers[1].overlay.lowerdirs[0]' in result['msg'], result['msg']
     assert snapshot_tree(str(layers['workdir'])) == tree and mounted_overlay(layers['merged']) is None
+
+
+# ---- userns_remap with overlay: the image's layers shifted into the remap user's range, in the same run -------------
+
+REMAP_USER = 'unboxed-t-nslayers'    # made by the module (userns_remap_create) and removed by layer_remap at teardown
+
+
+def user_exists(name):
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+@pytest.fixture
+def remapped(tmp_path):
+    """A scratch directory every user may traverse (the mapped root must reach its rootfs), the image's layer in it,
+    and where the container's directories and the shifted copies go. Teardown: the container killed by PID, then the
+    copies and the remap user removed by layer_remap (state=absent, create_user), then everything unmounted."""
+    require_root()
+    assert not user_exists(REMAP_USER), f'{REMAP_USER} is left over: userdel {REMAP_USER} and remove its subid lines'
+    base = tempfile.mkdtemp(prefix='nslayers-', dir='/var/tmp')
+    os.chmod(base, 0o755)
+    lower = make_busybox_rootfs(os.path.join(base, 'image', 'lower1-base'))
+    own = os.path.join(base, 'remapped')
+    layers = {'lower': lower, 'upper': os.path.join(own, 'upper'), 'work': os.path.join(own, 'work'),
+              'merged': os.path.join(own, 'merged'), 'own': own, 'root': os.path.join(base, 'remap'), 'base': base}
+    tracker = Containers(tmp_path, layers['merged'])
+    layers['containers'] = tracker
+    yield layers
+    tracker.cleanup()
+    unmount_below(base)
+    os.makedirs(tmp_path / 'teardown', exist_ok=True)
+    runner = ModuleRunner(str(tmp_path / 'teardown'))
+    if user_exists(REMAP_USER):
+        gone = runner('layer_remap', {'user': REMAP_USER, 'src': [lower], 'root': layers['root'], 'create_user': True,
+                                      'state': 'absent'})
+        assert not gone['failed'], gone['msg']
+    subprocess.run(['rm', '-rf', '--one-file-system', base], check=False)
+    assert not user_exists(REMAP_USER)
+
+
+def remapped_args(remapped, **overrides):
+    tracker = remapped['containers']
+    args = tracker.args(tracker.new_name(), rootfs=remapped['merged'], command=TALK_COMMAND, namespaces=['pid', 'mount'],
+                        userns_remap=REMAP_USER, userns_remap_create=True, userns_remap_root=remapped['root'],
+                        overlay={'lowerdirs': [remapped['lower']], 'upperdir': remapped['upper'],
+                                 'workdir': remapped['work']})
+    args.update(overrides)
+    return args
+
+
+def test_remapped_layers_overlay_and_start_in_one_run(run_module, remapped):
+    args = remapped_args(remapped)
+    tree = snapshot_tree(remapped['base'])
+
+    predicted = run_module('ns_container', args, check=True)
+    assert predicted['changed'] is True and not predicted['failed'], predicted.get('msg')
+    assert predicted['remap_layers']['changed'] is True and predicted['overlay']['actions'][-1] == 'mount'
+    assert predicted['state'] == 'started'
+    assert not user_exists(REMAP_USER) and snapshot_tree(remapped['base']) == tree
+    assert mounted_overlay(remapped['merged']) is None
+
+    real = run_module('ns_container', args)
+    assert real['changed'] is True and not real['failed'], real.get('msg')
+    assert user_exists(REMAP_USER) and running(real)
+    shifted = real['remap_layers']
+    uid, gid = shifted['uid_start'], shifted['gid_start']
+    assert (predicted['remap_layers']['uid_start'], predicted['remap_layers']['gid_start']) == (uid, gid)
+    dest = shifted['copies'][0]['dest']
+    assert dest == os.path.join(remapped['root'], f'{uid}.{gid}', 'lower1-base')
+    assert (os.lstat(os.path.join(dest, 'bin', 'busybox')).st_uid, os.lstat(dest).st_gid) == (uid, gid)
+    entry = mounted_overlay(remapped['merged'])
+    assert entry is not None and mountinfo.overlay_layers(entry)['lowerdirs'] == [dest]
+    for directory in (remapped['own'], remapped['upper'], remapped['work'], remapped['merged']):
+        assert (os.stat(directory).st_uid, os.stat(directory).st_gid) == (uid, gid), directory
+    assert real['userns'] == {'uid_map': f'0 {uid} 65536', 'gid_map': f'0 {gid} 65536'}
+    commands = real['commands']
+    assert commands.index(real['overlay']['command']) == len(shifted['commands'])
+    assert commands[:len(shifted['commands'])] == shifted['commands'] and commands[-1] == real['shell_command']
+
+    # Root inside, the range's first uid outside: what it writes lands in the upper layer as that uid.
+    assert inside(real['pid'], 'id', '-u') == '0\n'
+    inside(real['pid'], 'sh', '-c', 'echo data > /root/kept')
+    kept = os.path.join(remapped['upper'], 'root', 'kept')
+    assert os.lstat(kept).st_uid == uid
+
+    again = run_module('ns_container', args)
+    assert again['changed'] is False, again['msg']
+    assert again['pid'] == real['pid'] and again['remap_layers']['changed'] is False
+    assert run_module('ns_container', args, check=True)['changed'] is False
+
+    gone = run_module('ns_container', dict(args, state='absent'))
+    assert gone['changed'] is True and mounted_overlay(remapped['merged']) is None, gone['msg']
+    assert os.path.exists(kept) and os.path.isdir(dest)
+    assert run_module('ns_container', dict(args, state='absent'))['changed'] is False
+
+
+@pytest.mark.parametrize('overrides, fragment', [
+    ({'overlay': None}, 'userns_remap_create needs userns_remap and overlay'),
+    ({'userns_remap_root': 'remap'}, 'userns_remap_root'),
+    ({'userns_remap': 'Bad User!'}, 'userns_remap'),
+    ('two-lowers-one-name', 'overlay.lowerdirs[1]'),
+], ids=['create-without-overlay', 'relative-root', 'bad-user', 'same-last-component'])
+def test_bad_remapped_input_names_the_option_and_changes_nothing(run_module, remapped, overrides, fragment):
+    if overrides == 'two-lowers-one-name':
+        other = make_busybox_rootfs(os.path.join(remapped['base'], 'other', 'lower1-base'))
+        overrides = {'overlay': {'lowerdirs': [remapped['lower'], other], 'upperdir': remapped['upper'],
+                                 'workdir': remapped['work']}}
+    args = {key: value for key, value in remapped_args(remapped, **overrides).items() if value is not None}
+    tree = snapshot_tree(remapped['base'])
+    for check in (True, False):
+        result = run_module('ns_container', args, check=check)
+        assert result['failed'] is True and result['changed'] is False, result.get('msg')
+        assert fragment in result['msg'], result['msg']
+        assert not user_exists(REMAP_USER) and snapshot_tree(remapped['base']) == tree
+        assert snapshot_mounts(remapped['base']) == []

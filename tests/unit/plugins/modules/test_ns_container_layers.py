@@ -85,3 +85,65 @@ def test_diffs_go_before_or_after_the_containers():
     without = {}
     ns_container.add_diffs(without, {'before': 'net'})
     assert without == {}
+
+
+# ---- userns_remap with overlay: layer_shift's options, named as ns_container names them --------------------------------
+
+def remapped(**overrides):
+    return params(**dict(dict(userns_remap='dockremap', userns_remap_root='/var/lib/unboxed/remap', userns_remap_create=False,
+                              overlay=dict(LAYERS)), **overrides))
+
+
+def test_a_good_remapped_request_has_no_problem():
+    assert ns_container.request_problems(remapped()) == []
+    assert ns_container.request_problems(remapped(userns_remap_create=True)) == []
+
+
+@pytest.mark.parametrize('overrides, layers, fragment', [
+    (dict(userns_remap_root='remap'), {}, 'userns_remap_root'),
+    (dict(userns_remap_root='/overlay/layer1/remap'), {}, 'userns_remap_root /overlay/layer1/remap is inside overlay.lowerdirs[1]'),
+    (dict(), dict(lowerdirs=['/a/base', '/b/base']), 'overlay.lowerdirs[1] /b/base has the last path component "base"'),
+    (dict(userns_remap='Bad User!'), {}, 'userns_remap'),
+])
+def test_bad_remapped_layers_name_ns_containers_options(overrides, layers, fragment):
+    problems = ns_container.request_problems(remapped(overlay=dict(LAYERS, **layers), **overrides))
+    assert any(fragment in problem for problem in problems), problems
+
+
+@pytest.mark.parametrize('overrides', [dict(overlay=None), dict(userns_remap=None)])
+def test_userns_remap_create_needs_userns_remap_and_overlay(overrides):
+    problems = ns_container.request_problems(remapped(userns_remap_create=True, **overrides))
+    assert problems == ['userns_remap_create needs userns_remap and overlay: the remap user is made (when missing) by the '
+                        'run that shifts the overlay\'s layers into its range. Give both, or leave userns_remap_create out.']
+
+
+def test_layers_are_shifted_only_to_start():
+    assert ns_container.remapping_layers(remapped())
+    assert ns_container.remapping_layers(remapped(state='restarted'))
+    assert not ns_container.remapping_layers(remapped(state='absent'))
+    assert not ns_container.remapping_layers(remapped(overlay=None))
+    assert not ns_container.remapping_layers(params(overlay=dict(LAYERS)))
+
+
+def test_shift_params_are_layer_remaps_options():
+    shift = ns_container.shift_params(remapped(userns_remap_create=True, lock_timeout=5), ['/overlay/upper'])
+    assert shift == dict(user='dockremap', src=LAYERS['lowerdirs'], root='/var/lib/unboxed/remap',
+                         directories=['/overlay/upper'], create_user=True, state='present', lock_timeout=5)
+
+
+def test_the_containers_directories_and_their_own_parent(tmp_path):
+    own = tmp_path / 'c'
+    layers = dict(LAYERS, upperdir=str(own / 'upper'), workdir=str(own / 'work'))
+    request = remapped(rootfs=str(own / 'merged'), overlay=layers)
+    # Missing: the parent is the container's own and is made for the mapped root too.
+    assert ns_container.container_directories(request) == [str(own), str(own / 'upper'), str(own / 'work'),
+                                                           str(own / 'merged')]
+    own.mkdir()
+    (own / 'upper').mkdir()
+    assert ns_container.container_directories(request)[0] == str(own)
+    # A parent that holds anything else is shared: never given away.
+    (own / 'notes').write_text('mine')
+    assert ns_container.container_directories(request) == [str(own / 'upper'), str(own / 'work'), str(own / 'merged')]
+    # Directories in different places: no common parent.
+    apart = remapped(rootfs=str(tmp_path / 'merged'), overlay=layers)
+    assert ns_container.container_directories(apart) == [str(own / 'upper'), str(own / 'work'), str(tmp_path / 'merged')]
