@@ -7,17 +7,7 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.unboxed.lab.plugins.module_utils import overlay as overlay_utils
 from ansible_collections.unboxed.lab.plugins.modules import ns_container
-
-
-def params(**overrides):
-    base = dict(name='talk', rootfs='/overlay/merged', command=['tail', '-f', '/dev/null'],
-                namespaces=['pid', 'net', 'mount'], hostname=None, mount_proc=None, root_method='chroot', env={},
-                workdir=None, state='started', stop_timeout=10, state_dir=None, lock_timeout=60, preset='none',
-                capabilities=None, no_new_privs=None, seccomp=None, memory=None, pids_limit=None, cpus=None,
-                cpu_shares=None, cgroup_parent=None, adopt=True, userns_remap=None, volumes=[])
-    base.update(overrides)
-    return base
-
+from ansible_collections.unboxed.lab.tests.unit.plugins.modules.test_ns_container_module import params
 
 LAYERS = dict(lowerdirs=['/overlay/layer2', '/overlay/layer1'], upperdir='/overlay/upper', workdir='/overlay/work',
               options=[], create_dirs=True)
