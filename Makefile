@@ -39,7 +39,7 @@ test:
 	$(STAGE) unit pytest tests/unit || status=1; \
 	$(STAGE) sanity $(MAKE) --no-print-directory sanity || status=1; \
 	$(STAGE) units $(MAKE) --no-print-directory units || status=1; \
-	$(STAGE) system pytest tests/system || status=1; \
+	$(STAGE) system pytest tests/system --durations=40 || status=1; \
 	$(STAGE) molecule $(MAKE) --no-print-directory molecule || status=1; \
 	$(STAGE) --summary && exit $$status
 
