@@ -20,6 +20,12 @@ PROC = '/proc'
 
 # Process states that are not "running" for a container: zombie, dead.
 _DEAD_STATES = frozenset('ZXx')
+# States of a process that has begun its work and now waits: asleep until something happens (S), stopped (T, t).
+# D (uninterruptible, e.g. paging its binary in) is not one: a command that ends at once passes through it too.
+_WAITING_STATES = frozenset('STt')
+# CPU time (clock ticks, 1/100 s on Linux) after which a process that never waits (a busy loop) has begun its work: a
+# command that ends at once (a shell printing an error and exiting) uses well under one tick.
+BEGUN_CPU_TICKS = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +35,7 @@ class ProcStat:
     state: str
     ppid: int
     start_time: int  # clock ticks after boot, field 22 of /proc/PID/stat
+    cpu_ticks: int = 0  # user + system CPU time in clock ticks, fields 14 and 15
 
 
 def parse_proc_stat(text: str) -> ProcStat:
@@ -38,7 +45,7 @@ def parse_proc_stat(text: str) -> ProcStat:
     if open_paren < 0 or close_paren < open_paren:
         raise ValueError(f'not a /proc/PID/stat line: {text!r}')
     rest = text[close_paren + 2:].split()
-    # rest[0] is field 3 (state); field 22 (starttime) is rest[19].
+    # rest[0] is field 3 (state); fields 14 and 15 (utime, stime) are rest[11] and rest[12]; field 22 (starttime) rest[19].
     if len(rest) < 20:
         raise ValueError(f'truncated /proc/PID/stat line: {text!r}')
     return ProcStat(
@@ -47,6 +54,7 @@ def parse_proc_stat(text: str) -> ProcStat:
         state=rest[0],
         ppid=int(rest[1]),
         start_time=int(rest[19]),
+        cpu_ticks=int(rest[11]) + int(rest[12]),
     )
 
 
@@ -94,6 +102,18 @@ def is_running(identity: ProcessIdentity | None, proc: str = PROC) -> bool:
         return False
     stat = read_proc_stat(identity.pid, proc)
     return stat is not None and stat.start_time == identity.start_time and stat.state not in _DEAD_STATES
+
+
+def has_begun(identity: ProcessIdentity | None, proc: str = PROC) -> bool:
+    """The recorded process is alive and has begun its work: it waits for something (a read, a sleep, a child: state S)
+    or has used BEGUN_CPU_TICKS of CPU. This tells "it runs" from "it ends at once" by what the process did, not by
+    how long somebody watched it - on a loaded machine a command that exits at once may still be alive a second later."""
+    if identity is None:
+        return False
+    stat = read_proc_stat(identity.pid, proc)
+    if stat is None or stat.start_time != identity.start_time or stat.state in _DEAD_STATES:
+        return False
+    return stat.state in _WAITING_STATES or stat.cpu_ticks >= BEGUN_CPU_TICKS
 
 
 def parse_cmdline(raw: bytes) -> list[str]:

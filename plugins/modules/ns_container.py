@@ -16,6 +16,10 @@ description:
     and keeps it running in the background after the task and the SSH session have ended.
   - The container runs detached, in a session of its own, with its standard input from C(/dev/null) and its output
     appended to a log file in its state directory (RV(log_path)).
+  - The task returns once the command has begun its work - it waits for something (a read, a sleep, a child) or has used
+    some CPU time (a busy loop). A command that ends before that (a missing configuration file, a typo in a shell
+    command) fails the task with its exit code and the end of its output, however slowly a loaded seat runs it; a
+    command that ends later is found stopped, and started again, by the next run.
   - The module tracks the process that is PID 1 inside the container (the child of C(unshare), not C(unshare) itself) by
     its PID B(and) its start time from C(/proc/PID/stat), as runc does. A recorded PID whose start time differs belongs to
     another process that reused the number, and is never signalled. A zombie does not count as running.
@@ -2132,17 +2136,23 @@ class NsContainer:
             time.sleep(POLL_INTERVAL)
 
     def wait_for_command(self, launcher, identity, transitional, log_offset):
-        """Wait until PID 1 has passed the launch stages (chroot, pivot_root...) and runs the command itself."""
+        """Wait until PID 1 has passed the launch stages (chroot, pivot_root...), runs the command itself and has begun
+        its work (process.has_begun: it waits for something or has used some CPU). A command that ends at once (a
+        missing config file, a typo) fails the task with its output, however slowly a loaded seat runs it."""
         deadline = time.monotonic() + START_TIMEOUT
+        reached = False
         while True:
             if launcher.poll() is not None or not process.is_running(identity):
                 self.start_failed(launcher, identity, log_offset, 'the container ended while it was starting')
-            cmdline = process.read_cmdline(identity.pid)
-            if cmdline and cmdline not in transitional:
+            if not reached:
+                cmdline = process.read_cmdline(identity.pid)
+                reached = bool(cmdline) and cmdline not in transitional
+            if reached and process.has_begun(identity):
                 return
             if time.monotonic() >= deadline:
                 self.start_failed(launcher, identity, log_offset,
-                                  f'the container did not reach its command within {START_TIMEOUT:.0f} s')
+                                  f'the container did not reach its command within {START_TIMEOUT:.0f} s' if not reached
+                                  else f'its command neither waited for anything nor used CPU within {START_TIMEOUT:.0f} s')
             time.sleep(POLL_INTERVAL)
 
     def start_failed(self, launcher, identity, log_offset, reason):

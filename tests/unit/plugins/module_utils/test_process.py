@@ -79,6 +79,56 @@ def test_a_vanished_pid_is_not_running(tmp_path):
     assert not process.is_running(None, proc)
 
 
+def stat_with(text, state, utime=0, stime=0):
+    """TEXT with another state and CPU times (fields 3, 14 and 15)."""
+    head, _, tail = text.rpartition(') ')
+    rest = tail.split(' ')
+    rest[0], rest[11], rest[12] = state, str(utime), str(stime)
+    return f'{head}) {" ".join(rest)}'
+
+
+def test_parse_proc_stat_reads_the_cpu_time():
+    assert process.parse_proc_stat(stat_with(STAT_CONTAINER_PID1, 'R', utime=7, stime=2)).cpu_ticks == 9
+    assert process.parse_proc_stat(STAT_CONTAINER_PID1).cpu_ticks == 0
+
+
+@pytest.mark.parametrize('state, utime, stime, begun', [
+    ('S', 0, 0, True),     # waits for something (tail -f, sleep, a server's accept): it runs
+    ('T', 0, 0, True),     # stopped, but alive and past its start
+    ('R', 0, 0, False),    # still on its way: it may end at once (sh -c 'echo error >&2; exit 3')
+    ('D', 0, 0, False),    # paging its binary in: a command that ends at once passes through it too
+    ('R', 2, 1, True),     # a busy loop: BEGUN_CPU_TICKS of CPU
+    ('R', 1, 1, False),
+    ('Z', 0, 0, False),    # ended
+])
+def test_has_begun_by_what_the_process_did(tmp_path, state, utime, stime, begun):
+    proc = fake_proc(tmp_path, {9871: stat_with(STAT_CONTAINER_PID1, state, utime, stime)})
+    assert process.has_begun(process.ProcessIdentity(9871, 160388), proc) is begun
+    assert process.has_begun(process.ProcessIdentity(9871, 160387), proc) is False  # the PID of somebody else
+    assert process.has_begun(None, proc) is False
+
+
+def test_has_begun_for_real_processes():
+    """A real sleeper waits (S); a real busy loop reaches BEGUN_CPU_TICKS; a process that exited (a zombie, not yet
+    reaped) has not begun."""
+    sleeper = subprocess.Popen(['sleep', '30'])
+    spinner = subprocess.Popen([sys.executable, '-c', 'while True: pass'])
+    quitter = subprocess.Popen(['true'])
+    children = {'sleeper': sleeper, 'spinner': spinner, 'quitter': quitter}
+    try:
+        identities = {name: process.identity_of(child.pid) for name, child in children.items()}
+        deadline = time.monotonic() + 30
+        while not (process.has_begun(identities['sleeper']) and process.has_begun(identities['spinner'])
+                   and process.read_proc_stat(quitter.pid).state == 'Z'):
+            assert time.monotonic() < deadline, {name: process.read_proc_stat(child.pid) for name, child in children.items()}
+            time.sleep(0.01)
+        assert not process.has_begun(identities['quitter'])
+    finally:
+        for child in children.values():
+            child.kill()
+            child.wait()
+
+
 def test_identity_round_trips_through_a_state_file_dict():
     identity = process.ProcessIdentity(9871, 160388)
     assert process.ProcessIdentity.from_dict(identity.to_dict()) == identity
