@@ -108,6 +108,16 @@ class TalkLab:
     inventory: str
     cache_dir: str
     runs: int = 0
+    # The test running now and the one that ran before it (set by _track_tests), and the test whose last steps
+    # showed the talk converged on every host (mark_converged: site.yml ran ok, or a snapshot equal to a converged
+    # one). Only when that is the test just before does the next `converged` test skip its own site.yml run.
+    current_test: str | None = None
+    previous_test: str | None = None
+    converged_after: str | None = None
+
+    def mark_converged(self) -> None:
+        """Called as a test's last step, after its last assertion held: the hosts hold the talk as site.yml leaves it."""
+        self.converged_after = self.current_test
 
     def env(self, record_to: str | None = None) -> dict:
         return ansible_env(self.tmp, record_to=record_to)
@@ -205,9 +215,19 @@ def fresh(talk_lab):
 @pytest.fixture
 def converged(talk_lab):
     """Hosts on which site.yml has run: each test that needs the talk in place brings it there itself, so that
-    every test runs alone (pytest -k) or in any order."""
-    assert_ok(talk_lab.playbook('site.yml'))
+    every test runs alone (pytest -k) or in any order - unless the test just before it ended by showing the hosts
+    converged (TalkLab.mark_converged, called only after that test's last assertion held)."""
+    if talk_lab.converged_after is None or talk_lab.converged_after != talk_lab.previous_test:
+        assert_ok(talk_lab.playbook('site.yml'))
     return talk_lab
+
+
+@pytest.fixture(autouse=True)
+def _track_tests(request, talk_lab):
+    """Which test runs now, and which ran just before (whether it passed or not)."""
+    talk_lab.current_test = request.node.nodeid
+    yield
+    talk_lab.previous_test = request.node.nodeid
 
 
 def test_check_on_fresh_hosts_predicts_the_converge_exactly(fresh):
@@ -235,6 +255,7 @@ def test_check_on_fresh_hosts_predicts_the_converge_exactly(fresh):
     builds = [entry for entry in site.results if entry['task'] == 'Build the base root file system with mmdebstrap']
     assert len(builds) == 1 and builds[0]['result']['changed'], site.explain()
     assert len(cached_archives(fresh)) == 1, os.listdir(fresh.cache_dir)
+    fresh.mark_converged()
 
 
 def test_second_run_changes_nothing_and_skips_the_transfer(converged):
@@ -245,6 +266,7 @@ def test_second_run_changes_nothing_and_skips_the_transfer(converged):
     bases = [entry for entry in again.results if entry['task'] == 'Put the base into /overlay/lower1-base and lower2-file above it']
     assert {entry['host']: entry['status'] for entry in bases} == dict.fromkeys(HOSTS, 'ok')
     assert not any(entry['result']['changed'] or entry['result']['transferred'] for entry in bases), again.explain()
+    converged.mark_converged()
 
 
 def test_check_after_convergence_changes_nothing(converged):
@@ -254,6 +276,7 @@ def test_check_after_convergence_changes_nothing(converged):
 
     assert_nothing_changed(check)
     assert converged.snapshot() == before
+    converged.mark_converged()
 
 
 def test_verify_sees_every_observation_and_changes_nothing(converged):
@@ -284,6 +307,7 @@ def test_verify_sees_every_observation_and_changes_nothing(converged):
         assert "ok   network: the talk's container (talk) still has only lo (network mode none)" in text, text
         assert 'ok   userns: on the seat the container\'s PID 1 runs as the range\'s first uid, not as root' in text, text
         assert 'ok   userns: root in the remapped container cannot read the seat\'s root-only file' in text, text
+    converged.mark_converged()
 
 
 def test_verify_fails_on_the_host_where_an_observation_is_wrong(converged):
@@ -319,6 +343,7 @@ def test_verify_fails_on_the_host_where_an_observation_is_wrong(converged):
     finally:
         converged.adhoc('ansible.builtin.file', json.dumps({'path': stray['dest'], 'state': 'absent'}), 'lab3')
     assert_nothing_changed(converged.playbook('verify.yml'))
+    converged.mark_converged()
 
 
 def test_a_different_base_is_not_swapped_under_a_mounted_overlay(converged):
@@ -331,6 +356,7 @@ def test_a_different_base_is_not_swapped_under_a_mounted_overlay(converged):
     assert site.statuses('Remove the base, unless a mounted overlay uses it') == dict.fromkeys(HOSTS, 'failed')
     assert {host: counts['failed'] for host, counts in site.recap().items()} == dict.fromkeys(HOSTS, 1)
     assert converged.snapshot() == before
+    converged.mark_converged()
 
 
 def test_an_unreachable_host_fails_alone(talk_lab):
@@ -360,7 +386,9 @@ def _with_port(inventory_text: str, host: str, port: int) -> str:
     return inventory_text.replace(marker, f'{marker}          ansible_port: {port}\n', 1)
 
 
-def test_reset_leaves_hosts_clean_as_check_predicted_and_keeps_the_cached_base(converged):
+def test_reset_leaves_hosts_clean_as_check_predicted_and_site_reuses_the_hosts_copy_of_the_archive(converged):
+    """reset.yml: check mode predicts it, the hosts are left clean but keep their copy of the base archive (and the
+    controller its cache); site.yml after it unpacks the host's copy again and sends nothing."""
     talk_lab = converged
     before = talk_lab.snapshot()
     check = talk_lab.playbook('reset.yml', '--check')
@@ -396,11 +424,6 @@ def test_reset_leaves_hosts_clean_as_check_predicted_and_keeps_the_cached_base(c
 
     assert_nothing_changed(talk_lab.playbook('reset.yml'))
 
-
-def test_site_after_reset_reuses_the_hosts_copy_of_the_archive(converged):
-    talk_lab = converged
-    assert_ok(talk_lab.playbook('reset.yml'))
-
     site = talk_lab.playbook('site.yml')
 
     assert_ok(site)
@@ -410,6 +433,7 @@ def test_site_after_reset_reuses_the_hosts_copy_of_the_archive(converged):
     assert all(entry['result']['changed'] and not entry['result']['transferred'] for entry in bases), site.explain()
     assert all(host in {h for h, _task in site.changed()} for host in HOSTS)
     assert_nothing_changed(talk_lab.playbook('verify.yml'))
+    talk_lab.mark_converged()
 
 
 def test_reset_with_purge_removes_the_caches_too(talk_lab):
