@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import signal
 import stat
@@ -178,6 +179,15 @@ def snapshot_mounts(under=None):
     if under is not None:
         lines = [line for line in lines if mountinfo.parse_mountinfo_line(line).mount_point.startswith(str(under))]
     return lines
+
+
+def user_exists(name):
+    """Whether the account NAME is in this machine's passwd database."""
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
 
 
 def snapshot_processes():

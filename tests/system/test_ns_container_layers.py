@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import itertools
 import os
-import pwd
 import subprocess
 import tempfile
 
 import pytest
 
-from conftest import ModuleRunner, make_busybox_rootfs, require_root, snapshot_mounts, snapshot_tree, unmount_below
+from conftest import ModuleRunner, make_busybox_rootfs, require_root, snapshot_mounts, snapshot_tree, unmount_below, user_exists
 from ansible_collections.unboxed.lab.plugins.module_utils import container
 from ansible_collections.unboxed.lab.plugins.module_utils import mountinfo
 from ansible_collections.unboxed.lab.plugins.module_utils import process
@@ -225,14 +224,6 @@ def test_a_bad_item_overlay_is_named_with_its_item(run_module, containers, layer
 # ---- userns_remap with overlay: the image's layers shifted into the remap user's range, in the same run -------------
 
 REMAP_USER = 'unboxed-t-nslayers'    # made by the module (userns_remap_create) and removed by layer_remap at teardown
-
-
-def user_exists(name):
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return False
-    return True
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import pathlib
-import pwd
 import stat
 import struct
 import subprocess
@@ -21,7 +20,7 @@ import threading
 import pytest
 
 from ansible_collections.unboxed.lab.plugins.module_utils import idmap
-from conftest import BIN, REPO, ansible_env, kill_module_after, make_busybox_rootfs, require_root, unmount_below
+from conftest import BIN, REPO, ansible_env, kill_module_after, make_busybox_rootfs, require_root, unmount_below, user_exists
 
 pytestmark = pytest.mark.root
 
@@ -45,14 +44,6 @@ def subid_text():
 
 def our_lines(name):
     return {path: [line for line in read(path).splitlines() if line.split(':')[0] == name] for path in SUBID_FILES}
-
-
-def user_exists(name):
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return False
-    return True
 
 
 @pytest.fixture(scope='module')
