@@ -81,7 +81,7 @@ def test_a_vanished_pid_is_not_running(tmp_path):
 
 def stat_with(text, state, utime=0, stime=0):
     """TEXT with another state and CPU times (fields 3, 14 and 15)."""
-    head, _, tail = text.rpartition(') ')
+    head, _sep, tail = text.rpartition(') ')
     rest = tail.split(' ')
     rest[0], rest[11], rest[12] = state, str(utime), str(stime)
     return f'{head}) {" ".join(rest)}'
