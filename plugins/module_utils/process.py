@@ -104,16 +104,24 @@ def is_running(identity: ProcessIdentity | None, proc: str = PROC) -> bool:
     return stat is not None and stat.start_time == identity.start_time and stat.state not in _DEAD_STATES
 
 
-def has_begun(identity: ProcessIdentity | None, proc: str = PROC) -> bool:
+def has_begun(identity: ProcessIdentity | None, since_ticks: int = 0, proc: str = PROC) -> bool:
     """The recorded process is alive and has begun its work: it waits for something (a read, a sleep, a child: state S)
-    or has used BEGUN_CPU_TICKS of CPU. This tells "it runs" from "it ends at once" by what the process did, not by
-    how long somebody watched it - on a loaded machine a command that exits at once may still be alive a second later."""
+    or has used BEGUN_CPU_TICKS of CPU beyond SINCE_TICKS. This tells "it runs" from "it ends at once" by what the
+    process did, not by how long somebody watched it - on a loaded machine a command that exits at once may still be
+    alive a second later. A process's CPU time counts from its fork and exec does not reset it: a caller that waits
+    for the program a process exec'd into passes the ticks it had when it saw the exec (cpu_ticks_of)."""
     if identity is None:
         return False
     stat = read_proc_stat(identity.pid, proc)
     if stat is None or stat.start_time != identity.start_time or stat.state in _DEAD_STATES:
         return False
-    return stat.state in _WAITING_STATES or stat.cpu_ticks >= BEGUN_CPU_TICKS
+    return stat.state in _WAITING_STATES or stat.cpu_ticks - since_ticks >= BEGUN_CPU_TICKS
+
+
+def cpu_ticks_of(identity: ProcessIdentity | None, proc: str = PROC) -> int:
+    """The CPU time the recorded process has used so far (clock ticks), 0 when it is gone or somebody else."""
+    stat = None if identity is None else read_proc_stat(identity.pid, proc)
+    return stat.cpu_ticks if stat is not None and stat.start_time == identity.start_time else 0
 
 
 def parse_cmdline(raw: bytes) -> list[str]:

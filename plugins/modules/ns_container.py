@@ -17,9 +17,11 @@ description:
   - The container runs detached, in a session of its own, with its standard input from C(/dev/null) and its output
     appended to a log file in its state directory (RV(log_path)).
   - The task returns once the command has begun its work - it waits for something (a read, a sleep, a child) or has used
-    some CPU time (a busy loop). A command that ends before that (a missing configuration file, a typo in a shell
-    command) fails the task with its exit code and the end of its output, however slowly a loaded seat runs it; a
-    command that ends later is found stopped, and started again, by the next run.
+    some CPU time of its own (a busy loop). A command that ends before that (a shell printing an error and exiting, a
+    program refusing its arguments) fails the task with its exit code and the end of its output, however slowly a loaded
+    seat runs it. One that waits first (a shell waiting for a child that fails, a program resolving a name) or spends
+    more CPU starting (an interpreter importing a framework) and then ends is reported started, as C(docker run -d)
+    reports it; the next run finds it stopped and starts it again.
   - The module tracks the process that is PID 1 inside the container (the child of C(unshare), not C(unshare) itself) by
     its PID B(and) its start time from C(/proc/PID/stat), as runc does. A recorded PID whose start time differs belongs to
     another process that reused the number, and is never signalled. A zombie does not count as running.
@@ -2141,13 +2143,16 @@ class NsContainer:
         missing config file, a typo) fails the task with its output, however slowly a loaded seat runs it."""
         deadline = time.monotonic() + START_TIMEOUT
         reached = False
+        stage_ticks = 0
         while True:
             if launcher.poll() is not None or not process.is_running(identity):
                 self.start_failed(launcher, identity, log_offset, 'the container ended while it was starting')
             if not reached:
                 cmdline = process.read_cmdline(identity.pid)
                 reached = bool(cmdline) and cmdline not in transitional
-            if reached and process.has_begun(identity):
+                # The launch stages (python) ran in this process before the exec: their CPU time is not the command's.
+                stage_ticks = process.cpu_ticks_of(identity) if reached else 0
+            if reached and process.has_begun(identity, since_ticks=stage_ticks):
                 return
             if time.monotonic() >= deadline:
                 self.start_failed(launcher, identity, log_offset,

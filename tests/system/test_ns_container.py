@@ -570,9 +570,14 @@ def test_an_unreadable_state_file_starts_nothing(run_module, containers, rootfs)
     assert not os.path.exists(args['state_dir'])
 
 
-def test_a_command_that_exits_at_once_fails_with_its_output(run_module, containers):
+@pytest.mark.parametrize('launch', ['plain', 'volume', 'preset'])
+def test_a_command_that_exits_at_once_fails_with_its_output(run_module, containers, tmp_path, launch):
+    """Whatever ran before the exec (the pivot_root stage, a volume's bind, the confinement's) is not the command's
+    start: its CPU time does not count towards the command having begun (process.has_begun)."""
+    extra = {'plain': {}, 'volume': {'volumes': [f'{tmp_path}:/app:ro']}, 'preset': {'preset': 'docker'}}[launch]
     name = containers.new_name()
-    result = run_module('ns_container', containers.args(name, command=['sh', '-c', 'echo "no config found" >&2; exit 3']))
+    result = run_module('ns_container', containers.args(name, command=['sh', '-c', 'echo "no config found" >&2; exit 3'],
+                                                        **extra))
     assert result.get('failed') is True
     assert f'Could not start container {name}' in result['msg'] and '(exit code 3)' in result['msg']
     assert 'no config found' in result['msg']

@@ -103,9 +103,21 @@ def test_parse_proc_stat_reads_the_cpu_time():
 ])
 def test_has_begun_by_what_the_process_did(tmp_path, state, utime, stime, begun):
     proc = fake_proc(tmp_path, {9871: stat_with(STAT_CONTAINER_PID1, state, utime, stime)})
-    assert process.has_begun(process.ProcessIdentity(9871, 160388), proc) is begun
-    assert process.has_begun(process.ProcessIdentity(9871, 160387), proc) is False  # the PID of somebody else
-    assert process.has_begun(None, proc) is False
+    assert process.has_begun(process.ProcessIdentity(9871, 160388), proc=proc) is begun
+    assert process.has_begun(process.ProcessIdentity(9871, 160387), proc=proc) is False  # the PID of somebody else
+    assert process.has_begun(None, proc=proc) is False
+
+
+def test_cpu_time_from_before_the_exec_is_not_the_commands(tmp_path):
+    """A container's PID 1 ran the launch stages (python) before it exec'd the command: 4 ticks then, 1 since."""
+    proc = fake_proc(tmp_path, {9871: stat_with(STAT_CONTAINER_PID1, 'R', utime=3, stime=2)})
+    pid1 = process.ProcessIdentity(9871, 160388)
+    assert process.cpu_ticks_of(pid1, proc) == 5
+    assert process.has_begun(pid1, proc=proc) is True
+    assert process.has_begun(pid1, since_ticks=4, proc=proc) is False
+    assert process.has_begun(pid1, since_ticks=2, proc=proc) is True
+    assert process.cpu_ticks_of(process.ProcessIdentity(9871, 1), proc) == 0  # somebody else's
+    assert process.cpu_ticks_of(None, proc) == 0
 
 
 def test_has_begun_for_real_processes():
